@@ -1,0 +1,3 @@
+"""nmt: train neural machine translation models and serve them over HTTP."""
+
+__version__ = "0.1.0"

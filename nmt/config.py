@@ -1,0 +1,225 @@
+"""Recipes: one YAML file, validated once into frozen config objects.
+
+A recipe has five sections: `data`, `tokenizer`, `model`, `train` and `search`. Unknown keys and
+wrong types are errors that name the key (``model.hidden_size: Input should be a valid integer``),
+raised as `ConfigError`. pydantic does the validation: it gives typed, frozen objects and precise
+messages for free, which a hand-written checker would only approximate.
+
+`model` is one of three shapes, chosen by `arch`:
+``transformer``, ``lstm`` (no attention) and ``lstm_attention``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from nmt.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CorpusConfig(_Section):
+    """One parallel corpus: two aligned files (plain or .gz) or one TSV file (src<TAB>tgt)."""
+
+    src: Path | None = None
+    tgt: Path | None = None
+    tsv: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_format(self) -> CorpusConfig:
+        pair = self.src is not None and self.tgt is not None
+        if pair == (self.tsv is not None) or (self.src is None) != (self.tgt is None):
+            raise ValueError("give either both 'src' and 'tgt' or one 'tsv'")
+        return self
+
+
+class DataConfig(_Section):
+    src_lang: str
+    tgt_lang: str
+    train: CorpusConfig
+    valid: CorpusConfig
+    max_tokens: int = Field(128, ge=1, description="drop pairs with more subword tokens on either side")
+    max_ratio: float = Field(3.0, gt=1.0, description="drop pairs whose token-length ratio exceeds this")
+
+
+class TokenizerConfig(_Section):
+    type: Literal["unigram", "bpe"] = "unigram"
+    vocab_size: int = Field(8000, ge=16)
+    joint: bool = True
+    character_coverage: float = Field(1.0, gt=0.0, le=1.0)
+
+
+class _RNNBase(_Section):
+    embed_dim: int = Field(256, ge=1)
+    hidden_size: int = Field(512, ge=1)
+    layers: int = Field(2, ge=1)
+    bidirectional: bool = True
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
+    tie_embeddings: bool = True  # target embedding shared with the output projection
+
+
+class LSTMConfig(_RNNBase):
+    """Encoder-decoder without attention (Sutskever 2014; Cho 2014 with `context_every_step`)."""
+
+    arch: Literal["lstm"]
+    context_every_step: bool = True  # feed the encoder summary at every decoder step (Cho 2014)
+
+
+class AttentionLSTMConfig(_RNNBase):
+    """Encoder-decoder with attention (Bahdanau additive or Luong dot/general scores)."""
+
+    arch: Literal["lstm_attention"]
+    attention: Literal["bahdanau", "luong_dot", "luong_general"] = "bahdanau"
+    input_feeding: bool = True
+
+
+class TransformerConfig(_Section):
+    arch: Literal["transformer"]
+    d_model: int = Field(256, ge=1)
+    heads: int = Field(4, ge=1)
+    ff_dim: int = Field(1024, ge=1)
+    encoder_layers: int = Field(3, ge=1)
+    decoder_layers: int = Field(3, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    attention_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    pre_norm: bool = True
+    share_embeddings: bool = True  # one matrix for source, target and output (needs a joint vocab)
+    max_positions: int = Field(1024, ge=8)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TransformerConfig:
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
+        return self
+
+
+ModelConfig = Annotated[
+    Union[TransformerConfig, LSTMConfig, AttentionLSTMConfig], Field(discriminator="arch")
+]
+ARCHS = ("transformer", "lstm", "lstm_attention")
+
+
+class SearchConfig(_Section):
+    """Decoding options; the recipe's copy is used for validation and stored in the bundle."""
+
+    beam_size: int = Field(5, ge=1, le=64)
+    length_penalty: float = Field(0.6, ge=0.0, description="GNMT alpha; 0 ranks by raw log-prob")
+    max_len_a: float = Field(1.5, ge=0.0, description="max target length = a * source length + b")
+    max_len_b: int = Field(10, ge=1)
+    n_best: int = Field(1, ge=1)
+    no_repeat_ngram: int = Field(0, ge=0, description="block repeated n-grams of this size; 0 = off")
+
+    @model_validator(mode="after")
+    def _n_best_fits(self) -> SearchConfig:
+        if self.n_best > self.beam_size:
+            raise ValueError(f"n_best ({self.n_best}) cannot exceed beam_size ({self.beam_size})")
+        return self
+
+
+class TrainConfig(_Section):
+    out_dir: Path
+    seed: int = 1
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_tokens: int = Field(4096, ge=16, description="padded tokens per batch, per process")
+    accum_steps: int = Field(1, ge=1)
+    max_epochs: int = Field(50, ge=1)
+    max_steps: int = Field(0, ge=0, description="optimizer steps; 0 = no limit")
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = Field(5e-4, gt=0.0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    weight_decay: float = Field(0.0, ge=0.0)
+    schedule: Literal["inverse_sqrt", "plateau"] = "inverse_sqrt"
+    warmup_steps: int = Field(4000, ge=0)
+    plateau_factor: float = Field(0.5, gt=0.0, lt=1.0)
+    plateau_patience: int = Field(1, ge=0)
+    min_lr: float = Field(1e-6, ge=0.0)
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    clip_norm: float = Field(1.0, ge=0.0, description="0 = no clipping")
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    patience: int = Field(10, ge=1, description="epochs without a better validation BLEU before stopping")
+    keep_last: int = Field(5, ge=1)
+    save_every_steps: int = Field(1000, ge=0, description="mid-epoch checkpoints; 0 = epoch ends only")
+    log_every_steps: int = Field(50, ge=1)
+    eval_max_sentences: int = Field(0, ge=0, description="validate BLEU on the first N pairs; 0 = all")
+    eval_batch_size: int = Field(64, ge=1)
+
+
+class Recipe(_Section):
+    name: str
+    data: DataConfig
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    model: ModelConfig
+    train: TrainConfig
+    search: SearchConfig = SearchConfig()
+
+    @model_validator(mode="after")
+    def _shared_needs_joint(self) -> Recipe:
+        if isinstance(self.model, TransformerConfig) and self.model.share_embeddings and not self.tokenizer.joint:
+            raise ValueError("model.share_embeddings needs tokenizer.joint: true")
+        return self
+
+
+def _describe(error: ValidationError) -> str:
+    """Turn pydantic's errors into lines like ``model.heads: Input should be a valid integer``."""
+    lines = []
+    for item in error.errors():
+        loc = [str(part) for part in item["loc"] if str(part) not in ARCHS]
+        key = ".".join(loc) or "recipe"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{key}: {message}")
+    return "; ".join(lines)
+
+
+def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
+    """Validate a recipe given as a dict; raises ConfigError naming every bad key."""
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{source}: {_describe(error)}") from None
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Apply ``section.key=value`` (value parsed as YAML) to a raw recipe dict, in place."""
+    key, sep, value = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {override!r}: expected KEY=VALUE, e.g. train.max_steps=100")
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {part} is not a section")
+    node[leaf] = yaml.safe_load(value)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read a YAML recipe, apply ``key=value`` overrides, validate. Errors name the file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: recipe file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error.__class__.__name__})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of sections")
+    for override in overrides:
+        apply_override(raw, override)
+    return parse_recipe(raw, str(path))
+
+
+def parse_section(name: str, raw: Any) -> Any:
+    """Validate one section by itself, e.g. the `model` or `search` options stored in a bundle."""
+    annotation = ModelConfig if name == "model" else Recipe.model_fields[name].annotation
+    try:
+        return TypeAdapter(annotation).validate_python(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{name}: {_describe(error)}") from None

@@ -1,0 +1,22 @@
+"""The one exception family that the CLI and the service turn into a clear message.
+
+Anything the user can get wrong (a missing file, a bad recipe key, an incomplete bundle)
+raises a subclass of `NmtError` whose message names the file or key; the CLI prints it on
+one line and exits non-zero, with no traceback.
+"""
+
+
+class NmtError(Exception):
+    """A problem the user can fix; the message is shown to them as it is."""
+
+
+class ConfigError(NmtError):
+    """A recipe or option is invalid; the message names the key."""
+
+
+class DataError(NmtError):
+    """A corpus file is missing, empty, misaligned or unreadable; the message names the file."""
+
+
+class BundleError(NmtError):
+    """A model bundle is missing or incomplete; the message names the folder or file."""

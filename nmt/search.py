@@ -1,0 +1,195 @@
+"""Greedy and batched beam search over any model that offers `encode` / `decode_step`.
+
+One implementation serves every architecture and backend: greedy search is beam search with a
+beam of one. The search only needs the seam described in `nmt.models`:
+
+    encode(src (B, S), src_lengths (B,)) -> (memory, state)
+    decode_step(prev_tokens (B,), memory, state) -> (log_probs (B, V), state)
+
+`memory` (encoder outputs, masks, cross-attention keys) is the same for every hypothesis of a
+sentence, so it is only re-selected when finished sentences leave the batch; `state` (LSTM
+states, key/value caches) follows its hypothesis and is re-selected every step.
+
+`BeamBatch` holds the bookkeeping of a batch of beams and is driven by one loop in
+`beam_search`; it is tested on hand-made log-probabilities.
+
+Conventions: a finished hypothesis stays finished: its only continuation is EOS at no cost, so
+its score and length no longer change. Candidates are ranked by their length-normalised score
+(GNMT: log p / ((5 + |y|) / 6) ** alpha, |y| counting the EOS), which for unfinished
+hypotheses of one step is the same order as their log-probability. A sentence is done when all
+of its beams have finished; the search stops when every sentence is done.
+
+Letters: B sentences, K beams, R = B * K rows, V vocabulary, t tokens so far.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from nmt.config import SearchConfig
+from nmt.specials import BOS_ID, EOS_ID, PAD_ID
+
+TensorDict = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    tokens: list[int]  # without BOS and EOS
+    score: float  # length-normalised log-probability, the ranking key
+    log_prob: float  # total log-probability, EOS included
+
+
+def length_penalty(lengths: Tensor, alpha: float) -> Tensor:
+    """GNMT length penalty ((5 + length) / 6) ** alpha; 1 when alpha is 0."""
+    return ((5.0 + lengths.float()) / 6.0) ** alpha
+
+
+def max_lengths(src_lengths: Tensor, options: SearchConfig, cap: int | None = None) -> Tensor:
+    """Longest target (EOS included) for each sentence: a * source length + b, at most `cap`."""
+    limits = (src_lengths.float() * options.max_len_a).floor().long() + options.max_len_b
+    return limits.clamp(max=cap) if cap is not None else limits
+
+
+def select(tensors: TensorDict, index: Tensor) -> TensorDict:
+    """Pick rows (dim 0) of every tensor: reorders beams or drops finished sentences."""
+    return {name: value.index_select(0, index) for name, value in tensors.items()}
+
+
+def _blocked_ngrams(tokens: Tensor, n: int, vocab_size: int) -> Tensor:
+    """(R, V) bool: tokens that would repeat an n-gram already present in each row of (R, t)."""
+    rows, length = tokens.shape
+    if n < 1 or length < n:
+        return torch.zeros(rows, vocab_size, dtype=torch.bool, device=tokens.device)
+    if n == 1:
+        banned = torch.zeros(rows, vocab_size, device=tokens.device)
+        return banned.scatter_add_(1, tokens, torch.ones_like(tokens, dtype=banned.dtype)) > 0
+    windows = tokens.unfold(1, n, 1)  # (R, t-n+1, n)
+    prefix = tokens[:, length - n + 1 :]  # (R, n-1): the last n-1 tokens
+    matches = (windows[:, :, :-1] == prefix[:, None, :]).all(-1)  # (R, t-n+1)
+    banned = torch.zeros(rows, vocab_size, device=tokens.device)
+    return banned.scatter_add_(1, windows[:, :, -1], matches.to(banned.dtype)) > 0
+
+
+class BeamBatch:
+    """The beams of a batch of sentences while they are searched.
+
+    Rows are flattened sentence-major: row b * K + k is beam k of the b-th still-active sentence.
+    `advance` consumes one step of log-probabilities and says which rows the model's state
+    must be taken from; `hypotheses` gives the n-best lists in the original sentence order.
+    """
+
+    def __init__(self, max_lens: Tensor, options: SearchConfig):
+        batch, beam = max_lens.numel(), options.beam_size
+        device = max_lens.device
+        self.options = options
+        self.beam_size = beam
+        self.max_lens = max_lens  # (B,) of the active sentences
+        self.sentence_ids = torch.arange(batch, device=device)  # (B,) original positions
+        self.tokens = torch.empty(batch * beam, 0, dtype=torch.long, device=device)  # (R, t)
+        scores = torch.full((batch, beam), -math.inf, device=device)
+        scores[:, 0] = 0.0  # all beams start equal: keep one so the first step has no duplicates
+        self.scores = scores  # (B, K) total log-prob
+        self.lengths = torch.zeros(batch, beam, dtype=torch.long, device=device)  # EOS included
+        self.finished = torch.zeros(batch, beam, dtype=torch.bool, device=device)
+        self.results: list[list[Hypothesis]] = [[] for _ in range(batch)]
+
+    @property
+    def done(self) -> bool:
+        return self.sentence_ids.numel() == 0
+
+    @property
+    def last_tokens(self) -> Tensor:
+        """(R,) the next decoder input of every row."""
+        if self.tokens.size(1) == 0:
+            return torch.full((self.tokens.size(0),), BOS_ID, dtype=torch.long, device=self.tokens.device)
+        return self.tokens[:, -1]
+
+    def advance(self, log_probs: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Take one step. log_probs: (R, V) for the current rows.
+
+        Returns (state_index, memory_index): rows to `select` from the state for the next step,
+        and, when finished sentences left the batch, the rows to `select` from the memory
+        (None when every sentence is still active).
+        """
+        batch, beam = self.scores.shape
+        step = self.tokens.size(1)
+        vocab = log_probs.size(-1)
+        log_probs = self._mask(log_probs.float(), step).view(batch, beam, vocab)
+
+        candidates = self.scores[:, :, None] + log_probs  # (B, K, V)
+        lengths = torch.where(self.finished, self.lengths, step + 1)[:, :, None]
+        ranked = candidates / length_penalty(lengths, self.options.length_penalty)
+        best = ranked.view(batch, -1).topk(beam, dim=1).indices  # (B, K) into K * V
+        parent, token = best // vocab, best % vocab
+
+        self.scores = candidates.view(batch, -1).gather(1, best)
+        was_finished = self.finished.gather(1, parent)
+        self.lengths = torch.where(was_finished, self.lengths.gather(1, parent), step + 1)
+        self.finished = was_finished | (token == EOS_ID) | ~torch.isfinite(self.scores)
+        rows = (parent + torch.arange(batch, device=parent.device)[:, None] * beam).view(-1)
+        self.tokens = torch.cat([self.tokens.index_select(0, rows), token.view(-1, 1)], dim=1)
+        return self._retire(rows)
+
+    def _mask(self, log_probs: Tensor, step: int) -> Tensor:
+        """Apply the rules of the search to (R, V) log-probs: finished rows only repeat EOS,
+        PAD and BOS are never produced, n-grams may be blocked, EOS is forced at max length."""
+        vocab_ids = torch.arange(log_probs.size(1), device=log_probs.device)
+        is_eos = vocab_ids == EOS_ID  # (V,)
+        at_limit = (step + 1 >= self.max_lens).repeat_interleave(self.beam_size)  # (R,)
+        banned = ((vocab_ids == PAD_ID) | (vocab_ids == BOS_ID))[None, :] | (at_limit[:, None] & ~is_eos)
+        if self.options.no_repeat_ngram:
+            banned = banned | _blocked_ngrams(self.tokens, self.options.no_repeat_ngram, log_probs.size(1))
+        finished = self.finished.view(-1, 1)  # (R, 1)
+        log_probs = log_probs.masked_fill(banned | finished, -math.inf)
+        return log_probs.masked_fill(finished & is_eos, 0.0)
+
+    def _retire(self, rows: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Move sentences whose beams have all finished into `results`; drop their rows."""
+        done = self.finished.all(dim=1)  # (B,)
+        if not done.any():
+            return rows, None
+        for b in done.nonzero().view(-1).tolist():
+            self.results[self.sentence_ids[b].item()] = self._nbest(b)
+        keep = (~done).nonzero().view(-1)  # (B',) active sentences that go on
+        keep_rows = (keep[:, None] * self.beam_size + torch.arange(self.beam_size, device=keep.device)).view(-1)
+        self.sentence_ids = self.sentence_ids[keep]
+        self.max_lens = self.max_lens[keep]
+        self.scores, self.lengths, self.finished = self.scores[keep], self.lengths[keep], self.finished[keep]
+        self.tokens = self.tokens.index_select(0, keep_rows)
+        return rows.index_select(0, keep_rows), keep_rows
+
+    def _nbest(self, b: int) -> list[Hypothesis]:
+        scores, lengths = self.scores[b], self.lengths[b]
+        ranked = scores / length_penalty(lengths, self.options.length_penalty)
+        hypotheses = []
+        for k in ranked.argsort(descending=True).tolist():
+            if not math.isfinite(scores[k].item()):
+                continue  # a beam that never had a live candidate (tiny vocabularies only)
+            tokens = self.tokens[b * self.beam_size + k, : lengths[k] - 1].tolist()
+            hypotheses.append(Hypothesis(tokens, ranked[k].item(), scores[k].item()))
+        return hypotheses[: self.options.n_best]
+
+
+@torch.inference_mode()
+def beam_search(
+    model, src: Tensor, src_lengths: Tensor, options: SearchConfig, max_len_cap: int | None = None
+) -> list[list[Hypothesis]]:
+    """Translate a batch: src (B, S) with lengths (B,) -> an n-best list for each sentence.
+
+    `model` is anything with `encode` and `decode_step` (a PyTorch model or an ONNX backend).
+    """
+    memory, state = model.encode(src, src_lengths)
+    expand = torch.arange(src.size(0), device=src.device).repeat_interleave(options.beam_size)
+    memory, state = select(memory, expand), select(state, expand)
+    beams = BeamBatch(max_lengths(src_lengths, options, max_len_cap), options)
+    while not beams.done:
+        log_probs, state = model.decode_step(beams.last_tokens, memory, state)
+        state_rows, memory_rows = beams.advance(log_probs)
+        state = select(state, state_rows)
+        if memory_rows is not None:
+            memory = select(memory, memory_rows)
+    return beams.results

@@ -1,0 +1,188 @@
+"""Beam search behaviour on hand-made log-probabilities.
+
+`ScriptedModel` offers the encode / decode_step seam; its next-token distribution is a table
+keyed by (source id, prefix so far), so every test states exactly what the model believes.
+"""
+
+import math
+
+import pytest
+import torch
+
+from nmt.config import SearchConfig
+from nmt.search import BeamBatch, Hypothesis, _blocked_ngrams, beam_search, length_penalty
+from nmt.specials import BOS_ID, EOS_ID
+
+V = 10
+A, B, C, D = 4, 5, 6, 7
+
+
+class ScriptedModel:
+    """next-token probabilities from `table[src_id][prefix]`; unknown prefixes end the sentence."""
+
+    def __init__(self, table):
+        self.table = table
+        self.calls = 0
+
+    def encode(self, src, src_lengths):
+        rows = src.size(0)
+        return {"src_id": src[:, 0].clone()}, {"prefix": torch.empty(rows, 0, dtype=torch.long)}
+
+    def decode_step(self, prev, memory, state):
+        self.calls += 1
+        prefix = torch.cat([state["prefix"], prev[:, None]], dim=1)  # (R, t+1), BOS first
+        log_probs = torch.full((prev.size(0), V), -math.inf)  # unlisted tokens are impossible
+        for row in range(prev.size(0)):
+            key = tuple(prefix[row, 1:].tolist())
+            dist = self.table[memory["src_id"][row].item()].get(key, {EOS_ID: 1.0})
+            for token, prob in dist.items():
+                log_probs[row, token] = math.log(prob)
+        return torch.log_softmax(log_probs, dim=-1), {"prefix": prefix}
+
+
+def run(table, src_ids=(0,), **options):
+    model = ScriptedModel(table)
+    src = torch.tensor([[i, EOS_ID] for i in src_ids])
+    opts = {"beam_size": 3, "length_penalty": 0.0, "max_len_a": 0.0, "max_len_b": 10, **options}
+    return beam_search(model, src, torch.full((len(src_ids),), 2), SearchConfig(**opts)), model
+
+
+def best_tokens(results):
+    return [hyps[0].tokens for hyps in results]
+
+
+# A then anything is unlikely; B then C is very likely: greedy takes A, beam search finds B C.
+GARDEN_PATH = {
+    0: {
+        (): {A: 0.55, B: 0.45},
+        (A,): {C: 0.3, D: 0.3, EOS_ID: 0.4},
+        (A, C): {EOS_ID: 1.0},
+        (A, D): {EOS_ID: 1.0},
+        (B,): {C: 0.95, EOS_ID: 0.05},
+        (B, C): {EOS_ID: 1.0},
+    }
+}
+
+
+def test_greedy_takes_the_locally_best_token():
+    results, _ = run(GARDEN_PATH, beam_size=1)
+    assert best_tokens(results) == [[A]]
+
+
+def test_beam_finds_the_sequence_greedy_misses():
+    results, _ = run(GARDEN_PATH, beam_size=2)
+    assert best_tokens(results) == [[B, C]]
+    assert results[0][0].log_prob == pytest.approx(math.log(0.45 * 0.95), abs=1e-5)
+
+
+def test_n_best_is_sorted_and_distinct():
+    results, _ = run(GARDEN_PATH, beam_size=3, n_best=3)
+    hyps = results[0]
+    assert len(hyps) == 3
+    assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+    assert len({tuple(h.tokens) for h in hyps}) == 3
+
+
+def test_length_penalty_changes_the_winner():
+    # short: A EOS has p = 0.5; long: B C C C EOS has p = 0.45 * 0.9^3 ~ 0.33
+    table = {
+        0: {
+            (): {A: 0.5, B: 0.45, D: 0.05},
+            (A,): {EOS_ID: 1.0},
+            (B,): {C: 0.9, EOS_ID: 0.1},
+            (B, C): {C: 0.9, EOS_ID: 0.1},
+            (B, C, C): {C: 0.9, EOS_ID: 0.1},
+            (B, C, C, C): {EOS_ID: 1.0},
+        }
+    }
+    raw, _ = run(table, beam_size=3, length_penalty=0.0)
+    assert best_tokens(raw) == [[A]]
+    normalised, _ = run(table, beam_size=3, length_penalty=2.0)
+    assert best_tokens(normalised) == [[B, C, C, C]]
+    hyp = normalised[0][0]
+    assert hyp.score == pytest.approx(hyp.log_prob / length_penalty(torch.tensor(5), 2.0).item(), rel=1e-5)
+
+
+def test_finished_beams_stay_finished():
+    # A EOS finishes at step 2; the search goes on for the longer beams, and A must neither
+    # grow nor change its score while they do.
+    table = {
+        0: {
+            (): {A: 0.6, B: 0.4},
+            (A,): {EOS_ID: 1.0},
+            (B,): {C: 1.0},
+            (B, C): {C: 1.0},
+            (B, C, C): {EOS_ID: 1.0},
+        }
+    }
+    results, _ = run(table, beam_size=2, n_best=2)
+    by_tokens = {tuple(h.tokens): h for h in results[0]}
+    assert set(by_tokens) == {(A,), (B, C, C)}
+    assert by_tokens[(A,)].log_prob == pytest.approx(math.log(0.6), abs=1e-5)
+
+
+def test_search_stops_when_every_beam_has_finished():
+    table = {0: {(): {A: 0.7, B: 0.3}, (A,): {EOS_ID: 1.0}, (B,): {EOS_ID: 1.0}}}
+    _, model = run(table, beam_size=2, max_len_b=50)
+    assert model.calls == 2  # first token, then EOS for both beams: no step more
+
+
+def test_max_length_forces_eos():
+    forever = {0: {(A,) * n: {A: 0.95, EOS_ID: 0.05} for n in range(100)}}
+    results, _ = run(forever, beam_size=1, max_len_a=1.0, max_len_b=2)  # source length 2 -> 4
+    assert results[0][0].tokens == [A, A, A]  # three tokens + EOS = the limit of 4
+
+
+def test_no_repeat_ngram_blocks_repeats():
+    loop = {0: {(): {A: 0.9, C: 0.1}}}
+    loop[0].update({tuple([A, B] * n + [A])[: k + 1]: {(B if k % 2 == 0 else A): 0.8, C: 0.1, EOS_ID: 0.1}
+                    for n in range(5) for k in range(8)})
+    free, _ = run(loop, beam_size=1, max_len_b=7)
+    assert free[0][0].tokens[:4] == [A, B, A, B]
+    blocked, _ = run(loop, beam_size=1, max_len_b=7, no_repeat_ngram=2)
+    tokens = blocked[0][0].tokens
+    bigrams = list(zip(tokens, tokens[1:]))
+    assert len(bigrams) == len(set(bigrams))
+
+
+def test_blocked_ngrams_marks_the_completing_token():
+    tokens = torch.tensor([[A, B, C, A], [A, A, A, A]])
+    blocked = _blocked_ngrams(tokens, 2, V)
+    assert blocked[0].nonzero().view(-1).tolist() == [B]  # "A B" was seen; last token is A
+    assert blocked[1].nonzero().view(-1).tolist() == [A]
+
+
+def test_batch_gives_the_same_results_as_one_at_a_time():
+    table = {
+        0: GARDEN_PATH[0],
+        1: {(): {C: 0.9, D: 0.1}, (C,): {D: 0.6, EOS_ID: 0.4}, (C, D): {EOS_ID: 1.0}},
+        2: {(): {EOS_ID: 0.9, A: 0.1}},
+    }
+    batched, _ = run(table, src_ids=(0, 1, 2), beam_size=3, n_best=2, length_penalty=0.6)
+    for i in range(3):
+        single, _ = run(table, src_ids=(i,), beam_size=3, n_best=2, length_penalty=0.6)
+        assert [h.tokens for h in batched[i]] == [h.tokens for h in single[0]]
+        assert [h.score for h in batched[i]] == pytest.approx([h.score for h in single[0]])
+
+
+def test_finished_sentences_leave_the_batch():
+    table = {0: {(): {EOS_ID: 1.0}}, 1: {(): {A: 1.0}, (A,): {A: 1.0}, (A, A): {EOS_ID: 1.0}}}
+    beams = BeamBatch(torch.tensor([10, 10]), SearchConfig(beam_size=2, length_penalty=0.0))
+    model = ScriptedModel(table)
+    memory, state = model.encode(torch.tensor([[0, EOS_ID], [1, EOS_ID]]).repeat_interleave(2, 0), None)
+    log_probs, _ = model.decode_step(beams.last_tokens, memory, state)
+    state_rows, memory_rows = beams.advance(log_probs)
+    assert memory_rows is not None and memory_rows.tolist() == [2, 3]  # sentence 0 is done
+    assert state_rows.numel() == 2
+    assert beams.results[0][0] == Hypothesis([], pytest.approx(0.0, abs=1e-5), pytest.approx(0.0, abs=1e-5))
+    assert not beams.done
+
+
+def test_search_options_are_validated():
+    from nmt.errors import ConfigError
+    from nmt.config import parse_section
+
+    with pytest.raises(ConfigError, match="n_best"):
+        parse_section("search", {"beam_size": 2, "n_best": 3})
+    with pytest.raises(ConfigError, match="beam_size"):
+        parse_section("search", {"beam_size": 0})
