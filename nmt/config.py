@@ -12,7 +12,7 @@ messages for free, which a hand-written checker would only approximate.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -99,9 +99,7 @@ class TransformerConfig(_Section):
         return self
 
 
-ModelConfig = Annotated[
-    Union[TransformerConfig, LSTMConfig, AttentionLSTMConfig], Field(discriminator="arch")
-]
+ModelConfig = Annotated[TransformerConfig | LSTMConfig | AttentionLSTMConfig, Field(discriminator="arch")]
 ARCHS = ("transformer", "lstm", "lstm_attention")
 
 
@@ -160,7 +158,11 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _shared_needs_joint(self) -> Recipe:
-        if isinstance(self.model, TransformerConfig) and self.model.share_embeddings and not self.tokenizer.joint:
+        if (
+            isinstance(self.model, TransformerConfig)
+            and self.model.share_embeddings
+            and not self.tokenizer.joint
+        ):
             raise ValueError("model.share_embeddings needs tokenizer.joint: true")
         return self
 

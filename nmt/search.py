@@ -155,7 +155,9 @@ class BeamBatch:
         for b in done.nonzero().view(-1).tolist():
             self.results[self.sentence_ids[b].item()] = self._nbest(b)
         keep = (~done).nonzero().view(-1)  # (B',) active sentences that go on
-        keep_rows = (keep[:, None] * self.beam_size + torch.arange(self.beam_size, device=keep.device)).view(-1)
+        keep_rows = (keep[:, None] * self.beam_size + torch.arange(self.beam_size, device=keep.device)).view(
+            -1
+        )
         self.sentence_ids = self.sentence_ids[keep]
         self.max_lens = self.max_lens[keep]
         self.scores, self.lengths, self.finished = self.scores[keep], self.lengths[keep], self.finished[keep]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 import time
 import unicodedata
 from pathlib import Path
@@ -27,13 +26,7 @@ from nmt.data import (
 from nmt.errors import DataError
 from nmt.specials import BOS_ID, EOS_ID, PAD_ID
 from nmt.tokenizer import train_tokenizers
-
-MULTI30K = Path(
-    os.environ.get(
-        "NMT_MULTI30K", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k"
-    )
-)
-
+from tests.conftest import MULTI30K
 
 # --------------------------------------------------------------------------- reading
 
@@ -227,7 +220,7 @@ def test_padding_fraction_counts_both_sides() -> None:
     assert corpus.padding_fraction([[0], [1]]) == 0.0
 
 
-@pytest.mark.skipif(not MULTI30K.is_dir(), reason=f"Multi30k not found at {MULTI30K} (set NMT_MULTI30K)")
+@pytest.mark.usefixtures("multi30k")
 def test_multi30k_epoch_is_at_most_ten_percent_padding(tmp_path: Path) -> None:
     start = time.perf_counter()
     src_texts, tgt_texts = read_corpus(

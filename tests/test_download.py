@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import filecmp
 import functools
-import os
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -14,15 +13,9 @@ import pytest
 
 from nmt.download import MULTI30K_FILES, MULTI30K_SPLITS, download_multi30k
 from nmt.errors import DataError
+from tests.conftest import MULTI30K
 
-MULTI30K = Path(
-    os.environ.get(
-        "NMT_MULTI30K", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k"
-    )
-)
-pytestmark = pytest.mark.skipif(
-    not MULTI30K.is_dir(), reason=f"Multi30k not found at {MULTI30K} (set NMT_MULTI30K)"
-)
+pytestmark = pytest.mark.usefixtures("multi30k")  # fails, never skips, when the corpus is missing
 
 EN_FILES = [f"{split}.en.gz" for split in MULTI30K_SPLITS]
 

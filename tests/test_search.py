@@ -11,7 +11,7 @@ import torch
 
 from nmt.config import SearchConfig
 from nmt.search import BeamBatch, Hypothesis, _blocked_ngrams, beam_search, length_penalty
-from nmt.specials import BOS_ID, EOS_ID
+from nmt.specials import EOS_ID
 
 V = 10
 A, B, C, D = 4, 5, 6, 7
@@ -135,13 +135,18 @@ def test_max_length_forces_eos():
 
 def test_no_repeat_ngram_blocks_repeats():
     loop = {0: {(): {A: 0.9, C: 0.1}}}
-    loop[0].update({tuple([A, B] * n + [A])[: k + 1]: {(B if k % 2 == 0 else A): 0.8, C: 0.1, EOS_ID: 0.1}
-                    for n in range(5) for k in range(8)})
+    loop[0].update(
+        {
+            tuple([A, B] * n + [A])[: k + 1]: {(B if k % 2 == 0 else A): 0.8, C: 0.1, EOS_ID: 0.1}
+            for n in range(5)
+            for k in range(8)
+        }
+    )
     free, _ = run(loop, beam_size=1, max_len_b=7)
     assert free[0][0].tokens[:4] == [A, B, A, B]
     blocked, _ = run(loop, beam_size=1, max_len_b=7, no_repeat_ngram=2)
     tokens = blocked[0][0].tokens
-    bigrams = list(zip(tokens, tokens[1:]))
+    bigrams = list(zip(tokens, tokens[1:], strict=False))
     assert len(bigrams) == len(set(bigrams))
 
 
@@ -179,8 +184,8 @@ def test_finished_sentences_leave_the_batch():
 
 
 def test_search_options_are_validated():
-    from nmt.errors import ConfigError
     from nmt.config import parse_section
+    from nmt.errors import ConfigError
 
     with pytest.raises(ConfigError, match="n_best"):
         parse_section("search", {"beam_size": 2, "n_best": 3})

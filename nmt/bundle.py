@@ -1,0 +1,185 @@
+"""Model bundles: one self-describing folder per trained model, and the one loader for it.
+
+    bundle.json          architecture, model config, languages, search defaults, training
+                         metadata, scores with their signatures, and `version`
+    spm.model            the joint SentencePiece model (or spm.<src>.model + spm.<tgt>.model)
+    weights.safetensors  the weights (fp32, or fp16 to ship small)
+
+`version` is a content hash of the weights, tokenizers and model config: the cache and the
+exports key on it, and `load_bundle` checks it, so an edited or torn bundle is refused rather
+than served. Translate, evaluate, export and the service all load through `load_bundle`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+
+from nmt.checkpoint import readable_mode
+from nmt.config import SearchConfig, parse_section
+from nmt.errors import BundleError, ConfigError
+from nmt.models import build_model
+from nmt.tokenizer import Tokenizer
+
+BUNDLE_FILE = "bundle.json"
+WEIGHTS_FILE = "weights.safetensors"
+FORMAT = 1
+_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    meta: dict[str, Any]
+    model_config: Any  # TransformerConfig | LSTMConfig | AttentionLSTMConfig
+    search: SearchConfig
+    src_tokenizer: Tokenizer
+    tgt_tokenizer: Tokenizer
+
+    @property
+    def version(self) -> str:
+        return self.meta["version"]
+
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    @property
+    def src_lang(self) -> str:
+        return self.meta["src_lang"]
+
+    @property
+    def tgt_lang(self) -> str:
+        return self.meta["tgt_lang"]
+
+    def load_model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
+        """Build the model, load its weights (in fp32) and put it in eval mode on `device`."""
+        model = build_model(self.model_config, self.src_tokenizer.vocab_size, self.tgt_tokenizer.vocab_size)
+        model.to(_DTYPES[self.meta.get("dtype", "float32")])
+        try:
+            load_model(model, str(self.path / WEIGHTS_FILE), strict=True)
+        except Exception as error:
+            raise BundleError(f"{self.path / WEIGHTS_FILE}: weights do not fit the model ({error})") from None
+        return model.float().to(device).eval()
+
+
+def _tokenizer_files(src_lang: str, tgt_lang: str, joint: bool) -> tuple[str, str]:
+    return ("spm.model", "spm.model") if joint else (f"spm.{src_lang}.model", f"spm.{tgt_lang}.model")
+
+
+def content_hash(folder: Path, files: list[str], model_config: dict[str, Any]) -> str:
+    """sha256 over the model config and the named files: the bundle's version."""
+    digest = hashlib.sha256(json.dumps(model_config, sort_keys=True).encode())
+    for name in sorted(set(files)):
+        with open(folder / name, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def save_bundle(
+    path: Path,
+    model: torch.nn.Module,
+    model_config: Any,
+    src_tokenizer: Tokenizer,
+    tgt_tokenizer: Tokenizer,
+    search: SearchConfig,
+    meta: dict[str, Any],
+    dtype: str = "float32",
+) -> Path:
+    """Write a bundle folder atomically (a temporary folder renamed into place).
+
+    meta must hold name, src_lang and tgt_lang; anything else (training, scores) is kept as is.
+    """
+    path = Path(path)
+    joint = src_tokenizer.path == tgt_tokenizer.path
+    src_file, tgt_file = _tokenizer_files(meta["src_lang"], meta["tgt_lang"], joint)
+    model_dict = model_config.model_dump(mode="json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        os.chmod(tmp, readable_mode(directory=True))
+        shutil.copyfile(src_tokenizer.path, tmp / src_file)
+        shutil.copyfile(tgt_tokenizer.path, tmp / tgt_file)
+        stored = copy.deepcopy(model).to("cpu", _DTYPES[dtype])
+        save_model(stored, str(tmp / WEIGHTS_FILE))
+        files = [WEIGHTS_FILE, src_file, tgt_file]
+        bundle = {
+            "format": FORMAT,
+            **meta,
+            "architecture": model_config.arch,
+            "model": model_dict,
+            "src_vocab_size": src_tokenizer.vocab_size,
+            "tgt_vocab_size": tgt_tokenizer.vocab_size,
+            "tokenizer": {"src": src_file, "tgt": tgt_file},
+            "search": search.model_dump(mode="json"),
+            "dtype": dtype,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "version": content_hash(tmp, files, model_dict),
+        }
+        (tmp / BUNDLE_FILE).write_text(
+            json.dumps(bundle, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
+    """The one loader: read and check a bundle folder. Raises BundleError naming what is wrong."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"{path}: model bundle not found (expected a folder with {BUNDLE_FILE})")
+    meta_file = path / BUNDLE_FILE
+    if not meta_file.is_file():
+        raise BundleError(f"{path}: incomplete bundle, {BUNDLE_FILE} is missing")
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        files = [WEIGHTS_FILE, meta["tokenizer"]["src"], meta["tokenizer"]["tgt"]]
+        keys = ("name", "src_lang", "tgt_lang", "model", "search", "version")
+        missing_key = next((key for key in keys if key not in meta), None)
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise BundleError(
+            f"{meta_file}: unreadable bundle description ({error.__class__.__name__})"
+        ) from None
+    if missing_key:
+        raise BundleError(f"{meta_file}: missing key {missing_key!r}")
+    for name in files:
+        if not (path / name).is_file():
+            raise BundleError(f"{path}: incomplete bundle, {name} is missing")
+    if verify and content_hash(path, files, meta["model"]) != meta["version"]:
+        raise BundleError(
+            f"{path}: files do not match the bundle's version {meta['version']} (edited or corrupt)"
+        )
+    try:
+        model_config = parse_section("model", meta["model"])
+        search = parse_section("search", meta["search"])
+    except ConfigError as error:
+        raise BundleError(f"{meta_file}: {error}") from None
+    return Bundle(
+        path=path,
+        meta=meta,
+        model_config=model_config,
+        search=search,
+        src_tokenizer=Tokenizer.load(path / files[1]),
+        tgt_tokenizer=Tokenizer.load(path / files[2]),
+    )

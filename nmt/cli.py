@@ -1,0 +1,248 @@
+"""The `nmt` command: thin argument parsing over the library.
+
+    nmt train --config RECIPE.yaml [--resume] [--set KEY=VALUE ...]
+    nmt average (--checkpoints CKPT ... | --run DIR --last N) --out BUNDLE
+    nmt translate --model BUNDLE [--beam-size 5] [--batch-size N] [--device cpu|cuda]   (stdin -> stdout)
+    nmt evaluate --model BUNDLE --src FILE --ref FILE [--json]
+    nmt data download multi30k --out DIR [--base-url URL]
+
+Every user mistake ends as one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from nmt.errors import NmtError
+
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line that points at --help."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _device(value: str) -> str:
+    import torch
+
+    if value == "cuda" and not torch.cuda.is_available():
+        raise NmtError("--device cuda: no CUDA device is available here")
+    return value
+
+
+def _search_options(args, defaults):
+    """The bundle's search options with the ones given on the command line."""
+    from nmt.config import parse_section
+
+    given = {
+        "beam_size": args.beam_size,
+        "n_best": getattr(args, "n_best", None),
+        "length_penalty": args.length_penalty,
+    }
+    merged = {**defaults.model_dump(), **{k: v for k, v in given.items() if v is not None}}
+    return parse_section("search", merged)
+
+
+def _translator(args):
+    from nmt.bundle import load_bundle
+    from nmt.translator import Translator
+
+    bundle = load_bundle(args.model)
+    translator = Translator.from_bundle(bundle, _device(args.device), batch_size=args.batch_size)
+    return translator, _search_options(args, bundle.search)
+
+
+def _chunks(lines: Iterator[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for line in lines:
+        chunk.append(line.rstrip("\n"))
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def cmd_translate(args) -> None:
+    translator, search = _translator(args)
+    out = sys.stdout
+    # chunks keep memory bounded on long inputs while each chunk still batches well
+    for chunk in _chunks(sys.stdin, max(args.batch_size * 32, 1024)):
+        for nbest in translator.translate(chunk, search):
+            if search.n_best == 1:
+                out.write(nbest[0].text + "\n")
+            else:
+                out.write("".join(f"{t.text}\t{t.score:.4f}\n" for t in nbest))
+        out.flush()
+
+
+def cmd_evaluate(args) -> None:
+    from nmt.data import read_lines
+    from nmt.metrics import corpus_scores
+
+    src, ref = read_lines(args.src), read_lines(args.ref)
+    if len(src) != len(ref):
+        raise NmtError(f"{args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
+    translator, search = _translator(args)
+    hypotheses = translator.translate_best(src, search)
+    if args.hyp_out:
+        Path(args.hyp_out).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+    scores = corpus_scores(hypotheses, ref)
+    lowercase = corpus_scores(hypotheses, ref, lowercase=True)
+    if args.json:
+        report = {
+            "model": str(args.model),
+            "sentences": len(src),
+            **scores.as_dict(),
+            "lowercase": lowercase.as_dict(),
+        }
+        print(json.dumps(report, indent=2))
+    else:
+        print(scores)
+        print(f"lowercased: BLEU {lowercase.bleu:.2f}  ({lowercase.signatures['bleu']})")
+
+
+def cmd_train(args) -> None:
+    from nmt.config import load_recipe
+    from nmt.train import train
+
+    recipe = load_recipe(args.config, args.set or [])
+    print(train(recipe, resume=args.resume))
+
+
+def cmd_average(args) -> None:
+    from nmt.checkpoint import average_state_dicts, load_checkpoint, step_checkpoints
+    from nmt.config import parse_recipe
+    from nmt.run import RunDir
+
+    if args.run:
+        paths = step_checkpoints(RunDir(args.run).checkpoints)[-args.last :]
+        if not paths:
+            raise NmtError(f"{args.run}: no step-*.pt checkpoints to average")
+    else:
+        paths = [Path(p) for p in args.checkpoints]
+    recipe = parse_recipe(load_checkpoint(paths[-1])["recipe"], str(paths[-1]))
+    run = RunDir(args.run or paths[-1].parent.parent)
+    meta = {"training": {"recipe": recipe.name, "averaged": [p.name for p in paths]}}
+    print(run.write_bundle(average_state_dicts(paths), recipe, meta, Path(args.out)))
+
+
+def cmd_download(args) -> None:
+    from nmt.download import MULTI30K_BASE_URL, download_multi30k
+
+    for path in download_multi30k(Path(args.out), args.base_url or MULTI30K_BASE_URL, tuple(args.langs)):
+        print(path)
+
+
+def _add_decoding(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model bundle folder")
+    parser.add_argument(
+        "--beam-size", type=int, help="beam size (default: the bundle's, usually 5; 1 = greedy)"
+    )
+    parser.add_argument(
+        "--length-penalty", type=float, help="GNMT length penalty alpha (default: the bundle's)"
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="sentences per batch (default 32)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="nmt", description="Train and run neural machine translation models.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = commands.add_parser(
+        "train", help="train a model from a YAML recipe", description="Train a model from a YAML recipe."
+    )
+    p.add_argument("--config", required=True, help="recipe file (see training/configs/)")
+    p.add_argument("--resume", action="store_true", help="continue the run in the recipe's out_dir")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a recipe key, e.g. train.max_steps=100"
+    )
+    p.set_defaults(handler=cmd_train)
+
+    p = commands.add_parser(
+        "average",
+        help="average checkpoints into a bundle",
+        description="Average the weights of checkpoints into a bundle.",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoints", nargs="+", help="checkpoint files of one run")
+    source.add_argument("--run", help="a training run folder (its out_dir)")
+    p.add_argument(
+        "--last", type=int, default=5, help="with --run: how many of the last checkpoints (default 5)"
+    )
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.set_defaults(handler=cmd_average)
+
+    p = commands.add_parser(
+        "translate",
+        help="translate stdin to stdout",
+        description="Translate lines from stdin to stdout, one per line, in order.",
+    )
+    _add_decoding(p)
+    p.add_argument("--n-best", type=int, help="write N translations per line as TEXT<TAB>SCORE")
+    p.set_defaults(handler=cmd_translate)
+
+    p = commands.add_parser(
+        "evaluate",
+        help="BLEU, chrF and TER on a test set",
+        description="Translate a test set and score it with sacreBLEU.",
+    )
+    _add_decoding(p)
+    p.add_argument("--src", required=True, help="source file (plain or .gz)")
+    p.add_argument("--ref", required=True, help="reference file (plain or .gz)")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    p.add_argument("--hyp-out", help="also write the translations to this file")
+    p.set_defaults(handler=cmd_evaluate)
+
+    data = commands.add_parser("data", help="data sets", description="Fetch data sets.")
+    data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    p = data_commands.add_parser(
+        "download",
+        help="download a public corpus",
+        description="Download Multi30k (task 1, raw) with checksum checks and resume.",
+    )
+    p.add_argument("corpus", choices=["multi30k"])
+    p.add_argument("--out", required=True, help="folder to write the .gz files to")
+    p.add_argument("--base-url", help="where the files are (default: the public GitHub copy); file:// works")
+    p.add_argument("--langs", nargs="+", default=["en", "de", "fr"], choices=["en", "de", "fr"])
+    p.set_defaults(handler=cmd_download)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        args.handler(args)
+    except NmtError as error:
+        from nmt.train import Interrupted
+
+        if isinstance(error, Interrupted):  # a checkpoint was saved: say so, exit as the signal asks
+            print(f"nmt {args.command}: {error}", file=sys.stderr)
+            return 128 + error.signum
+        print(f"nmt {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"nmt {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        return EXIT_ERROR
+    except OSError as error:  # disk full, permission denied, ...: the OS's words name the file
+        print(f"nmt {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""The three model families behind one seam, and `build_model`, which picks one from its config.
+
+Every model offers (B batch, S source length, T target length, V target vocabulary):
+- ``forward(src (B, S), src_lengths (B,), tgt_in (B, T)) -> logits (B, T, V)``: teacher forcing;
+  src is right-padded with PAD and ends with EOS, tgt_in = [BOS, y1, ..., yn] right-padded.
+- ``encode(src, src_lengths) -> (memory, state)``: memory holds what stays fixed while decoding a
+  sentence (always "src_mask" (B, S), True = real token); state what changes at every step.
+- ``decode_step(prev_tokens (B,), memory, state) -> (log_probs (B, V) float32, new_state)``.
+Every tensor in memory and state has the batch on dim 0, so a search reorders beams or drops
+finished sentences with ``index_select(0, idx)`` on each of them. The key sets are listed in each
+class's docstring and are fixed for a given config.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from nmt.config import AttentionLSTMConfig, LSTMConfig, TransformerConfig
+from nmt.models.rnn import AttentionLSTMSeq2Seq, LSTMSeq2Seq
+from nmt.models.transformer import TransformerSeq2Seq
+
+__all__ = ["AttentionLSTMSeq2Seq", "LSTMSeq2Seq", "TransformerSeq2Seq", "build_model"]
+
+
+def build_model(
+    cfg: TransformerConfig | LSTMConfig | AttentionLSTMConfig, src_vocab_size: int, tgt_vocab_size: int
+) -> nn.Module:
+    """The model described by `cfg` (the recipe's `model` section), freshly initialised."""
+    match cfg:
+        case TransformerConfig():
+            return TransformerSeq2Seq(cfg, src_vocab_size, tgt_vocab_size)
+        case LSTMConfig():
+            return LSTMSeq2Seq(cfg, src_vocab_size, tgt_vocab_size)
+        case AttentionLSTMConfig():
+            return AttentionLSTMSeq2Seq(cfg, src_vocab_size, tgt_vocab_size)
+    raise TypeError(f"not a model config: {type(cfg).__name__}")

@@ -1,0 +1,257 @@
+"""Recurrent encoder-decoders: `LSTMSeq2Seq` (no attention) and `AttentionLSTMSeq2Seq`.
+
+Both share the encoder (a multi-layer, optionally bidirectional LSTM over packed sequences), the
+bridge from the encoder's final states to the decoder's initial states, and the output layer.
+
+Letters: B batch, S source length, T target length, E embedding size, H decoder hidden size,
+K encoder output size (2H when bidirectional, else H), L layers, V target vocabulary.
+Decoder states in `state` are batch first, (B, L, H), so the search can reorder them on dim 0;
+`nn.LSTM` wants (L, B, H), hence the transposes around each call.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from nmt.config import AttentionLSTMConfig, LSTMConfig
+from nmt.models.attention import build_attention, padding_mask
+from nmt.specials import PAD_ID
+
+
+class LSTMEncoder(nn.Module):
+    """Embeds the source and runs a multi-layer (bi)LSTM over it, skipping padding."""
+
+    def __init__(self, cfg: LSTMConfig | AttentionLSTMConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=PAD_ID)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.lstm = nn.LSTM(
+            cfg.embed_dim,
+            cfg.hidden_size,
+            cfg.layers,
+            batch_first=True,
+            bidirectional=cfg.bidirectional,
+            dropout=cfg.dropout if cfg.layers > 1 else 0.0,
+        )
+        self.output_size = cfg.hidden_size * (2 if cfg.bidirectional else 1)  # K
+
+    def forward(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """src (B, S), src_lengths (B,) -> outputs (B, S, K) (zeros at padding), final h and c (B, L, K).
+
+        The final states of both directions of a layer are concatenated."""
+        embedded = self.dropout(self.embed(src))  # (B, S, E)
+        packed = pack_padded_sequence(embedded, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed_outputs, (h, c) = self.lstm(packed)  # h, c: (L * directions, B, H)
+        outputs, _ = pad_packed_sequence(packed_outputs, batch_first=True, total_length=src.size(1))
+        return outputs, _per_layer(h, self.lstm.num_layers), _per_layer(c, self.lstm.num_layers)
+
+
+def _per_layer(final: Tensor, layers: int) -> Tensor:
+    """nn.LSTM's final states (L * directions, B, H) -> (B, L, directions * H)."""
+    return final.unflatten(0, (layers, -1)).permute(2, 0, 1, 3).flatten(2)
+
+
+class Bridge(nn.Module):
+    """Encoder final states (B, L, K) -> decoder initial states (B, L, H): h0 = tanh(W_h h), c0 = W_c c.
+
+    Layer l of the decoder starts from layer l of the encoder, through maps shared by all layers.
+    No tanh on c: the cell state of an LSTM is not bounded to (-1, 1)."""
+
+    def __init__(self, encoder_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.h = nn.Linear(encoder_size, hidden_size)
+        self.c = nn.Linear(encoder_size, hidden_size)
+
+    def forward(self, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.tanh(self.h(h)), self.c(c)
+
+
+class OutputLayer(nn.Module):
+    """Decoder output (..., H) -> logits (..., V).
+
+    With `tied` (the target embedding shared with the output matrix), a linear pre-output map first
+    brings H to the embedding size E when they differ."""
+
+    def __init__(self, hidden_size: int, embedding: nn.Embedding, tied: bool) -> None:
+        super().__init__()
+        vocab_size, embed_dim = embedding.weight.shape
+        in_dim = embed_dim if tied else hidden_size
+        self.pre_output = (
+            nn.Linear(hidden_size, in_dim, bias=False) if in_dim != hidden_size else nn.Identity()
+        )
+        self.proj = nn.Linear(in_dim, vocab_size)
+        if tied:
+            self.proj.weight = embedding.weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(self.pre_output(x))
+
+
+def _lstm_step(lstm: nn.LSTM, x: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Run `lstm` on x (B, T, *) from state["h"], state["c"] (B, L, H) -> outputs (B, T, H), h, c (B, L, H)."""
+    initial = (state["h"].transpose(0, 1).contiguous(), state["c"].transpose(0, 1).contiguous())
+    outputs, (h, c) = lstm(x, initial)
+    return outputs, h.transpose(0, 1), c.transpose(0, 1)
+
+
+def _init_uniform(model: nn.Module, embeddings: list[nn.Embedding]) -> None:
+    """Every weight uniform in [-0.1, 0.1] (Sutskever et al. 2014), padding rows zero."""
+    for param in model.parameters():
+        nn.init.uniform_(param, -0.1, 0.1)
+    with torch.no_grad():
+        for embedding in embeddings:
+            embedding.weight[PAD_ID].zero_()
+
+
+class LSTMSeq2Seq(nn.Module):
+    """Encoder-decoder without attention (Sutskever et al. 2014; Cho et al. 2014).
+
+    The decoder sees the source only through its initial state, the bridged final encoder states.
+    With `context_every_step` (Cho 2014), a fixed summary c of the source, the bridged final state
+    of the top layer, is also concatenated to every decoder input and fed to a tanh pre-output layer
+    together with the decoder output: o_t = tanh(W_o [h_t; c]).
+
+    memory: {"src_mask" (B, S), "context" (B, H) when context_every_step}
+    state: {"h" (B, L, H), "c" (B, L, H)}
+    """
+
+    def __init__(self, cfg: LSTMConfig, src_vocab_size: int, tgt_vocab_size: int) -> None:
+        super().__init__()
+        self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
+        self.context_every_step = cfg.context_every_step
+        self.encoder = LSTMEncoder(cfg, src_vocab_size)
+        self.bridge = Bridge(self.encoder.output_size, cfg.hidden_size)
+        self.tgt_embed = nn.Embedding(tgt_vocab_size, cfg.embed_dim, padding_idx=PAD_ID)
+        context_size = cfg.hidden_size if cfg.context_every_step else 0
+        self.decoder = nn.LSTM(
+            cfg.embed_dim + context_size,
+            cfg.hidden_size,
+            cfg.layers,
+            batch_first=True,
+            dropout=cfg.dropout if cfg.layers > 1 else 0.0,
+        )
+        self.readout = nn.Linear(2 * cfg.hidden_size, cfg.hidden_size) if cfg.context_every_step else None
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.output = OutputLayer(cfg.hidden_size, self.tgt_embed, cfg.tie_embeddings)
+        _init_uniform(self, [self.encoder.embed, self.tgt_embed])
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """src (B, S), src_lengths (B,) -> (memory, state); see the class docstring for the keys."""
+        _, h, c = self.encoder(src, src_lengths)
+        h, c = self.bridge(h, c)  # (B, L, H)
+        memory = {"src_mask": padding_mask(src_lengths, src.size(1))}
+        if self.context_every_step:
+            memory["context"] = h[:, -1]  # (B, H)
+        return memory, {"h": h, "c": c}
+
+    def _decode(
+        self, tgt: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """tgt (B, T) -> logits (B, T, V) and the state after the last step."""
+        x = self.dropout(self.tgt_embed(tgt))  # (B, T, E)
+        if self.readout is not None:  # Cho 2014: the source summary enters every step
+            context = memory["context"].unsqueeze(1).expand(-1, tgt.size(1), -1)  # (B, T, H)
+            x = torch.cat([x, context], dim=-1)
+        outputs, h, c = _lstm_step(self.decoder, x, state)  # (B, T, H)
+        if self.readout is not None:
+            outputs = torch.tanh(self.readout(torch.cat([outputs, context], dim=-1)))
+        return self.output(self.dropout(outputs)), {"h": h, "c": c}
+
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher forcing: src (B, S), src_lengths (B,), tgt_in (B, T) -> logits (B, T, V)."""
+        memory, state = self.encode(src, src_lengths)
+        return self._decode(tgt_in, memory, state)[0]
+
+    def decode_step(
+        self, prev_tokens: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """prev_tokens (B,) -> log-probabilities (B, V) float32 and the new state."""
+        logits, state = self._decode(prev_tokens.unsqueeze(1), memory, state)
+        return logits[:, 0].float().log_softmax(dim=-1), state
+
+
+class AttentionLSTMSeq2Seq(nn.Module):
+    """Encoder-decoder with attention, Luong et al. (2015)'s flow with input feeding.
+
+    At step t, with a_{t-1} the previous attentional vector (zeros at the first step):
+        x_t = [emb(y_{t-1}); a_{t-1}]              (just emb(y_{t-1}) without `input_feeding`)
+        h_t = LSTM(x_t, state)                     (top layer's output is the query)
+        context_t = attention(h_t, encoder outputs)
+        a_t = tanh(W_c [context_t; h_t])           -> output layer -> logits
+    `attention` picks the score: "luong_dot", "luong_general", or "bahdanau", which is Bahdanau's
+    additive score inside this same decoder (queried with h_t, not h_{t-1}), as Joey NMT and
+    OpenNMT-py do. The source half of every score is precomputed in `encode` ("keys").
+
+    memory: {"src_mask" (B, S), "encoder_outputs" (B, S, K), "keys" (B, S, *)}
+    state: {"h" (B, L, H), "c" (B, L, H), "feed" (B, H) when input_feeding}
+    """
+
+    def __init__(self, cfg: AttentionLSTMConfig, src_vocab_size: int, tgt_vocab_size: int) -> None:
+        super().__init__()
+        self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
+        self.input_feeding = cfg.input_feeding
+        self.encoder = LSTMEncoder(cfg, src_vocab_size)
+        self.bridge = Bridge(self.encoder.output_size, cfg.hidden_size)
+        self.tgt_embed = nn.Embedding(tgt_vocab_size, cfg.embed_dim, padding_idx=PAD_ID)
+        feed_size = cfg.hidden_size if cfg.input_feeding else 0
+        self.decoder = nn.LSTM(
+            cfg.embed_dim + feed_size,
+            cfg.hidden_size,
+            cfg.layers,
+            batch_first=True,
+            dropout=cfg.dropout if cfg.layers > 1 else 0.0,
+        )
+        self.attention = build_attention(cfg.attention, cfg.hidden_size, self.encoder.output_size)
+        self.combine = nn.Linear(self.encoder.output_size + cfg.hidden_size, cfg.hidden_size)  # W_c
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.output = OutputLayer(cfg.hidden_size, self.tgt_embed, cfg.tie_embeddings)
+        _init_uniform(self, [self.encoder.embed, self.tgt_embed])
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """src (B, S), src_lengths (B,) -> (memory, state); see the class docstring for the keys."""
+        outputs, h, c = self.encoder(src, src_lengths)  # (B, S, K), (B, L, K)
+        h, c = self.bridge(h, c)  # (B, L, H)
+        memory = {
+            "src_mask": padding_mask(src_lengths, src.size(1)),
+            "encoder_outputs": outputs,
+            "keys": self.attention.project_keys(outputs),
+        }
+        state = {"h": h, "c": c}
+        if self.input_feeding:
+            state["feed"] = h.new_zeros(h.size(0), h.size(2))  # (B, H)
+        return memory, state
+
+    def _step(
+        self, embedded: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """One decoder step: embedded (B, E) -> attentional vector a_t (B, H) and the new state."""
+        x = torch.cat([embedded, state["feed"]], dim=-1) if self.input_feeding else embedded
+        outputs, h, c = _lstm_step(self.decoder, x.unsqueeze(1), state)
+        query = outputs[:, 0]  # (B, H)
+        context, _ = self.attention(query, memory["keys"], memory["encoder_outputs"], memory["src_mask"])
+        attentional = torch.tanh(self.combine(torch.cat([context, query], dim=-1)))  # (B, H)
+        new_state = {"h": h, "c": c}
+        if self.input_feeding:
+            new_state["feed"] = attentional
+        return attentional, new_state
+
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher forcing: src (B, S), src_lengths (B,), tgt_in (B, T) -> logits (B, T, V).
+
+        Input feeding makes each step depend on the last, so the decoder loops over T."""
+        memory, state = self.encode(src, src_lengths)
+        embedded = self.dropout(self.tgt_embed(tgt_in))  # (B, T, E)
+        attentional = []
+        for t in range(tgt_in.size(1)):
+            a_t, state = self._step(embedded[:, t], memory, state)
+            attentional.append(a_t)
+        return self.output(self.dropout(torch.stack(attentional, dim=1)))  # (B, T, V)
+
+    def decode_step(
+        self, prev_tokens: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """prev_tokens (B,) -> log-probabilities (B, V) float32 and the new state."""
+        attentional, state = self._step(self.dropout(self.tgt_embed(prev_tokens)), memory, state)
+        return self.output(self.dropout(attentional)).float().log_softmax(dim=-1), state

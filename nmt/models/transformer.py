@@ -1,0 +1,252 @@
+"""The encoder-decoder Transformer (Vaswani et al. 2017), pre-norm or post-norm, with caches for decoding.
+
+Decoding one token at a time reuses two kinds of keys and values:
+- cross-attention keys/values of every decoder layer depend only on the source, so `encode`
+  computes them once ("cross_k{i}", "cross_v{i}" in memory);
+- self-attention keys/values of the tokens decoded so far grow by one position per step
+  ("self_k{i}", "self_v{i}" in state, starting with length 0).
+
+Letters: B batch, S source length, T target length (t: tokens decoded so far), D d_model,
+N heads, Dh = D / N, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nmt.config import TransformerConfig
+from nmt.models.attention import padding_mask
+from nmt.specials import PAD_ID
+
+
+def sinusoids(max_positions: int, dim: int) -> Tensor:
+    """The fixed position table (max_positions, D): sin on even features, cos on odd ones."""
+    positions = torch.arange(max_positions, dtype=torch.float32).unsqueeze(1)
+    frequencies = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(max_positions, dim)
+    table[:, 0::2] = torch.sin(positions * frequencies)
+    table[:, 1::2] = torch.cos(positions * frequencies)[:, : dim // 2]
+    return table
+
+
+class MultiHeadAttention(nn.Module):
+    """Scaled dot-product attention over N heads, with keys/values computed separately so callers can cache them."""
+
+    def __init__(self, d_model: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.q = nn.Linear(d_model, d_model)
+        self.k = nn.Linear(d_model, d_model)
+        self.v = nn.Linear(d_model, d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def _split(self, x: Tensor) -> Tensor:
+        """(B, T, D) -> (B, N, T, Dh)."""
+        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+
+    def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x (B, S, D) -> keys and values, each (B, N, S, Dh)."""
+        return self._split(self.k(x)), self._split(self.v(x))
+
+    def forward(self, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None) -> Tensor:
+        """Queries from x (B, T, D) attend to keys/values (B, N, S, Dh) -> (B, T, D).
+
+        mask: boolean, True = may attend, broadcastable to (B, N, T, S); None = attend everywhere."""
+        dropout = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(
+            self._split(self.q(x)), keys, values, attn_mask=mask, dropout_p=dropout
+        )
+        return self.out(out.transpose(1, 2).flatten(2))
+
+
+class FeedForward(nn.Sequential):
+    """Position-wise feed-forward block: Linear -> ReLU -> dropout -> Linear."""
+
+    def __init__(self, d_model: int, ff_dim: int, dropout: float) -> None:
+        super().__init__(
+            nn.Linear(d_model, ff_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff_dim, d_model)
+        )
+
+
+class _ResidualLayer(nn.Module):
+    """Residual wrapping shared by both layer types.
+
+    pre-norm:  x + dropout(f(norm(x)))       post-norm: norm(x + dropout(f(x)))"""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.pre_norm = cfg.pre_norm
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def _input(self, x: Tensor, norm: nn.LayerNorm) -> Tensor:
+        return norm(x) if self.pre_norm else x
+
+    def _residual(self, x: Tensor, y: Tensor, norm: nn.LayerNorm) -> Tensor:
+        x = x + self.dropout(y)
+        return x if self.pre_norm else norm(x)
+
+
+class EncoderLayer(_ResidualLayer):
+    """Self-attention, then feed-forward."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__(cfg)
+        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.heads, cfg.attention_dropout)
+        self.self_norm = nn.LayerNorm(cfg.d_model)
+        self.ff = FeedForward(cfg.d_model, cfg.ff_dim, cfg.dropout)
+        self.ff_norm = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, x: Tensor, src_mask: Tensor) -> Tensor:
+        """x (B, S, D), src_mask (B, 1, 1, S) -> (B, S, D)."""
+        h = self._input(x, self.self_norm)
+        x = self._residual(x, self.self_attn(h, *self.self_attn.keys_values(h), src_mask), self.self_norm)
+        return self._residual(x, self.ff(self._input(x, self.ff_norm)), self.ff_norm)
+
+
+class DecoderLayer(_ResidualLayer):
+    """Causal self-attention (extending its key/value cache), cross-attention, then feed-forward."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__(cfg)
+        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.heads, cfg.attention_dropout)
+        self.self_norm = nn.LayerNorm(cfg.d_model)
+        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.heads, cfg.attention_dropout)
+        self.cross_norm = nn.LayerNorm(cfg.d_model)
+        self.ff = FeedForward(cfg.d_model, cfg.ff_dim, cfg.dropout)
+        self.ff_norm = nn.LayerNorm(cfg.d_model)
+
+    def forward(
+        self,
+        x: Tensor,
+        self_k: Tensor,
+        self_v: Tensor,
+        cross_k: Tensor,
+        cross_v: Tensor,
+        src_mask: Tensor,
+        causal_mask: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B, T, D) for the positions after the t cached ones; self_k/self_v (B, N, t, Dh);
+        cross_k/cross_v (B, N, S, Dh); src_mask (B, 1, 1, S); causal_mask (T, t + T) or None when T = 1.
+        -> x (B, T, D) and the self-attention cache extended to (B, N, t + T, Dh)."""
+        h = self._input(x, self.self_norm)
+        k, v = self.self_attn.keys_values(h)
+        self_k, self_v = torch.cat([self_k, k], dim=2), torch.cat([self_v, v], dim=2)
+        x = self._residual(x, self.self_attn(h, self_k, self_v, causal_mask), self.self_norm)
+        h = self._input(x, self.cross_norm)
+        x = self._residual(x, self.cross_attn(h, cross_k, cross_v, src_mask), self.cross_norm)
+        x = self._residual(x, self.ff(self._input(x, self.ff_norm)), self.ff_norm)
+        return x, self_k, self_v
+
+
+class TransformerSeq2Seq(nn.Module):
+    """Encoder-decoder Transformer with sinusoidal positions and tied target/output embeddings.
+
+    `share_embeddings`: one matrix for source, target and output (needs one joint vocabulary);
+    otherwise separate source and target embeddings, the target one still tied to the output.
+    `pre_norm`: LayerNorm before each sublayer plus a final LayerNorm on each stack (more stable
+    without warmup); otherwise the original post-norm.
+
+    memory: {"src_mask" (B, S), "cross_k{i}", "cross_v{i}" (B, N, S, Dh) for each decoder layer i}
+    state: {"self_k{i}", "self_v{i}" (B, N, t, Dh) for each decoder layer i; t = 0 after encode}
+    """
+
+    def __init__(self, cfg: TransformerConfig, src_vocab_size: int, tgt_vocab_size: int) -> None:
+        super().__init__()
+        if cfg.share_embeddings and src_vocab_size != tgt_vocab_size:
+            raise ValueError(
+                f"share_embeddings needs one vocabulary, got src {src_vocab_size} and tgt {tgt_vocab_size}"
+            )
+        self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
+        self.max_positions = cfg.max_positions
+        self.scale = math.sqrt(cfg.d_model)
+        self.tgt_embed = nn.Embedding(tgt_vocab_size, cfg.d_model, padding_idx=PAD_ID)
+        if cfg.share_embeddings:
+            self.src_embed = self.tgt_embed
+        else:
+            self.src_embed = nn.Embedding(src_vocab_size, cfg.d_model, padding_idx=PAD_ID)
+        self.register_buffer("positions", sinusoids(cfg.max_positions, cfg.d_model), persistent=False)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.encoder_layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
+        self.decoder_layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
+        self.encoder_norm = nn.LayerNorm(cfg.d_model) if cfg.pre_norm else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(cfg.d_model) if cfg.pre_norm else nn.Identity()
+        self.output = nn.Linear(cfg.d_model, tgt_vocab_size, bias=False)
+        self.output.weight = self.tgt_embed.weight
+        self._reset_parameters(cfg.d_model)
+
+    def _reset_parameters(self, d_model: int) -> None:
+        """Xavier-uniform matrices; embeddings N(0, D^-1/2) so that, scaled by sqrt(D), they have unit
+        variance like the positions; padding rows zero. LayerNorms and biases keep PyTorch's defaults."""
+        for param in self.parameters():
+            if param.dim() > 1:
+                nn.init.xavier_uniform_(param)
+        for embedding in dict.fromkeys([self.tgt_embed, self.src_embed]):  # once each when shared
+            nn.init.normal_(embedding.weight, std=d_model**-0.5)
+            with torch.no_grad():
+                embedding.weight[PAD_ID].zero_()
+
+    def _embed(self, tokens: Tensor, embedding: nn.Embedding, start: int | Tensor = 0) -> Tensor:
+        """tokens (B, T) at positions start .. start + T - 1 -> (B, T, D)."""
+        positions = self.positions[start : start + tokens.size(1)]
+        return self.dropout(embedding(tokens) * self.scale + positions)
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """src (B, S), src_lengths (B,) -> (memory, state); see the class docstring for the keys."""
+        if src.size(1) > self.max_positions:
+            raise ValueError(f"source of {src.size(1)} tokens exceeds max_positions ({self.max_positions})")
+        src_mask = padding_mask(src_lengths, src.size(1))  # (B, S)
+        attn_mask = src_mask[:, None, None, :]  # (B, 1, 1, S)
+        x = self._embed(src, self.src_embed)
+        for layer in self.encoder_layers:
+            x = layer(x, attn_mask)
+        x = self.encoder_norm(x)  # (B, S, D)
+        memory, state = {"src_mask": src_mask}, {}
+        for i, layer in enumerate(self.decoder_layers):
+            k, v = layer.cross_attn.keys_values(x)  # (B, N, S, Dh)
+            memory[f"cross_k{i}"], memory[f"cross_v{i}"] = k, v
+            empty = k.new_zeros(k.size(0), k.size(1), 0, k.size(3))  # (B, N, 0, Dh)
+            state[f"self_k{i}"], state[f"self_v{i}"] = empty, empty
+        return memory, state
+
+    def _decode(
+        self, tgt: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor], causal_mask: Tensor | None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """tgt (B, T), following the state's t cached positions -> logits (B, T, V), the extended state."""
+        x = self._embed(tgt, self.tgt_embed, start=state["self_k0"].shape[2])
+        attn_mask = memory["src_mask"][:, None, None, :]  # (B, 1, 1, S)
+        new_state = {}
+        for i, layer in enumerate(self.decoder_layers):
+            x, new_state[f"self_k{i}"], new_state[f"self_v{i}"] = layer(
+                x,
+                state[f"self_k{i}"],
+                state[f"self_v{i}"],
+                memory[f"cross_k{i}"],
+                memory[f"cross_v{i}"],
+                attn_mask,
+                causal_mask,
+            )
+        return self.output(self.decoder_norm(x)), new_state
+
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher forcing: src (B, S), src_lengths (B,), tgt_in (B, T) -> logits (B, T, V)."""
+        if tgt_in.size(1) > self.max_positions:
+            raise ValueError(
+                f"target of {tgt_in.size(1)} tokens exceeds max_positions ({self.max_positions})"
+            )
+        memory, state = self.encode(src, src_lengths)
+        length = tgt_in.size(1)
+        causal_mask = torch.ones(length, length, dtype=torch.bool, device=tgt_in.device).tril()  # (T, T)
+        return self._decode(tgt_in, memory, state, causal_mask)[0]
+
+    def decode_step(
+        self, prev_tokens: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """prev_tokens (B,) -> log-probabilities (B, V) float32 and the state with one more cached position.
+
+        The position of prev_tokens is the cache length; one new query may attend to every cached key."""
+        logits, state = self._decode(prev_tokens.unsqueeze(1), memory, state, causal_mask=None)
+        return logits[:, 0].float().log_softmax(dim=-1), state

@@ -1,0 +1,96 @@
+"""A training run's folder: where each of its files lives, and how a bundle is made from it.
+
+    <out_dir>/recipe.yaml        the validated recipe the run was started with
+    <out_dir>/spm*.model         its SentencePiece model(s)
+    <out_dir>/checkpoints/       step-*.pt (last N) and best.pt
+    <out_dir>/metrics.jsonl      one line per logged event; metrics.png plots it
+    <out_dir>/bundle/            the model bundle written when training ends
+
+`nmt train` and `nmt average` both make their bundles through `RunDir.write_bundle`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from nmt.bundle import save_bundle
+from nmt.config import Recipe, parse_recipe
+from nmt.errors import NmtError
+from nmt.models import build_model
+from nmt.runlog import MetricsLog
+from nmt.tokenizer import Tokenizer
+
+
+class RunDir:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    @property
+    def recipe_file(self) -> Path:
+        return self.path / "recipe.yaml"
+
+    @property
+    def log(self) -> MetricsLog:
+        return MetricsLog(self.path / "metrics.jsonl")
+
+    @property
+    def plot(self) -> Path:
+        return self.path / "metrics.png"
+
+    @property
+    def bundle(self) -> Path:
+        return self.path / "bundle"
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step:08d}.pt"
+
+    def tokenizer_files(self, recipe: Recipe) -> tuple[Path, Path]:
+        if recipe.tokenizer.joint:
+            return self.path / "spm.model", self.path / "spm.model"
+        return (
+            self.path / f"spm.{recipe.data.src_lang}.model",
+            self.path / f"spm.{recipe.data.tgt_lang}.model",
+        )
+
+    def load_tokenizers(self, recipe: Recipe) -> tuple[Tokenizer, Tokenizer]:
+        src, tgt = self.tokenizer_files(recipe)
+        return Tokenizer.load(src), Tokenizer.load(tgt)
+
+    def save_recipe(self, recipe: Recipe) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        text = yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+        self.recipe_file.write_text(text, encoding="utf-8")
+
+    def load_recipe(self) -> Recipe:
+        if not self.recipe_file.is_file():
+            raise NmtError(f"{self.path}: not a training run (no recipe.yaml)")
+        return parse_recipe(
+            yaml.safe_load(self.recipe_file.read_text(encoding="utf-8")), str(self.recipe_file)
+        )
+
+    def write_bundle(
+        self, weights: dict[str, torch.Tensor], recipe: Recipe, meta: dict[str, Any], out: Path | None = None
+    ) -> Path:
+        """Build the model of `recipe`, load `weights` and save it as a bundle (default: bundle/)."""
+        src_tok, tgt_tok = self.load_tokenizers(recipe)
+        model = build_model(recipe.model, src_tok.vocab_size, tgt_tok.vocab_size)
+        model.load_state_dict(weights)
+        meta = {
+            "name": recipe.name,
+            "src_lang": recipe.data.src_lang,
+            "tgt_lang": recipe.data.tgt_lang,
+            **meta,
+        }
+        return save_bundle(out or self.bundle, model, recipe.model, src_tok, tgt_tok, recipe.search, meta)

@@ -1,0 +1,412 @@
+"""The training loop: `train(recipe, resume)` reads a recipe and leaves a bundle behind.
+
+One epoch is a deterministic list of length-bucketed batches (a function of the seed and the
+epoch number), so a checkpoint only needs (epoch, batch) to say where the data stands, and
+`--resume` continues exactly: same batches, same RNG, same optimizer and schedule.
+
+Each optimizer step takes `accum_steps` batches. Each epoch ends with validation (loss, and
+BLEU/chrF of beam-search translations), a checkpoint, and early stopping on BLEU. Mid-epoch
+checkpoints every `save_every_steps` steps bound what a kill can lose; SIGINT and SIGTERM
+save a checkpoint before the process exits. Under torchrun every process trains on its shard
+of each epoch's batches (DDP) and rank 0 alone validates and writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from nmt import distributed
+from nmt.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from nmt.config import Recipe
+from nmt.data import Batch, ParallelCorpus, read_corpus, shard
+from nmt.errors import NmtError
+from nmt.metrics import bleu_only
+from nmt.models import build_model
+from nmt.optim import build_optimizer, build_scheduler, label_smoothed_loss
+from nmt.run import RunDir
+from nmt.runlog import plot_metrics
+from nmt.tokenizer import Tokenizer, train_tokenizers
+from nmt.translator import Translator
+
+log = logging.getLogger("nmt.train")
+
+
+class Interrupted(NmtError):
+    """Training stopped by a signal after saving a checkpoint."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved in every checkpoint."""
+
+    epoch: int = 0  # current epoch (0-based)
+    batch: int = 0  # next batch of this epoch, in this process's shard
+    step: int = 0  # optimizer steps taken
+    best_bleu: float = -1.0
+    bad_epochs: int = 0  # epochs since the best BLEU
+    seconds: float = 0.0  # training wall time so far
+
+
+@dataclass
+class Data:
+    train: ParallelCorpus
+    valid: ParallelCorpus
+    valid_src: list[str]
+    valid_ref: list[str]
+    src_tokenizer: Tokenizer
+    tgt_tokenizer: Tokenizer
+
+
+class StopSignal:
+    """Turns SIGINT / SIGTERM into a flag the loop checks between steps."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous = {}
+
+    def __enter__(self) -> StopSignal:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.received = signum
+        log.warning("signal %d: saving a checkpoint, then stopping", signum)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def prepare_data(recipe: Recipe, run: RunDir, ctx: distributed.Context) -> Data:
+    """Read and tokenize the corpora (rank 0 trains the tokenizer when the run has none)."""
+    src_texts, tgt_texts = read_corpus(recipe.data.train)
+    valid_src, valid_ref = read_corpus(recipe.data.valid)
+    src_file, tgt_file = run.tokenizer_files(recipe)
+    if ctx.is_main and not (src_file.is_file() and tgt_file.is_file()):
+        log.info("training SentencePiece (%s, %d pieces)", recipe.tokenizer.type, recipe.tokenizer.vocab_size)
+        train_tokenizers(
+            recipe.tokenizer, src_texts, tgt_texts, run.path, recipe.data.src_lang, recipe.data.tgt_lang
+        )
+    distributed.barrier(ctx)
+    src_tok, tgt_tok = run.load_tokenizers(recipe)
+    train, report = ParallelCorpus.filtered(
+        src_tok.encode(src_texts), tgt_tok.encode(tgt_texts), recipe.data.max_tokens, recipe.data.max_ratio
+    )
+    if ctx.is_main:
+        log.info("train: %s", report)
+    if len(train) == 0:
+        raise NmtError(f"{recipe.data.train}: no sentence pair is left after filtering ({report})")
+    valid = ParallelCorpus(src_tok.encode(valid_src), tgt_tok.encode(valid_ref))
+    return Data(train, valid, valid_src, valid_ref, src_tok, tgt_tok)
+
+
+def _autocast(recipe: Recipe, device: torch.device):
+    if device.type != "cuda" or recipe.train.amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if recipe.train.amp == "bf16" else torch.float16)
+
+
+def train_step(
+    model, batches: list[Batch], optimizer, scaler, recipe: Recipe, ctx
+) -> tuple[torch.Tensor, int]:
+    """One optimizer step over `batches` (gradient accumulation). Returns (summed loss, target tokens)."""
+    optimizer.zero_grad(set_to_none=True)
+    total_loss = torch.zeros((), device=ctx.device)
+    total_tokens = 0
+    for i, batch in enumerate(batches):
+        last = i == len(batches) - 1
+        sync = contextlib.nullcontext() if last or not ctx.distributed else model.no_sync()
+        with sync:
+            with _autocast(recipe, ctx.device):
+                logits = model(batch.src, batch.src_lengths, batch.tgt_in)
+            loss = label_smoothed_loss(logits, batch.tgt_out, recipe.train.label_smoothing)
+            scaler.scale(loss / (batch.ntokens * len(batches))).backward()
+        total_loss += loss.detach()
+        total_tokens += batch.ntokens
+    if recipe.train.clip_norm > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.train.clip_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    return total_loss, total_tokens
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, data: Data, recipe: Recipe, device: torch.device) -> dict:
+    """Validation loss (NLL per target token) and BLEU/chrF of beam-search translations."""
+    model.eval()
+    nll, tokens = 0.0, 0
+    for indices in data.valid.batches(recipe.train.batch_tokens, seed=0, epoch=0):
+        batch = data.valid.collate(indices).to(device)
+        logits = model(batch.src, batch.src_lengths, batch.tgt_in)
+        nll += label_smoothed_loss(logits, batch.tgt_out, 0.0).item()
+        tokens += batch.ntokens
+    limit = recipe.train.eval_max_sentences or len(data.valid_src)
+    translator = Translator(
+        model,
+        data.src_tokenizer,
+        data.tgt_tokenizer,
+        recipe.search,
+        device,
+        batch_size=recipe.train.eval_batch_size,
+        max_len_cap=getattr(recipe.model, "max_positions", None),
+    )
+    hypotheses = translator.translate_best(data.valid_src[:limit])
+    bleu, chrf, signature = bleu_only(hypotheses, data.valid_ref[:limit])
+    model.train()
+    return {"loss": nll / max(tokens, 1), "bleu": bleu, "chrf": chrf, "signature": signature}
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Holds the pieces of one run so that the loop below reads as the algorithm it is."""
+
+    def __init__(self, recipe: Recipe, resume: bool):
+        self.recipe = recipe
+        self.cfg = recipe.train
+        self.ctx = distributed.setup(self.cfg.device)
+        self.run = RunDir(self.cfg.out_dir)
+        found = latest_checkpoint(self.run.checkpoints) if self.run.checkpoints.is_dir() else None
+        if found and not resume:
+            raise NmtError(
+                f"{self.run.path} already holds a run; pass --resume to continue it or set another train.out_dir"
+            )
+        if self.ctx.is_main:
+            self.run.save_recipe(recipe)
+        torch.manual_seed(self.cfg.seed)
+        self.data = prepare_data(recipe, self.run, self.ctx)
+        self.core = build_model(
+            recipe.model, self.data.src_tokenizer.vocab_size, self.data.tgt_tokenizer.vocab_size
+        )
+        self.core.to(self.ctx.device)
+        self.model = DistributedDataParallel(self.core) if self.ctx.distributed else self.core
+        self.optimizer = build_optimizer(self.core, self.cfg)
+        self.scheduler = build_scheduler(self.optimizer, self.cfg)
+        fp16 = self.cfg.amp == "fp16" and self.ctx.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+        self.progress = Progress()
+        if found:
+            self._restore(found)
+
+    def _restore(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        self.core.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        self.progress = Progress(**state["progress"])
+        if self.ctx.is_main:
+            self.run.log.truncate_after(self.progress.step)
+            log.info(
+                "resumed from %s (epoch %d, step %d)", path.name, self.progress.epoch + 1, self.progress.step
+            )
+
+    def save(self, best: bool = False) -> None:
+        """Write step-N.pt (and best.pt) atomically on rank 0; keep the last `keep_last`."""
+        if not self.ctx.is_main:
+            return
+        payload = {
+            "model": self.core.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": _rng_state(),
+            "progress": asdict(self.progress),
+            "recipe": self.recipe.model_dump(mode="json"),
+        }
+        save_checkpoint(self.run.checkpoint(self.progress.step), payload)
+        if best:
+            save_checkpoint(self.run.best, payload)
+        prune_checkpoints(self.run.checkpoints, self.cfg.keep_last)
+
+    def validate_and_save(self, end_of_epoch: bool) -> bool:
+        """Validate on rank 0, keep the best, save; returns True when early stopping says stop."""
+        stop = False
+        if self.ctx.is_main:
+            scores = validate(self.core, self.data, self.recipe, self.ctx.device)
+            improved = scores["bleu"] > self.progress.best_bleu
+            if improved:
+                self.progress.best_bleu, self.progress.bad_epochs = scores["bleu"], 0
+            elif end_of_epoch:
+                self.progress.bad_epochs += 1
+            if end_of_epoch and self.cfg.schedule == "plateau":
+                self.scheduler.step(scores["bleu"])
+            self.run.log.write(kind="valid", epoch=self.progress.epoch + 1, step=self.progress.step, **scores)
+            log.info(
+                "epoch %d step %d: valid loss %.3f, BLEU %.2f, chrF %.2f%s",
+                self.progress.epoch + 1,
+                self.progress.step,
+                scores["loss"],
+                scores["bleu"],
+                scores["chrf"],
+                " (best)" if improved else "",
+            )
+            stop = self.progress.bad_epochs >= self.cfg.patience
+            if end_of_epoch:
+                self.progress.epoch, self.progress.batch = self.progress.epoch + 1, 0
+            self.save(best=improved)
+            plot_metrics(self.run.log.read(), self.run.plot, self.recipe.name)
+        elif end_of_epoch:
+            self.progress.epoch, self.progress.batch = self.progress.epoch + 1, 0
+        if end_of_epoch and self.cfg.schedule == "plateau" and self.ctx.distributed:
+            torch.distributed.broadcast_object_list(lr := [self.optimizer.param_groups[0]["lr"]], src=0)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr[0]
+        return distributed.any_rank(self.ctx, stop)
+
+    def train_epoch(self, stop: StopSignal) -> str | None:
+        """Train on the rest of the current epoch. Returns why it ended early, if it did."""
+        cfg, progress = self.cfg, self.progress
+        batches = shard(
+            self.data.train.batches(cfg.batch_tokens, cfg.seed, progress.epoch),
+            self.ctx.rank,
+            self.ctx.world_size,
+        )
+        bar = tqdm(
+            total=len(batches),
+            initial=progress.batch,
+            desc=f"epoch {progress.epoch + 1}",
+            disable=not self.ctx.is_main,
+            mininterval=1.0,
+            dynamic_ncols=True,
+            leave=False,
+        )
+        window_loss, window_tokens, window_start = (
+            torch.zeros((), device=self.ctx.device),
+            0,
+            time.perf_counter(),
+        )
+        while progress.batch < len(batches):
+            group = batches[progress.batch : progress.batch + cfg.accum_steps]
+            step_start = time.perf_counter()
+            loss, tokens = train_step(
+                self.model,
+                [self.data.train.collate(b).to(self.ctx.device) for b in group],
+                self.optimizer,
+                self.scaler,
+                self.recipe,
+                self.ctx,
+            )
+            if cfg.schedule == "inverse_sqrt":
+                self.scheduler.step()
+            progress.batch += len(group)
+            progress.step += 1
+            progress.seconds += time.perf_counter() - step_start
+            window_loss, window_tokens = window_loss + loss, window_tokens + tokens
+            bar.update(len(group))
+            if progress.step % cfg.log_every_steps == 0 and self.ctx.is_main:
+                elapsed = time.perf_counter() - window_start
+                record = {
+                    "loss": window_loss.item() / max(window_tokens, 1),
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "tokens_per_s": window_tokens * self.ctx.world_size / elapsed,
+                }
+                bar.set_postfix(
+                    loss=f"{record['loss']:.3f}",
+                    lr=f"{record['lr']:.2e}",
+                    tok_s=f"{record['tokens_per_s']:.0f}",
+                )
+                self.run.log.write(kind="train", epoch=progress.epoch + 1, step=progress.step, **record)
+                window_loss, window_tokens, window_start = (
+                    torch.zeros((), device=self.ctx.device),
+                    0,
+                    time.perf_counter(),
+                )
+            if distributed.any_rank(self.ctx, stop.received is not None):
+                self.save()
+                bar.close()
+                return "signal"
+            if cfg.max_steps and progress.step >= cfg.max_steps:
+                bar.close()
+                return "max_steps"
+            if cfg.save_every_steps and progress.step % cfg.save_every_steps == 0:
+                self.save()
+        bar.close()
+        return None
+
+    def fit(self) -> Path:
+        cfg, progress = self.cfg, self.progress
+        with StopSignal() as stop:
+            self.core.train()
+            while progress.epoch < cfg.max_epochs and not (cfg.max_steps and progress.step >= cfg.max_steps):
+                ended = self.train_epoch(stop)
+                if ended == "signal":
+                    raise Interrupted(
+                        f"interrupted at step {progress.step}; checkpoint saved in {self.run.checkpoints}, "
+                        "continue with --resume",
+                        stop.received,
+                    )
+                if ended == "max_steps":
+                    self.validate_and_save(end_of_epoch=False)
+                    break
+                if self.validate_and_save(end_of_epoch=True):
+                    log.info("early stopping: no better BLEU for %d epochs", cfg.patience)
+                    break
+        return self.finish()
+
+    def finish(self) -> Path:
+        """Write the bundle from the best checkpoint (rank 0)."""
+        distributed.barrier(self.ctx)
+        if not self.ctx.is_main:
+            return self.run.bundle
+        source = self.run.best if self.run.best.is_file() else latest_checkpoint(self.run.checkpoints)
+        state = load_checkpoint(source)
+        best = [
+            r
+            for r in self.run.log.read()
+            if r.get("kind") == "valid" and r["step"] == state["progress"]["step"]
+        ]
+        meta = {
+            "training": {
+                "recipe": self.recipe.name,
+                "train": self.recipe.data.train.model_dump(mode="json"),
+                "pairs": len(self.data.train),
+                "steps": state["progress"]["step"],
+                "epochs": state["progress"]["epoch"],
+                "seconds": round(self.progress.seconds, 1),
+                "device": str(self.ctx.device),
+                "processes": self.ctx.world_size,
+                "checkpoint": source.name,
+            },
+            "scores": {"valid": best[-1] if best else {}},
+        }
+        path = self.run.write_bundle(state["model"], self.recipe, meta)
+        log.info("bundle written to %s", path)
+        return path
+
+
+def train(recipe: Recipe, resume: bool = False) -> Path:
+    """Train a model from a recipe; returns the path of the bundle it writes."""
+    try:
+        return Trainer(recipe, resume).fit()
+    finally:
+        distributed.teardown()

@@ -1,0 +1,103 @@
+"""Text in, text out: tokenize, batch by length, search, detokenize, restore the order.
+
+`Translator` wraps anything with the `encode` / `decode_step` seam (a PyTorch model now, an
+ONNX Runtime backend later) together with its tokenizers. The CLI, evaluation, validation
+during training and the service all translate through it.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from nmt.bundle import Bundle
+from nmt.config import SearchConfig
+from nmt.data import collate_source
+from nmt.search import beam_search
+from nmt.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class Translation:
+    text: str
+    score: float  # length-normalised log-probability
+    log_prob: float
+
+
+def length_sorted_batches(lengths: list[int], max_sentences: int, max_tokens: int) -> Iterator[list[int]]:
+    """Indices grouped into batches of similar length, longest first, within both limits."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batch: list[int] = []
+    for index in order:
+        longest = lengths[batch[0]] if batch else lengths[index]
+        if batch and (len(batch) >= max_sentences or (len(batch) + 1) * longest > max_tokens):
+            yield batch
+            batch = []
+        batch.append(index)
+    if batch:
+        yield batch
+
+
+class Translator:
+    def __init__(
+        self,
+        model,
+        src_tokenizer: Tokenizer,
+        tgt_tokenizer: Tokenizer,
+        search: SearchConfig,
+        device: str | torch.device = "cpu",
+        batch_size: int = 32,
+        batch_tokens: int = 8192,
+        max_len_cap: int | None = None,
+    ):
+        self.model = model
+        self.src_tokenizer = src_tokenizer
+        self.tgt_tokenizer = tgt_tokenizer
+        self.search = search
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.batch_tokens = batch_tokens
+        self.max_len_cap = max_len_cap
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle, device: str | torch.device = "cpu", **kwargs) -> Translator:
+        model = bundle.load_model(device)
+        cap = getattr(bundle.model_config, "max_positions", None)
+        return cls(
+            model,
+            bundle.src_tokenizer,
+            bundle.tgt_tokenizer,
+            bundle.search,
+            device,
+            max_len_cap=cap,
+            **kwargs,
+        )
+
+    def translate(self, texts: list[str], search: SearchConfig | None = None) -> list[list[Translation]]:
+        """An n-best list for each text, in input order. Empty texts translate to ''."""
+        search = search or self.search
+        texts = [unicodedata.normalize("NFC", text.strip()) for text in texts]
+        ids = self.src_tokenizer.encode(texts)
+        results: list[list[Translation]] = [[Translation("", 0.0, 0.0)] for _ in texts]
+        todo = [i for i, seq in enumerate(ids) if seq]
+        lengths = [len(ids[i]) + 1 for i in todo]
+        for batch in length_sorted_batches(lengths, self.batch_size, self.batch_tokens):
+            rows = [todo[i] for i in batch]
+            src, src_lengths = collate_source([ids[i] for i in rows])
+            nbest = beam_search(
+                self.model, src.to(self.device), src_lengths.to(self.device), search, self.max_len_cap
+            )
+            for row, hypotheses in zip(rows, nbest, strict=True):
+                texts_out = self.tgt_tokenizer.decode([h.tokens for h in hypotheses])
+                found = [
+                    Translation(t, h.score, h.log_prob) for t, h in zip(texts_out, hypotheses, strict=True)
+                ]
+                results[row] = found or [Translation("", float("-inf"), float("-inf"))]
+        return results
+
+    def translate_best(self, texts: list[str], search: SearchConfig | None = None) -> list[str]:
+        """The best translation of each text, in input order."""
+        return [nbest[0].text for nbest in self.translate(texts, search)]

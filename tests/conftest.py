@@ -1,0 +1,125 @@
+"""Fixtures shared by the whole suite: the Multi30k copy, tiny corpora and recipes, and a CLI runner.
+
+The corpus is read where CI puts it (../shared/data/multi30k beside the checkout) or from
+$NMT_MULTI30K. A missing corpus fails the tests that need it: a skip would hide a broken set-up.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+MULTI30K = Path(os.environ.get("NMT_MULTI30K", ROOT.parent / "shared" / "data" / "multi30k"))
+
+# one tiny model per architecture: trains a few steps in seconds on a CPU core
+TINY_MODELS = {
+    "transformer": {
+        "arch": "transformer",
+        "d_model": 32,
+        "heads": 2,
+        "ff_dim": 64,
+        "encoder_layers": 2,
+        "decoder_layers": 2,
+    },
+    "lstm": {"arch": "lstm", "embed_dim": 32, "hidden_size": 32, "layers": 2},
+    "lstm_attention": {
+        "arch": "lstm_attention",
+        "embed_dim": 32,
+        "hidden_size": 32,
+        "layers": 1,
+        "attention": "luong_general",
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def multi30k() -> Path:
+    if not (MULTI30K / "train.en.gz").is_file():
+        pytest.fail(f"Multi30k not found at {MULTI30K}: put it there or set NMT_MULTI30K")
+    return MULTI30K
+
+
+def _head(path: Path, n: int) -> list[str]:
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        return [next(handle) for _ in range(n)]
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(multi30k: Path, tmp_path_factory) -> Path:
+    """A slice of Multi30k in a temporary folder: train (400 pairs), val (24), test (24); en and de."""
+    folder = tmp_path_factory.mktemp("corpus")
+    for split, n in (("train", 400), ("val", 24), ("test_2016_flickr", 24)):
+        for lang in ("en", "de"):
+            (folder / f"{split}.{lang}").write_text(
+                "".join(_head(multi30k / f"{split}.{lang}.gz", n)), encoding="utf-8"
+            )
+    return folder
+
+
+def tiny_recipe(corpus: Path, out_dir: Path, arch: str = "transformer", **train) -> dict:
+    """A recipe dict that trains `arch` for a few steps on `corpus`."""
+    return {
+        "name": f"tiny-{arch}",
+        "data": {
+            "src_lang": "en",
+            "tgt_lang": "de",
+            "train": {"src": str(corpus / "train.en"), "tgt": str(corpus / "train.de")},
+            "valid": {"src": str(corpus / "val.en"), "tgt": str(corpus / "val.de")},
+        },
+        "tokenizer": {"vocab_size": 400},
+        "model": dict(TINY_MODELS[arch]),
+        "train": {
+            "out_dir": str(out_dir),
+            "batch_tokens": 600,
+            "max_steps": 6,
+            "warmup_steps": 2,
+            "lr": 0.003,
+            "log_every_steps": 2,
+            "save_every_steps": 2,
+            "eval_batch_size": 24,
+            "device": "cpu",
+            **train,
+        },
+        "search": {"beam_size": 2, "max_len_a": 1.0, "max_len_b": 5},
+    }
+
+
+def write_recipe(path: Path, recipe: dict) -> Path:
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    return path
+
+
+def run_nmt(
+    *args: str, stdin: str | None = None, timeout: float = 300, check: bool = True, **env
+) -> subprocess.CompletedProcess:
+    """Run `python -m nmt ARGS` in a subprocess, as a user would."""
+    result = subprocess.run(
+        [sys.executable, "-m", "nmt", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"nmt {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def trained_bundles(tiny_corpus: Path, tmp_path_factory) -> dict[str, Path]:
+    """One bundle per architecture, each trained a few steps through `nmt train`."""
+    bundles = {}
+    for arch in TINY_MODELS:
+        run_dir = tmp_path_factory.mktemp(f"run-{arch}")
+        recipe = write_recipe(run_dir / "recipe-in.yaml", tiny_recipe(tiny_corpus, run_dir / "out", arch))
+        result = run_nmt("train", "--config", str(recipe))
+        bundles[arch] = Path(result.stdout.strip().splitlines()[-1])
+    return bundles

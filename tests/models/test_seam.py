@@ -1,0 +1,93 @@
+"""The contract every model keeps with search, training and export: forward / encode / decode_step."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from nmt.specials import PAD_ID
+
+
+def decode_all(model, src, src_lengths, tgt_in):
+    """Log-probabilities (B, T, V) from encode + one decode_step per target position."""
+    memory, state = model.encode(src, src_lengths)
+    steps = []
+    for t in range(tgt_in.size(1)):
+        log_probs, state = model.decode_step(tgt_in[:, t], memory, state)
+        steps.append(log_probs)
+    return torch.stack(steps, dim=1)
+
+
+@torch.no_grad()
+def test_decode_step_matches_forward(model, batch):
+    expected = model(batch.src, batch.src_lengths, batch.tgt_in).log_softmax(dim=-1)
+    stepped = decode_all(model, batch.src, batch.src_lengths, batch.tgt_in)
+    assert expected.shape == (*batch.tgt_in.shape, model.tgt_vocab_size)
+    torch.testing.assert_close(stepped[batch.tgt_mask], expected[batch.tgt_mask], atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_source_padding_is_ignored(model, batch):
+    """Extra PAD columns, or any token at all in padded positions, leave every real output unchanged."""
+    expected = model(batch.src, batch.src_lengths, batch.tgt_in)
+    padded = F.pad(batch.src, (0, 3), value=PAD_ID)
+    garbage = padded.clone()
+    garbage[padded == PAD_ID] = 5
+    for src in (padded, garbage):
+        logits = model(src, batch.src_lengths, batch.tgt_in)
+        torch.testing.assert_close(logits[batch.tgt_mask], expected[batch.tgt_mask], atol=1e-5, rtol=0)
+        stepped = decode_all(model, src, batch.src_lengths, batch.tgt_in)
+        torch.testing.assert_close(
+            stepped[batch.tgt_mask], expected.log_softmax(-1)[batch.tgt_mask], atol=1e-5, rtol=0
+        )
+
+
+@torch.no_grad()
+def test_memory_and_state_are_batch_first_with_fixed_keys(model, batch):
+    size = batch.src.size(0)
+    memory, state = model.encode(batch.src, batch.src_lengths)
+    assert memory["src_mask"].dtype == torch.bool
+    assert memory["src_mask"].tolist() == (batch.src != PAD_ID).tolist()
+    for _ in range(2):
+        log_probs, new_state = model.decode_step(batch.tgt_in[:, 0], memory, state)
+        assert list(new_state) == list(state)
+        assert log_probs.shape == (size, model.tgt_vocab_size) and log_probs.dtype == torch.float32
+        torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(size))
+        state = new_state
+    for name, tensor in {**memory, **state}.items():
+        assert isinstance(tensor, torch.Tensor) and tensor.size(0) == size, name
+
+
+@torch.no_grad()
+def test_decode_step_leaves_its_inputs_alone(model, batch):
+    memory, state = model.encode(batch.src, batch.src_lengths)
+    _, state = model.decode_step(batch.tgt_in[:, 0], memory, state)
+    before = {name: t.clone() for name, t in {**memory, **state}.items()}
+    model.decode_step(batch.tgt_in[:, 1], memory, state)
+    for name, tensor in {**memory, **state}.items():
+        assert torch.equal(tensor, before[name]), name
+
+
+@torch.no_grad()
+def test_reordering_memory_and_state_reorders_the_outputs(model, batch):
+    """What beam search does: index_select(0, idx) on every tensor, then keep decoding."""
+    memory, state = model.encode(batch.src, batch.src_lengths)
+    for t in range(3):
+        _, state = model.decode_step(batch.tgt_in[:, t], memory, state)
+    expected, _ = model.decode_step(batch.tgt_in[:, 3], memory, state)
+    order = torch.tensor([2, 2, 0, 3])
+    memory = {name: t.index_select(0, order) for name, t in memory.items()}
+    state = {name: t.index_select(0, order) for name, t in state.items()}
+    log_probs, _ = model.decode_step(batch.tgt_in[:, 3].index_select(0, order), memory, state)
+    torch.testing.assert_close(log_probs, expected.index_select(0, order), atol=1e-5, rtol=0)
+
+
+def test_gradients_reach_every_parameter(model, batch):
+    model.train()
+    logits = model(batch.src, batch.src_lengths, batch.tgt_in)
+    loss = F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD_ID)
+    loss.backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None, name
+        assert torch.isfinite(param.grad).all(), name
+    assert any(param.grad.abs().sum() > 0 for param in model.parameters())

@@ -1,0 +1,144 @@
+"""The training loop: exact resume, signals, kill -9, checkpoint averaging, DDP with 2 processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from nmt.checkpoint import average_state_dicts, load_checkpoint, step_checkpoints
+from nmt.config import parse_recipe
+from nmt.run import RunDir
+from nmt.train import train
+from tests.conftest import ROOT, run_nmt, tiny_recipe, write_recipe
+
+
+def _train(corpus: Path, out: Path, resume: bool = False, **options) -> Path:
+    return train(parse_recipe(tiny_recipe(corpus, out, **options)), resume=resume)
+
+
+def test_resume_continues_exactly(tiny_corpus, tmp_path):
+    # 14 steps cross at least one epoch end (validation, a new shuffle) with batches of 3000 tokens
+    options = {"batch_tokens": 3000, "save_every_steps": 0}
+    _train(tiny_corpus, tmp_path / "straight", max_steps=14, **options)
+    _train(tiny_corpus, tmp_path / "split", max_steps=5, **options)
+    _train(tiny_corpus, tmp_path / "split", resume=True, max_steps=14, **options)
+
+    straight = load_checkpoint(RunDir(tmp_path / "straight").checkpoint(14))
+    split = load_checkpoint(RunDir(tmp_path / "split").checkpoint(14))
+    assert straight["progress"]["epoch"] >= 1, "the run should have crossed an epoch boundary"
+    # where the data stands; (best BLEU and the early-stopping count may differ: the split run
+    # also validated when it stopped at step 5)
+    position = ("epoch", "batch", "step")
+    assert [straight["progress"][k] for k in position] == [split["progress"][k] for k in position]
+    for name, tensor in straight["model"].items():
+        assert torch.equal(tensor, split["model"][name]), name
+    assert straight["optimizer"]["state"][0]["exp_avg"].equal(split["optimizer"]["state"][0]["exp_avg"])
+    steps = [r["step"] for r in RunDir(tmp_path / "split").log.read() if r["kind"] == "train"]
+    assert steps == sorted(set(steps)), "the metrics log must not repeat steps after a resume"
+
+
+def _start(recipe: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "nmt", "train", "--config", str(recipe)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def _wait_for(condition, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_a_checkpoint_and_resume_finishes(signum, tiny_corpus, tmp_path):
+    run = RunDir(tmp_path / "run")
+    recipe = write_recipe(
+        tmp_path / "r.yaml", tiny_recipe(tiny_corpus, run.path, max_steps=100_000, save_every_steps=0)
+    )
+    proc = _start(recipe)
+    _wait_for(lambda: any(r["kind"] == "train" for r in run.log.read()), proc)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, stderr
+    assert "--resume" in stderr.strip().splitlines()[-1] and "Traceback" not in stderr
+    [checkpoint] = step_checkpoints(run.checkpoints)
+    step = load_checkpoint(checkpoint)["progress"]["step"]
+    assert step >= 2
+
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_corpus, run.path, max_steps=step + 2))
+    result = run_nmt("train", "--config", str(recipe), "--resume")
+    assert Path(result.stdout.strip()) == run.bundle
+    assert load_checkpoint(run.checkpoint(step + 2))["progress"]["step"] == step + 2
+
+
+def test_kill_9_leaves_good_checkpoints_and_resume_works(tiny_corpus, tmp_path):
+    run = RunDir(tmp_path / "run")
+    recipe = write_recipe(
+        tmp_path / "r.yaml", tiny_recipe(tiny_corpus, run.path, max_steps=100_000, save_every_steps=1)
+    )
+    proc = _start(recipe)
+    _wait_for(lambda: len(step_checkpoints(run.checkpoints)) >= 3, proc)
+    proc.kill()
+    proc.wait()
+    found = step_checkpoints(run.checkpoints)
+    for path in found:
+        load_checkpoint(path)  # every visible checkpoint is whole: writes are atomic
+    last = load_checkpoint(found[-1])["progress"]["step"]
+
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_corpus, run.path, max_steps=last + 3))
+    run_nmt("train", "--config", str(recipe), "--resume")
+    assert load_checkpoint(run.checkpoint(last + 3))["progress"]["step"] == last + 3
+
+
+def test_average_is_the_mean_of_the_weights(tiny_corpus, tmp_path):
+    _train(tiny_corpus, tmp_path / "run", max_steps=4, save_every_steps=1)
+    paths = step_checkpoints(RunDir(tmp_path / "run").checkpoints)[-3:]
+    mean = average_state_dicts(paths)
+    weights = [load_checkpoint(p)["model"] for p in paths]
+    name = next(iter(mean))
+    expected = sum(w[name].double() for w in weights) / 3
+    assert torch.allclose(mean[name].double(), expected, atol=1e-6)
+    assert not torch.equal(weights[0][name], weights[-1][name])
+
+
+def test_torchrun_two_processes_on_cpu(tiny_corpus, tmp_path):
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_corpus, tmp_path / "run", max_steps=4))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "nmt",
+            "train",
+            "--config",
+            str(recipe),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    bundle = RunDir(tmp_path / "run").bundle
+    meta = __import__("json").loads((bundle / "bundle.json").read_text())
+    assert meta["training"]["processes"] == 2
+    assert meta["training"]["steps"] == 4
+    run_nmt("translate", "--model", str(bundle), stdin="A man.\n")
