@@ -12,7 +12,6 @@ than served. Translate, evaluate, export and the service all load through `load_
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_file
 
 from nmt.checkpoint import readable_mode
 from nmt.config import SearchConfig, parse_section
@@ -65,12 +64,44 @@ class Bundle:
     def load_model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
         """Build the model, load its weights (in fp32) and put it in eval mode on `device`."""
         model = build_model(self.model_config, self.src_tokenizer.vocab_size, self.tgt_tokenizer.vocab_size)
-        model.to(_DTYPES[self.meta.get("dtype", "float32")])
         try:
-            load_model(model, str(self.path / WEIGHTS_FILE), strict=True)
+            load_weights(model, self.path / WEIGHTS_FILE)
         except Exception as error:
             raise BundleError(f"{self.path / WEIGHTS_FILE}: weights do not fit the model ({error})") from None
-        return model.float().to(device).eval()
+        return model.to(device).eval()
+
+
+def _tied_names(model: torch.nn.Module) -> dict[str, str]:
+    """{name: owner} for every weight that shares its tensor with an earlier name (sorted order)."""
+    owners: dict[tuple[int, torch.Size], str] = {}
+    tied = {}
+    for name, tensor in sorted(model.state_dict().items()):
+        key = (tensor.data_ptr(), tensor.shape)
+        if key in owners:
+            tied[name] = owners[key]
+        else:
+            owners[key] = name
+    return tied
+
+
+def save_weights(model: torch.nn.Module, path: Path, dtype: torch.dtype) -> None:
+    """Write each tensor once (tied embeddings under their first name) and nothing else, so the
+    same weights always give the same bytes: the bundle's version is a hash of them."""
+    tied = _tied_names(model)
+    tensors = {
+        name: tensor.detach().to("cpu", dtype).contiguous()
+        for name, tensor in model.state_dict().items()
+        if name not in tied
+    }
+    save_file(tensors, str(path))
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load weights written by `save_weights`; the model's own tying says where shared ones go."""
+    state = load_file(str(path))
+    for name, owner in _tied_names(model).items():
+        state[name] = state[owner]
+    model.load_state_dict({name: tensor.float() for name, tensor in state.items()}, strict=True)
 
 
 def _tokenizer_files(src_lang: str, tgt_lang: str, joint: bool) -> tuple[str, str]:
@@ -111,8 +142,7 @@ def save_bundle(
         os.chmod(tmp, readable_mode(directory=True))
         shutil.copyfile(src_tokenizer.path, tmp / src_file)
         shutil.copyfile(tgt_tokenizer.path, tmp / tgt_file)
-        stored = copy.deepcopy(model).to("cpu", _DTYPES[dtype])
-        save_model(stored, str(tmp / WEIGHTS_FILE))
+        save_weights(model, tmp / WEIGHTS_FILE, _DTYPES[dtype])
         files = [WEIGHTS_FILE, src_file, tgt_file]
         bundle = {
             "format": FORMAT,

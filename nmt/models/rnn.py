@@ -105,6 +105,14 @@ def _init_uniform(model: nn.Module, embeddings: list[nn.Embedding]) -> None:
             embedding.weight[PAD_ID].zero_()
 
 
+def _decoder_lstm(cfg: LSTMConfig | AttentionLSTMConfig, extra_input: int) -> nn.LSTM:
+    """The decoder's LSTM: input = target embedding (E) + `extra_input` (context or input feeding)."""
+    dropout = cfg.dropout if cfg.layers > 1 else 0.0
+    return nn.LSTM(
+        cfg.embed_dim + extra_input, cfg.hidden_size, cfg.layers, batch_first=True, dropout=dropout
+    )
+
+
 class LSTMSeq2Seq(nn.Module):
     """Encoder-decoder without attention (Sutskever et al. 2014; Cho et al. 2014).
 
@@ -124,14 +132,7 @@ class LSTMSeq2Seq(nn.Module):
         self.encoder = LSTMEncoder(cfg, src_vocab_size)
         self.bridge = Bridge(self.encoder.output_size, cfg.hidden_size)
         self.tgt_embed = nn.Embedding(tgt_vocab_size, cfg.embed_dim, padding_idx=PAD_ID)
-        context_size = cfg.hidden_size if cfg.context_every_step else 0
-        self.decoder = nn.LSTM(
-            cfg.embed_dim + context_size,
-            cfg.hidden_size,
-            cfg.layers,
-            batch_first=True,
-            dropout=cfg.dropout if cfg.layers > 1 else 0.0,
-        )
+        self.decoder = _decoder_lstm(cfg, extra_input=cfg.hidden_size if cfg.context_every_step else 0)
         self.readout = nn.Linear(2 * cfg.hidden_size, cfg.hidden_size) if cfg.context_every_step else None
         self.dropout = nn.Dropout(cfg.dropout)
         self.output = OutputLayer(cfg.hidden_size, self.tgt_embed, cfg.tie_embeddings)
@@ -195,14 +196,7 @@ class AttentionLSTMSeq2Seq(nn.Module):
         self.encoder = LSTMEncoder(cfg, src_vocab_size)
         self.bridge = Bridge(self.encoder.output_size, cfg.hidden_size)
         self.tgt_embed = nn.Embedding(tgt_vocab_size, cfg.embed_dim, padding_idx=PAD_ID)
-        feed_size = cfg.hidden_size if cfg.input_feeding else 0
-        self.decoder = nn.LSTM(
-            cfg.embed_dim + feed_size,
-            cfg.hidden_size,
-            cfg.layers,
-            batch_first=True,
-            dropout=cfg.dropout if cfg.layers > 1 else 0.0,
-        )
+        self.decoder = _decoder_lstm(cfg, extra_input=cfg.hidden_size if cfg.input_feeding else 0)
         self.attention = build_attention(cfg.attention, cfg.hidden_size, self.encoder.output_size)
         self.combine = nn.Linear(self.encoder.output_size + cfg.hidden_size, cfg.hidden_size)  # W_c
         self.dropout = nn.Dropout(cfg.dropout)

@@ -1,0 +1,94 @@
+"""What every benchmark script shares: recipe and corpus arguments, a table, the verdict line.
+
+Benchmarks here compare contenders *in one process, interleaved* (A B, B A, A B, ...) and judge
+ratios, never absolute speeds: the machine they run on is shared (a training job may be using
+every core), so an absolute number says more about the neighbours than about the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from nmt.config import Recipe, load_recipe
+
+DEFAULT_CONFIG = "training/configs/transformer-en-de.yaml"
+DEFAULT_DATA = "data/multi30k"
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """--config, --set, --data and --threads."""
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="recipe YAML (default: %(default)s)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe key, as `nmt train --set` does (repeatable)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path(DEFAULT_DATA),
+        help="folder with {train,val,test_2016_flickr}.{src,tgt}[.gz] (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads, 0 = torch's default (default: %(default)s; see `set_threads`)",
+    )
+
+
+def set_threads(threads: int) -> None:
+    """Use `threads` torch threads (0: leave torch's default, one per core).
+
+    One by default, because these machines are often shared with a training job: two processes
+    whose OpenMP threads spin-wait for each other on the same cores slow *both* down up to
+    tenfold (seen here: a 2-core box, 2 + 2 threads, 8 s per step instead of 1.3 s, and the
+    training job next door from 0.8 s to 35 s per step). The ratios judged here hold at any
+    thread count; on a quiet machine try `--threads 0` as well.
+    """
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def corpus_file(data: Path, split: str, lang: str) -> Path:
+    """data/split.lang.gz, or the plain file when only that exists."""
+    gz = data / f"{split}.{lang}.gz"
+    plain = data / f"{split}.{lang}"
+    return plain if plain.is_file() and not gz.is_file() else gz
+
+
+def load_benchmark_recipe(args: argparse.Namespace, extra: Sequence[str] = ()) -> Recipe:
+    """The recipe with its corpora taken from --data, then `extra`, then the user's --set (which win)."""
+    langs = load_recipe(args.config, args.overrides).data
+    data = [
+        f"data.{section}.{side}={corpus_file(args.data, split, lang)}"
+        for section, split in (("train", "train"), ("valid", "val"))
+        for side, lang in (("src", langs.src_lang), ("tgt", langs.tgt_lang))
+    ]
+    return load_recipe(args.config, [*data, *extra, *args.overrides])
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """A plain left-aligned text table; floats are printed as given (format them first)."""
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
+        if n == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+def verdict(description: str, passed: bool) -> None:
+    print(f"target: {description} -> {'PASS' if passed else 'FAIL'}")

@@ -1,0 +1,109 @@
+"""Recipe validation: every mistake is a ConfigError that names the key."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from nmt.config import (
+    AttentionLSTMConfig,
+    LSTMConfig,
+    TransformerConfig,
+    load_recipe,
+    parse_recipe,
+    parse_section,
+)
+from nmt.errors import ConfigError
+
+
+def recipe(**sections) -> dict:
+    base = {
+        "name": "r",
+        "data": {
+            "src_lang": "en",
+            "tgt_lang": "de",
+            "train": {"src": "a", "tgt": "b"},
+            "valid": {"tsv": "v.tsv"},
+        },
+        "model": {"arch": "transformer"},
+        "train": {"out_dir": "runs/r"},
+    }
+    for name, values in sections.items():
+        base[name] = {**base.get(name, {}), **values}
+    return base
+
+
+def test_defaults_and_model_kinds():
+    r = parse_recipe(recipe())
+    assert isinstance(r.model, TransformerConfig) and r.search.beam_size == 5 and r.tokenizer.joint
+    assert isinstance(parse_recipe(recipe(model={"arch": "lstm"})).model, LSTMConfig)
+    lstm = parse_recipe(recipe(model={"arch": "lstm_attention", "attention": "luong_dot"})).model
+    assert isinstance(lstm, AttentionLSTMConfig) and lstm.attention == "luong_dot"
+
+
+@pytest.mark.parametrize(
+    ("sections", "message"),
+    [
+        ({"model": {"arch": "transformer", "hidden_size": 3}}, "model.hidden_size: unknown key"),
+        ({"model": {"arch": "lstm", "attention": "bahdanau"}}, "model.attention: unknown key"),
+        ({"model": {"arch": "gru"}}, "model"),
+        ({"model": {"arch": "transformer", "heads": "four"}}, "model.heads: Input should be a valid integer"),
+        ({"model": {"arch": "transformer", "d_model": 100, "heads": 3}}, "divisible by heads"),
+        ({"model": {"arch": "lstm_attention", "attention": "cosine"}}, "model.attention"),
+        ({"train": {"lr": -1}}, "train.lr"),
+        ({"train": {"amp": "fp8"}}, "train.amp"),
+        ({"search": {"beam_size": 2, "n_best": 4}}, "n_best (4) cannot exceed beam_size (2)"),
+        ({"data": {"train": {"src": "a"}}}, "data.train: give either both 'src' and 'tgt' or one 'tsv'"),
+        ({"tokenizer": {"joint": False}}, "share_embeddings needs tokenizer.joint"),
+        ({"extra": {"x": 1}}, "extra: unknown key"),
+    ],
+)
+def test_errors_name_the_key(sections, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_recipe(recipe(**sections))
+
+
+def test_missing_required_section():
+    raw = recipe()
+    del raw["train"]
+    with pytest.raises(ConfigError, match="train: Field required"):
+        parse_recipe(raw)
+
+
+def test_yaml_file_and_overrides(tmp_path):
+    import yaml
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe()))
+    r = load_recipe(path, ["train.max_steps=7", "model.dropout=0.25", "search.beam_size=3"])
+    assert (r.train.max_steps, r.model.dropout, r.search.beam_size) == (7, 0.25, 3)
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_recipe(path, ["train.max_steps"])
+    with pytest.raises(ConfigError, match="train.max_steps"):
+        load_recipe(path, ["train.max_steps=lots"])
+    path.write_text("name: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_recipe(path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_recipe(tmp_path / "missing.yaml")
+
+
+def test_configs_are_frozen():
+    r = parse_recipe(recipe())
+    with pytest.raises(ValidationError, match="frozen"):
+        r.train.lr = 1.0
+
+
+def test_every_shipped_recipe_loads():
+    from tests.conftest import ROOT
+
+    recipes = sorted((ROOT / "training" / "configs").glob("*.yaml"))
+    assert len(recipes) == 6
+    archs = {(r.model.arch, r.data.src_lang) for r in map(load_recipe, recipes)}
+    assert archs == {(a, s) for a in ("transformer", "lstm", "lstm_attention") for s in ("en", "de")}
+
+
+def test_section_parsing_for_bundles():
+    assert parse_section("search", {"beam_size": 3}).beam_size == 3
+    with pytest.raises(ConfigError, match="model"):
+        parse_section("model", {"arch": "transformer", "d_model": "x"})
