@@ -11,7 +11,7 @@ trained tokenizer: such a model rarely says EOS, so every sentence decodes to it
 length; the ratio is still meaningful (more steps per sentence, the same work per step), the
 translations are not. Rounds alternate which batch size goes first; the ratio is of the medians.
 
-    .venv/bin/python benchmarks/beam_batch.py             # 200 sentences, 3 rounds
+    .venv/bin/python benchmarks/beam_batch.py             # 200 sentences, 3 rounds, ~1 min
     .venv/bin/python benchmarks/beam_batch.py --quick     # 64 sentences, 3 rounds
     .venv/bin/python benchmarks/beam_batch.py --model runs/transformer-en-de/bundle --sentences 500
 """
@@ -24,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import harness
 import torch
 
-import harness
 from nmt.bundle import BUNDLE_FILE, load_bundle
 from nmt.config import parse_section
 from nmt.data import read_corpus, read_lines
@@ -102,7 +102,9 @@ def main() -> None:
             outputs[name] = translator.translate_best(texts, search)
             rates[name].append(len(texts) / (time.perf_counter() - start))
         batched, single = (rates[name][-1] for name in sizes)
-        rows.append([round_ + 1, " then ".join(order), f"{batched:.2f}", f"{single:.2f}", f"{batched / single:.2f}"])
+        rows.append(
+            [round_ + 1, " then ".join(order), f"{batched:.2f}", f"{single:.2f}", f"{batched / single:.2f}"]
+        )
 
     batched, single = (harness.median(rates[name]) for name in sizes)
     rows.append(["median", "", f"{batched:.2f}", f"{single:.2f}", f"{batched / single:.2f}"])

@@ -40,19 +40,18 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="torch threads, 0 = torch's default (default: %(default)s; see `set_threads`)",
+        default=0,
+        help="torch threads, 0 = torch's default, one per core (default: %(default)s; see `set_threads`)",
     )
 
 
 def set_threads(threads: int) -> None:
-    """Use `threads` torch threads (0: leave torch's default, one per core).
+    """Use `threads` torch threads (0: leave torch's default, one per core, as users run).
 
-    One by default, because these machines are often shared with a training job: two processes
-    whose OpenMP threads spin-wait for each other on the same cores slow *both* down up to
-    tenfold (seen here: a 2-core box, 2 + 2 threads, 8 s per step instead of 1.3 s, and the
-    training job next door from 0.8 s to 35 s per step). The ratios judged here hold at any
-    thread count; on a quiet machine try `--threads 0` as well.
+    Both contenders of a benchmark always run with the same threads. On a machine shared with
+    a training job pass `--threads 1`: two processes whose OpenMP threads spin-wait for each
+    other on the same cores slow each other down several times over (seen on a 2-core box
+    beside a 2-thread training job: 8.4 s per training step with 2 threads, 1.3 s with 1).
     """
     if threads > 0:
         torch.set_num_threads(threads)

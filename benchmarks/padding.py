@@ -10,7 +10,7 @@ bucketing: pairs in random order, cut greedily to the same token budget by the s
 train set as the recipe says (a few seconds) unless `--spm` gives one; pairs are filtered with the
 recipe's `max_tokens` / `max_ratio`, as in training. Nothing is timed, so this one is not noisy.
 
-    .venv/bin/python benchmarks/padding.py             # ~15 s
+    .venv/bin/python benchmarks/padding.py             # ~5 s
     .venv/bin/python benchmarks/padding.py --quick     # the recipe's budget only
 """
 
@@ -20,9 +20,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import harness
 import numpy as np
 
-import harness
 from nmt.data import ParallelCorpus, read_corpus
 from nmt.tokenizer import Tokenizer, train_tokenizers
 
@@ -75,7 +75,9 @@ def main() -> None:
         corpus, report = ParallelCorpus.filtered(
             src_tok.encode(src_texts), tgt_tok.encode(tgt_texts), data.max_tokens, data.max_ratio
         )
-    print(f"{data.train.src or data.train.tsv}: {report}; vocab {tgt_tok.vocab_size}, epoch 1, seed {cfg.seed}")
+    print(
+        f"{data.train.src or data.train.tsv}: {report}; vocab {tgt_tok.vocab_size}, epoch 1, seed {cfg.seed}"
+    )
 
     budgets = [cfg.batch_tokens] if args.quick else sorted({*BUDGETS, cfg.batch_tokens})
     rows, at_recipe = [], 0.0
@@ -97,7 +99,16 @@ def main() -> None:
                 f"{corpus.padding_fraction(baseline):.1%}",
             ]
         )
-    headers = ["batch_tokens", "batches", "pairs/batch", "src pad", "tgt pad", "padding", "random batches", "random padding"]
+    headers = [
+        "batch_tokens",
+        "batches",
+        "pairs/batch",
+        "src pad",
+        "tgt pad",
+        "padding",
+        "random batches",
+        "random padding",
+    ]
     harness.print_table(headers, rows)
     harness.verdict(
         f"padding <= {TARGET:.0%} at batch_tokens {cfg.batch_tokens} ({at_recipe:.1%})", at_recipe <= TARGET

@@ -17,7 +17,7 @@ schedule, no logging, no loss read-back. Validation and checkpoints are left out
 The Trainer runs from a temporary `train.out_dir`; it trains its SentencePiece model there unless
 `--spm` gives one (joint tokenizers only). Rounds alternate which contender goes first.
 
-    .venv/bin/python benchmarks/train_speed.py            # ~2.5 min on 2 busy cores
+    .venv/bin/python benchmarks/train_speed.py            # ~2 min
     .venv/bin/python benchmarks/train_speed.py --quick    # ~30 s
     .venv/bin/python benchmarks/train_speed.py --set model.d_model=256 --set model.ff_dim=1024
 """
@@ -32,9 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import harness
 import torch
 
-import harness
 from nmt.data import Batch
 from nmt.optim import build_optimizer, label_smoothed_loss
 from nmt.train import StopSignal, Trainer, _autocast
@@ -183,7 +183,9 @@ def main() -> None:
     headers = ["round", "order", "tgt tokens", "real tok/s", "bare tok/s", "real/bare", "collate ms/step"]
     harness.print_table(headers, rows)
     print(f"ratio real/bare (median tok/s): {real / bare:.3f}")
-    harness.verdict(f"real loop >= {TARGET:.0%} of bare loop tokens/s ({real / bare:.1%})", real / bare >= TARGET)
+    harness.verdict(
+        f"real loop >= {TARGET:.0%} of bare loop tokens/s ({real / bare:.1%})", real / bare >= TARGET
+    )
 
 
 if __name__ == "__main__":

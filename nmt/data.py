@@ -201,16 +201,17 @@ def make_batches(
 ) -> list[np.ndarray]:
     """Group pair indices into batches of similar length whose padded size fits `batch_tokens`.
 
-    Pairs are sorted by (source length, target length), ties broken at random, and cut greedily so
+    Pairs are sorted by (target length, source length), ties broken at random, and cut greedily so
     that ``len(batch) * longest`` stays within `batch_tokens` on each side, counting the EOS / BOS
     that collation adds. A pair too long for the budget gets a batch of its own. The order of the
     batches is then shuffled. The result depends only on the inputs, `seed` and `epoch`.
+    Target length sorts first because target positions cost the most (decoder and output layer).
     """
     src_lens = np.asarray(src_lens, dtype=np.int64) + 1  # + EOS
     tgt_lens = np.asarray(tgt_lens, dtype=np.int64) + 1  # + BOS (tgt_in) or EOS (tgt_out)
     rng = np.random.default_rng([seed, epoch])
     tie_break = rng.permutation(len(src_lens))
-    order = np.lexsort((tie_break, tgt_lens, src_lens))  # the last key sorts first
+    order = np.lexsort((tie_break, src_lens, tgt_lens))  # the last key sorts first
 
     batches: list[np.ndarray] = []
     start, src_max, tgt_max = 0, 0, 0

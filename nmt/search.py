@@ -109,24 +109,29 @@ class BeamBatch:
         return self.tokens[:, -1]
 
     def advance(self, log_probs: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Take one step. log_probs: (R, V) for the current rows.
+        """Take one step. log_probs: (R, V) for the current rows; it may be modified in place.
 
         Returns (state_index, memory_index): rows to `select` from the state for the next step,
         and, when finished sentences left the batch, the rows to `select` from the memory
         (None when every sentence is still active).
+
+        Every candidate of a row shares the row's score and length, so the sentence's best K
+        are among the K best of each row: ranking K * K candidates instead of K * V is the same
+        search at a fraction of the cost.
         """
         batch, beam = self.scores.shape
         step = self.tokens.size(1)
-        vocab = log_probs.size(-1)
-        log_probs = self._mask(log_probs.float(), step).view(batch, beam, vocab)
-
-        candidates = self.scores[:, :, None] + log_probs  # (B, K, V)
-        lengths = torch.where(self.finished, self.lengths, step + 1)[:, :, None]
+        log_probs = self._mask(log_probs.float(), step)
+        row_best, row_tokens = log_probs.topk(min(beam, log_probs.size(1)), dim=1)  # (R, K')
+        width = row_best.size(1)
+        candidates = self.scores.view(-1, 1) + row_best  # (R, K')
+        lengths = torch.where(self.finished, self.lengths, step + 1).view(-1, 1)  # (R, 1)
         ranked = candidates / length_penalty(lengths, self.options.length_penalty)
-        best = ranked.view(batch, -1).topk(beam, dim=1).indices  # (B, K) into K * V
-        parent, token = best // vocab, best % vocab
+        best = ranked.view(batch, beam * width).topk(beam, dim=1).indices  # (B, K) into K * K'
+        parent = best // width
 
         self.scores = candidates.view(batch, -1).gather(1, best)
+        token = row_tokens.view(batch, -1).gather(1, best)
         was_finished = self.finished.gather(1, parent)
         self.lengths = torch.where(was_finished, self.lengths.gather(1, parent), step + 1)
         self.finished = was_finished | (token == EOS_ID) | ~torch.isfinite(self.scores)
@@ -135,17 +140,21 @@ class BeamBatch:
         return self._retire(rows)
 
     def _mask(self, log_probs: Tensor, step: int) -> Tensor:
-        """Apply the rules of the search to (R, V) log-probs: finished rows only repeat EOS,
-        PAD and BOS are never produced, n-grams may be blocked, EOS is forced at max length."""
-        vocab_ids = torch.arange(log_probs.size(1), device=log_probs.device)
-        is_eos = vocab_ids == EOS_ID  # (V,)
-        at_limit = (step + 1 >= self.max_lens).repeat_interleave(self.beam_size)  # (R,)
-        banned = ((vocab_ids == PAD_ID) | (vocab_ids == BOS_ID))[None, :] | (at_limit[:, None] & ~is_eos)
+        """Apply the rules of the search to (R, V) log-probs, in place: PAD and BOS are never
+        produced, n-grams may be blocked, rows at their length limit may only end (EOS), and
+        finished rows only repeat EOS at no cost."""
+        log_probs[:, PAD_ID] = -math.inf
+        log_probs[:, BOS_ID] = -math.inf
         if self.options.no_repeat_ngram:
-            banned = banned | _blocked_ngrams(self.tokens, self.options.no_repeat_ngram, log_probs.size(1))
-        finished = self.finished.view(-1, 1)  # (R, 1)
-        log_probs = log_probs.masked_fill(banned | finished, -math.inf)
-        return log_probs.masked_fill(finished & is_eos, 0.0)
+            log_probs.masked_fill_(
+                _blocked_ngrams(self.tokens, self.options.no_repeat_ngram, log_probs.size(1)), -math.inf
+            )
+        finished = self.finished.view(-1)  # (R,)
+        at_limit = (step + 1 >= self.max_lens).repeat_interleave(self.beam_size)  # (R,)
+        eos = torch.where(finished, 0.0, log_probs[:, EOS_ID])  # (R,)
+        log_probs[finished | at_limit] = -math.inf  # touches only those rows
+        log_probs[:, EOS_ID] = eos
+        return log_probs
 
     def _retire(self, rows: Tensor) -> tuple[Tensor, Tensor | None]:
         """Move sentences whose beams have all finished into `results`; drop their rows."""
