@@ -133,7 +133,7 @@ def cmd_average(args) -> None:
     recipe = parse_recipe(load_checkpoint(paths[-1])["recipe"], str(paths[-1]))
     run = RunDir(args.run or paths[-1].parent.parent)
     meta = {"training": {"recipe": recipe.name, "averaged": [p.name for p in paths]}}
-    print(run.write_bundle(average_state_dicts(paths), recipe, meta, Path(args.out)))
+    print(run.write_bundle(average_state_dicts(paths), recipe, meta, Path(args.out), dtype=args.dtype))
 
 
 def cmd_download(args) -> None:
@@ -181,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--last", type=int, default=5, help="with --run: how many of the last checkpoints (default 5)"
     )
     p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "float16"],
+        default="float32",
+        help="stored weights (float16: half the size)",
+    )
     p.set_defaults(handler=cmd_average)
 
     p = commands.add_parser(

@@ -81,7 +81,12 @@ class RunDir:
         )
 
     def write_bundle(
-        self, weights: dict[str, torch.Tensor], recipe: Recipe, meta: dict[str, Any], out: Path | None = None
+        self,
+        weights: dict[str, torch.Tensor],
+        recipe: Recipe,
+        meta: dict[str, Any],
+        out: Path | None = None,
+        dtype: str = "float32",
     ) -> Path:
         """Build the model of `recipe`, load `weights` and save it as a bundle (default: bundle/)."""
         src_tok, tgt_tok = self.load_tokenizers(recipe)
@@ -93,4 +98,6 @@ class RunDir:
             "tgt_lang": recipe.data.tgt_lang,
             **meta,
         }
-        return save_bundle(out or self.bundle, model, recipe.model, src_tok, tgt_tok, recipe.search, meta)
+        return save_bundle(
+            out or self.bundle, model, recipe.model, src_tok, tgt_tok, recipe.search, meta, dtype
+        )
