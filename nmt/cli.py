@@ -74,6 +74,8 @@ def _chunks(lines: Iterator[str], size: int) -> Iterator[list[str]]:
 
 def cmd_translate(args) -> None:
     translator, search = _translator(args)
+    sys.stdin.reconfigure(encoding="utf-8")
+    sys.stdout.reconfigure(encoding="utf-8")
     out = sys.stdout
     # chunks keep memory bounded on long inputs while each chunk still batches well
     for chunk in _chunks(sys.stdin, max(args.batch_size * 32, 1024)):
@@ -237,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"nmt {args.command}: {error}", file=sys.stderr)
             return 128 + error.signum
         print(f"nmt {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except UnicodeDecodeError as error:
+        print(f"nmt {args.command}: error: input is not UTF-8 (byte {error.start})", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"nmt {args.command}: interrupted", file=sys.stderr)

@@ -7,6 +7,7 @@ during training and the service all translate through it.
 
 from __future__ import annotations
 
+import logging
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from nmt.config import SearchConfig
 from nmt.data import collate_source
 from nmt.search import beam_search
 from nmt.tokenizer import Tokenizer
+
+log = logging.getLogger("nmt.translate")
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,16 @@ class Translator:
         search = search or self.search
         texts = [unicodedata.normalize("NFC", text.strip()) for text in texts]
         ids = self.src_tokenizer.encode(texts)
+        if self.max_len_cap is not None:  # the model has no positions beyond its cap (EOS included)
+            for i, seq in enumerate(ids):
+                if len(seq) >= self.max_len_cap:
+                    log.warning(
+                        "input %d has %d tokens; translating its first %d",
+                        i + 1,
+                        len(seq),
+                        self.max_len_cap - 1,
+                    )
+                    ids[i] = seq[: self.max_len_cap - 1]
         results: list[list[Translation]] = [[Translation("", 0.0, 0.0)] for _ in texts]
         todo = [i for i, seq in enumerate(ids) if seq]
         lengths = [len(ids[i]) + 1 for i in todo]

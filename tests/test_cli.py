@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -213,3 +215,30 @@ def test_train_refuses_to_overwrite_a_run(trained_bundles, tiny_corpus):
     run_dir = trained_bundles["transformer"].parent
     recipe = write_recipe(run_dir.parent / "again.yaml", tiny_recipe(tiny_corpus, run_dir, "transformer"))
     assert_one_line_error(run_nmt("train", "--config", str(recipe), check=False), "--resume")
+
+
+def test_overlong_input_is_truncated_not_a_crash(trained_bundles):
+    long_line = " ".join(["dog"] * 1500) + "\n"
+    result = run_nmt(
+        "translate",
+        "--model",
+        str(trained_bundles["transformer"]),
+        "--beam-size",
+        "1",
+        stdin="A man.\n" + long_line,
+    )
+    assert len(result.stdout.split("\n")[:-1]) == 2
+    assert "translating its first 1023" in result.stderr
+
+
+def test_input_that_is_not_utf8_is_one_line(trained_bundles):
+    result = subprocess.run(
+        [sys.executable, "-m", "nmt", "translate", "--model", str(trained_bundles["lstm"])],
+        input=b"caf\xe9\n",
+        capture_output=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.decode().strip().splitlines() == [
+        "nmt translate: error: input is not UTF-8 (byte 3)"
+    ]
