@@ -77,6 +77,12 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return steps[-1] if steps else None
 
 
+def remove_partial_writes(folder: Path) -> None:
+    """Delete temporary files that a killed process left half-written (never a real checkpoint)."""
+    for partial in folder.glob(".*.tmp"):
+        partial.unlink(missing_ok=True)
+
+
 def prune_checkpoints(folder: Path, keep_last: int) -> None:
     for old in step_checkpoints(folder)[:-keep_last]:
         old.unlink(missing_ok=True)

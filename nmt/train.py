@@ -25,7 +25,13 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from nmt import distributed
-from nmt.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from nmt.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    remove_partial_writes,
+    save_checkpoint,
+)
 from nmt.config import Recipe
 from nmt.data import Batch, ParallelCorpus, read_corpus, shard
 from nmt.errors import NmtError
@@ -217,6 +223,8 @@ class Trainer:
             self._restore(found)
 
     def _restore(self, path: Path) -> None:
+        if self.ctx.is_main:
+            remove_partial_writes(self.run.checkpoints)
         state = load_checkpoint(path)
         self.core.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -99,8 +99,10 @@ def test_kill_9_leaves_good_checkpoints_and_resume_works(tiny_corpus, tmp_path):
     last = load_checkpoint(found[-1])["progress"]["step"]
 
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_corpus, run.path, max_steps=last + 3))
+    (run.checkpoints / ".step-99999999.pt.abc.tmp").write_bytes(b"torn")  # as a kill mid-write leaves
     run_nmt("train", "--config", str(recipe), "--resume")
     assert load_checkpoint(run.checkpoint(last + 3))["progress"]["step"] == last + 3
+    assert not list(run.checkpoints.glob(".*.tmp"))
 
 
 def test_average_is_the_mean_of_the_weights(tiny_corpus, tmp_path):
