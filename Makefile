@@ -30,6 +30,7 @@ redis:
 lint: setup
 	$(BIN)/ruff check nmt tests benchmarks
 	$(BIN)/ruff format --check nmt tests benchmarks
+	$(BIN)/mypy nmt
 
 test: setup redis lint
 	$(BIN)/pytest

@@ -12,6 +12,7 @@ Every user mistake ends as one line on stderr and a non-zero exit, never a trace
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import signal
@@ -74,8 +75,9 @@ def _chunks(lines: Iterator[str], size: int) -> Iterator[list[str]]:
 
 def cmd_translate(args) -> None:
     translator, search = _translator(args)
-    sys.stdin.reconfigure(encoding="utf-8")
-    sys.stdout.reconfigure(encoding="utf-8")
+    for stream in (sys.stdin, sys.stdout):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(encoding="utf-8")
     out = sys.stdout
     # chunks keep memory bounded on long inputs while each chunk still batches well
     for chunk in _chunks(sys.stdin, max(args.batch_size * 32, 1024)):

@@ -220,7 +220,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 def parse_section(name: str, raw: Any) -> Any:
     """Validate one section by itself, e.g. the `model` or `search` options stored in a bundle."""
-    annotation = ModelConfig if name == "model" else Recipe.model_fields[name].annotation
+    annotation: Any = ModelConfig if name == "model" else Recipe.model_fields[name].annotation
     try:
         return TypeAdapter(annotation).validate_python(raw)
     except ValidationError as error:

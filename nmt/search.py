@@ -162,7 +162,7 @@ class BeamBatch:
         if not done.any():
             return rows, None
         for b in done.nonzero().view(-1).tolist():
-            self.results[self.sentence_ids[b].item()] = self._nbest(b)
+            self.results[int(self.sentence_ids[b])] = self._nbest(b)
         keep = (~done).nonzero().view(-1)  # (B',) active sentences that go on
         keep_rows = (keep[:, None] * self.beam_size + torch.arange(self.beam_size, device=keep.device)).view(
             -1

@@ -19,6 +19,7 @@ import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -179,8 +180,8 @@ def validate(model: torch.nn.Module, data: Data, recipe: Recipe, device: torch.d
     return {"loss": nll / max(tokens, 1), "bleu": bleu, "chrf": chrf, "signature": signature}
 
 
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -260,7 +261,10 @@ class Trainer:
         """Validate on rank 0, keep the best, save; returns True when early stopping says stop."""
         stop = False
         if self.ctx.is_main:
+            started = time.perf_counter()
             scores = validate(self.core, self.data, self.recipe, self.ctx.device)
+            scores["seconds"] = round(time.perf_counter() - started, 1)
+            scores["train_seconds"] = round(self.progress.seconds, 1)
             improved = scores["bleu"] > self.progress.best_bleu
             if improved:
                 self.progress.best_bleu, self.progress.bad_epochs = scores["bleu"], 0
@@ -371,7 +375,7 @@ class Trainer:
                     raise Interrupted(
                         f"interrupted at step {progress.step}; checkpoint saved in {self.run.checkpoints}, "
                         "continue with --resume",
-                        stop.received,
+                        stop.received or signal.SIGINT,
                     )
                 if ended == "max_steps":
                     self.validate_and_save(end_of_epoch=False)
@@ -387,6 +391,8 @@ class Trainer:
         if not self.ctx.is_main:
             return self.run.bundle
         source = self.run.best if self.run.best.is_file() else latest_checkpoint(self.run.checkpoints)
+        if source is None:
+            raise NmtError(f"{self.run.checkpoints}: no checkpoint to make a bundle from")
         state = load_checkpoint(source)
         best = [
             r
