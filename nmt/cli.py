@@ -4,6 +4,7 @@
     nmt average (--checkpoints CKPT ... | --run DIR --last N) --out BUNDLE
     nmt translate --model BUNDLE [--beam-size 5] [--batch-size N] [--device cpu|cuda]   (stdin -> stdout)
     nmt evaluate --model BUNDLE --src FILE --ref FILE [--json]
+    nmt compare --models BUNDLE... --src FILE --ref FILE [--baseline NAME] [--out DIR]
     nmt data download multi30k --out DIR [--base-url URL]
 
 Every user mistake ends as one line on stderr and a non-zero exit, never a traceback.
@@ -115,6 +116,27 @@ def cmd_evaluate(args) -> None:
         print(f"lowercased: BLEU {lowercase.bleu:.2f}  ({lowercase.signatures['bleu']})")
 
 
+def cmd_compare(args) -> None:
+    from nmt.compare import compare
+
+    report = compare(
+        [Path(p) for p in args.models],
+        Path(args.src),
+        Path(args.ref),
+        args.baseline,
+        Path(args.out) if args.out else None,
+        _device(args.device),
+        args.batch_size,
+        args.beam_size,
+        args.samples,
+    )
+    print(report["table"])
+    for name, signature in report["signatures"].items():
+        print(f"{name}: {signature}")
+    if args.out:
+        print(f"report: {args.out}/compare.md, compare.json, compare.png")
+
+
 def cmd_train(args) -> None:
     from nmt.config import load_recipe
     from nmt.train import train
@@ -213,6 +235,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.add_argument("--hyp-out", help="also write the translations to this file")
     p.set_defaults(handler=cmd_evaluate)
+
+    p = commands.add_parser(
+        "compare",
+        help="A/B compare models by BLEU, chrF, TER",
+        description="Score models on one test set with 95%% confidence intervals and paired bootstrap significance.",
+    )
+    p.add_argument("--models", nargs="+", required=True, help="bundle folders (the first is the baseline)")
+    p.add_argument("--src", required=True, help="source file (plain or .gz)")
+    p.add_argument("--ref", required=True, help="reference file (plain or .gz)")
+    p.add_argument("--baseline", help="name (or folder) of the baseline model (default: the first)")
+    p.add_argument("--out", help="folder for compare.md, compare.json and compare.png")
+    p.add_argument("--beam-size", type=int, help="beam size for every model (default: each bundle's)")
+    p.add_argument("--batch-size", type=int, default=32, help="sentences per batch (default 32)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--samples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.set_defaults(handler=cmd_compare)
 
     data = commands.add_parser("data", help="data sets", description="Fetch data sets.")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)

@@ -1,7 +1,8 @@
 """Corpus scores with sacreBLEU: BLEU, chrF and TER, each with its signature.
 
-Scores are computed on detokenized text with sacreBLEU's defaults (cased, 13a tokenizer), the
-setting that makes numbers comparable across papers; `lowercase=True` adds the `-lc` variant.
+Scores are computed on detokenized text with sacreBLEU's defaults (BLEU and chrF cased, 13a
+tokenizer; TER case-insensitive), the setting that makes numbers comparable across papers;
+`lowercase=True` gives the `-lc` variant of BLEU and chrF.
 """
 
 from __future__ import annotations
@@ -35,11 +36,8 @@ def corpus_scores(hypotheses: list[str], references: list[str], lowercase: bool 
         raise DataError(f"{len(hypotheses)} hypotheses but {len(references)} references")
     if not references:
         raise DataError("nothing to score: the reference is empty")
-    metrics = {
-        "bleu": BLEU(lowercase=lowercase),
-        "chrf": CHRF(lowercase=lowercase),
-        "ter": TER(case_sensitive=not lowercase),
-    }
+    # TER keeps sacreBLEU's default (case-insensitive), so every signature is the default one
+    metrics = {"bleu": BLEU(lowercase=lowercase), "chrf": CHRF(lowercase=lowercase), "ter": TER()}
     values, signatures = {}, {}
     for name, metric in metrics.items():
         values[name] = round(metric.corpus_score(hypotheses, [references]).score, 2)
