@@ -4,6 +4,8 @@
     nmt average (--checkpoints CKPT ... | --run DIR --last N) --out BUNDLE
     nmt translate --model BUNDLE [--beam-size 5] [--batch-size N] [--device cpu|cuda]   (stdin -> stdout)
     nmt evaluate --model BUNDLE --src FILE --ref FILE [--json]
+        both take [--backend torch|onnx]; onnx runs the export that `nmt export` made
+    nmt export --model BUNDLE --format onnx [--quantize int8]                       (-> BUNDLE/onnx/)
     nmt compare --models BUNDLE... --src FILE --ref FILE [--baseline NAME] [--out DIR]
     nmt data download multi30k --out DIR [--base-url URL]
 
@@ -59,7 +61,9 @@ def _translator(args):
     from nmt.translator import Translator
 
     bundle = load_bundle(args.model)
-    translator = Translator.from_bundle(bundle, _device(args.device), batch_size=args.batch_size)
+    translator = Translator.from_bundle(
+        bundle, _device(args.device), args.backend, batch_size=args.batch_size
+    )
     return translator, _search_options(args, bundle.search)
 
 
@@ -162,6 +166,13 @@ def cmd_average(args) -> None:
     print(run.write_bundle(average_state_dicts(paths), recipe, meta, Path(args.out), dtype=args.dtype))
 
 
+def cmd_export(args) -> None:
+    from nmt.bundle import load_bundle
+    from nmt.export.onnx import export_onnx
+
+    print(export_onnx(load_bundle(args.model), args.quantize))
+
+
 def cmd_download(args) -> None:
     from nmt.download import MULTI30K_BASE_URL, download_multi30k
 
@@ -179,6 +190,12 @@ def _add_decoding(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=32, help="sentences per batch (default 32)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--backend",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="run the model with PyTorch, or with ONNX Runtime on its export (made by nmt export)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,6 +268,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--samples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.set_defaults(handler=cmd_compare)
+
+    p = commands.add_parser(
+        "export",
+        help="export a bundle for another runtime",
+        description="Export a bundle's encoder and decoder-step graphs to ONNX, into BUNDLE/onnx/.",
+    )
+    p.add_argument("--model", required=True, help="model bundle folder")
+    p.add_argument("--format", required=True, choices=["onnx"])
+    p.add_argument("--quantize", choices=["int8"], help="int8 dynamic quantization of the weights")
+    p.set_defaults(handler=cmd_export)
 
     data = commands.add_parser("data", help="data sets", description="Fetch data sets.")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)

@@ -11,6 +11,7 @@ import logging
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -66,8 +67,17 @@ class Translator:
         self.max_len_cap = max_len_cap
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, device: str | torch.device = "cpu", **kwargs) -> Translator:
-        model = bundle.load_model(device)
+    def from_bundle(
+        cls, bundle: Bundle, device: str | torch.device = "cpu", backend: str = "torch", **kwargs
+    ) -> Translator:
+        """A translator on the bundle's PyTorch model, or (backend "onnx") on its ONNX export."""
+        model: Any
+        if backend == "onnx":
+            from nmt.backends.onnx import OnnxModel
+
+            model = OnnxModel.from_bundle(bundle, device)
+        else:
+            model = bundle.load_model(device)
         cap = getattr(bundle.model_config, "max_positions", None)
         return cls(
             model,

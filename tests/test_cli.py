@@ -111,7 +111,15 @@ def test_data_download_from_a_local_copy(multi30k, tmp_path):
 
 
 def test_every_subcommand_has_help():
-    for command in (["train"], ["average"], ["translate"], ["evaluate"], ["data", "download"]):
+    for command in (
+        ["train"],
+        ["average"],
+        ["translate"],
+        ["evaluate"],
+        ["compare"],
+        ["export"],
+        ["data", "download"],
+    ):
         assert "usage:" in run_nmt(*command, "--help").stdout
 
 

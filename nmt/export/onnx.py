@@ -1,0 +1,412 @@
+"""Export a model to ONNX: an encoder graph and a decoder-step graph, the two halves of the seam.
+
+`export_onnx(bundle)` writes BUNDLE/onnx/ (encoder.onnx, decoder.onnx, export.json; the layout is
+described in `nmt.backends.onnx`, which reads it), replacing an earlier export at once.
+
+    encoder.onnx   encode():      src, src_lengths -> memory.KEY..., state.KEY...
+    decoder.onnx   decode_step(): prev_tokens, memory.KEY..., state.KEY... -> log_probs, new_state.KEY...
+
+LSTM states (h, c), the input-feeding vector and the Transformer's self-attention key/value caches
+are explicit inputs and outputs; the Transformer's cross-attention keys/values are computed once,
+by the encoder graph. KEY are the model's own keys (see `nmt.models`).
+
+How: the TorchScript-based exporter (`dynamo=False`; the dynamo one needs onnxscript), opset 17.
+- Which axes are dynamic is measured, not listed by hand: `encode` runs on two probe batches that
+  differ in batch size and source length, `decode_step` on caches of two lengths; an axis that
+  follows the batch is "batch", the source "src_len", the decoded steps "cache_len".
+- Tracing bakes in Python branches on shapes, so the encoder is traced on sources longer than one
+  token and the decoder on a cache of two positions (a decoding step is always one token).
+- Every export is checked: onnx.checker, then ONNX Runtime against PyTorch on a probe batch of
+  another batch size and other lengths (one source is EOS alone), from the empty state over
+  several steps; an fp32 export whose log-probabilities differ by more than 1e-3 is refused.
+- Graph optimizations are ONNX Runtime's, applied when a session loads the files
+  (`OnnxModel(optimization=...)`, "all" by default): the files stay plain ONNX, portable across
+  execution providers and accepted by onnx.checker, where an offline-optimized file is tied to
+  the machine and provider it was optimized for.
+- `quantize="int8"`: dynamic quantization (onnxruntime.quantization.quantize_dynamic): int8
+  weights, activations quantized on the fly, for MatMul, Gemm (rewritten as MatMul + Add first:
+  quantize_dynamic skips Gemm, which holds the LSTM models' output layers), LSTM and Gather.
+
+Exporter pitfalls met, and their workarounds:
+- A packed 1-layer LSTM whose per-step outputs are unused makes the exporter fail
+  (`vector::_M_range_check`): the no-attention LSTM's encode() drops the encoder outputs, so
+  its encoder graph also returns them, as "encoder_outputs", which the backend does not fetch.
+- The exporter folds a zero-size tensor (the Transformer's empty cache after encode) into a
+  constant with the traced batch size; rebuilt from the source's batch size, it stays dynamic.
+  ONNX Runtime accepts the zero-length cache inputs of the first decoding step as they are.
+- Graph inputs the model does not read (the LSTM decoder's "memory.src_mask") are dropped by
+  the exporter; export.json lists each graph's actual inputs, and the backend feeds only those.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnx import numpy_helper
+from torch import Tensor, nn
+
+from nmt.backends.onnx import (
+    DECODER_FILE,
+    ENCODER_FILE,
+    EXPORT_DIR,
+    EXPORT_FILE,
+    EXPORT_FORMAT,
+    MEMORY,
+    NEW_STATE,
+    STATE,
+    OnnxModel,
+)
+from nmt.bundle import Bundle
+from nmt.checkpoint import readable_mode
+from nmt.data import collate_source
+from nmt.errors import NmtError
+from nmt.models import LSTMSeq2Seq
+from nmt.specials import BOS_ID
+
+OPSET = 17
+QUANTIZATIONS = ("int8",)
+TOLERANCE = 1e-3  # largest |log p| difference an fp32 export may show on the check batch
+TRACE_LENGTHS = [7, 4, 2]  # the batch the graphs are traced with: B = 3, S = 7
+CHECK_LENGTHS = [5, 1]  # the batch they are checked with: B = 2, S = 5, one source EOS alone
+CHECK_STEPS = 4
+
+
+class ExportError(NmtError):
+    """An export could not be made or does not reproduce the model."""
+
+
+class _EncoderGraph(nn.Module):
+    """`encode` as a graph: src (B, S), src_lengths (B,) -> the memory tensors, then the state
+    tensors, in the model's key order (then "encoder_outputs" for the no-attention LSTM)."""
+
+    def __init__(self, model: Any) -> None:  # a model of nmt.models
+        super().__init__()
+        self.model = model
+        self.keep_encoder_outputs = isinstance(model, LSTMSeq2Seq)  # see the module docstring
+        self.memory_keys: list[str] = []
+        self.state_keys: list[str] = []
+
+    def output_names(self) -> list[str]:
+        names = [MEMORY + key for key in self.memory_keys] + [STATE + key for key in self.state_keys]
+        return names + (["encoder_outputs"] if self.keep_encoder_outputs else [])
+
+    def forward(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, ...]:
+        seen: list[Tensor] = []
+        hook = None
+        if self.keep_encoder_outputs:
+            hook = self.model.encoder.register_forward_hook(lambda _module, _args, out: seen.append(out[0]))
+        try:
+            memory, state = self.model.encode(src, src_lengths)
+        finally:
+            if hook is not None:
+                hook.remove()
+        self.memory_keys, self.state_keys = list(memory), list(state)
+        # a zero-size tensor has a shape and no values; built from src's batch size, the exporter
+        # keeps that size dynamic instead of folding the tensor into a constant
+        state = {
+            k: v.new_zeros(src.shape[:1] + v.shape[1:]) if v.numel() == 0 else v for k, v in state.items()
+        }
+        return (*memory.values(), *state.values(), *seen)
+
+
+class _DecoderGraph(nn.Module):
+    """`decode_step` as a graph: prev_tokens (B,), memory tensors, state tensors -> log_probs (B, V),
+    new state tensors, in the key orders of the encoder graph."""
+
+    def __init__(self, model: Any, memory_keys: list[str], state_keys: list[str]) -> None:
+        super().__init__()
+        self.model, self.memory_keys, self.state_keys = model, memory_keys, state_keys
+
+    def input_names(self) -> list[str]:
+        return ["prev_tokens"] + [MEMORY + k for k in self.memory_keys] + [STATE + k for k in self.state_keys]
+
+    def output_names(self) -> list[str]:
+        return ["log_probs"] + [NEW_STATE + k for k in self.state_keys]
+
+    def forward(self, prev_tokens: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
+        memory = dict(zip(self.memory_keys, tensors[: len(self.memory_keys)], strict=True))
+        state = dict(zip(self.state_keys, tensors[len(self.memory_keys) :], strict=True))
+        log_probs, new_state = self.model.decode_step(prev_tokens, memory, state)
+        return (log_probs, *(new_state[k] for k in self.state_keys))
+
+
+def _probe(vocab_size: int, lengths: list[int], seed: int) -> tuple[Tensor, Tensor]:
+    """A source batch of random non-special tokens with these lengths (EOS included)."""
+    generator = torch.Generator().manual_seed(seed)
+    seqs = [torch.randint(4, vocab_size, (n - 1,), generator=generator).tolist() for n in lengths]
+    return collate_source(seqs)
+
+
+def _dynamic_axes(a: Tensor, b: Tensor, sizes: dict[str, tuple[int, int]]) -> dict[int, str]:
+    """{axis: name} for the axes whose length differs between probes a and b: the size each follows."""
+    axes = {}
+    for axis, pair in enumerate(zip(a.shape, b.shape, strict=True)):
+        if pair[0] != pair[1]:
+            name = next((name for name, size in sizes.items() if size == pair), None)
+            if name is None:
+                raise ExportError(f"cannot tell which size axis {axis} of a {tuple(a.shape)} tensor follows")
+            axes[axis] = name
+    return axes
+
+
+def _export_graph(
+    module: nn.Module,
+    args: tuple[Tensor, ...],
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_axes: dict[str, dict[int, str]],
+) -> None:
+    """Trace `module` on `args` into an ONNX file whose inputs and outputs have exactly the shapes
+    of the examples, with the dynamic axes named (the exporter leaves made-up names on some)."""
+    examples = dict(zip(input_names, args, strict=True))
+    examples |= dict(zip(output_names, module.eval()(*args), strict=True))
+    with warnings.catch_warnings():
+        # TracerWarnings name the Python branches on shapes that tracing bakes in (see the module
+        # docstring); the check against PyTorch is what tells whether the graph is right
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    model = onnx.load(str(path))
+    for value in (*model.graph.input, *model.graph.output):
+        example, axes = examples[value.name], dynamic_axes.get(value.name, {})
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) != example.dim():
+            raise ExportError(f"{path.name}: {value.name} has {len(dims)} axes, expected {example.dim()}")
+        for axis, dim in enumerate(dims):
+            if axis in axes:
+                dim.dim_param = axes[axis]
+            else:
+                dim.dim_value = example.size(axis)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+
+
+def _gemm_to_matmul(path: Path) -> None:
+    """Rewrite Gemm(A, B, C) nodes with a constant B as MatMul + Add, which quantize_dynamic quantizes."""
+    model = onnx.load(str(path))
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    nodes = []
+    for node in graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        plain = (
+            attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
+        )
+        if node.op_type != "Gemm" or not plain or node.input[1] not in initializers:
+            nodes.append(node)
+            continue
+        weight = numpy_helper.to_array(initializers[node.input[1]])
+        name = f"{node.input[1]}_matmul_{node.name or len(nodes)}"
+        graph.initializer.append(
+            numpy_helper.from_array(
+                np.ascontiguousarray(weight.T if attrs.get("transB", 0) else weight), name
+            )
+        )
+        product = node.output[0] + "_matmul" if len(node.input) > 2 else node.output[0]
+        nodes.append(
+            onnx.helper.make_node("MatMul", [node.input[0], name], [product], name=f"{node.name}_MatMul")
+        )
+        if len(node.input) > 2:
+            nodes.append(
+                onnx.helper.make_node(
+                    "Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}_Add"
+                )
+            )
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in graph.node for name in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+
+
+def _quantize(path: Path) -> None:
+    """Dynamic int8 quantization of one graph, in place, after the pre-processing ONNX Runtime
+    recommends (shape inference and graph cleanup)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared, quantized = path.with_name(path.name + ".pre"), path.with_name(path.name + ".int8")
+    # onnxruntime.quantization logs each tensor it leaves alone on the root logger, at INFO
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        # symbolic shape inference gives up on these graphs; ONNX's own shape inference still runs
+        quant_pre_process(path, prepared, skip_symbolic_shape=True)
+        _gemm_to_matmul(prepared)
+        quantize_dynamic(prepared, quantized, weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+    quantized.replace(path)
+    prepared.unlink()
+
+
+def _graph_description(path: Path) -> dict[str, Any]:
+    """Input and output names of a graph in order, with their shapes (axis names where dynamic)."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {init.name for init in graph.initializer}
+
+    def shape(value: onnx.ValueInfoProto) -> list[int | str]:
+        return [dim.dim_param or dim.dim_value for dim in value.type.tensor_type.shape.dim]
+
+    inputs = [value for value in graph.input if value.name not in initializers]
+    return {
+        "inputs": [value.name for value in inputs],
+        "outputs": [value.name for value in graph.output],
+        "shapes": {value.name: shape(value) for value in [*inputs, *graph.output]},
+    }
+
+
+@torch.no_grad()
+def _max_difference(model: Any, folder: Path, src: Tensor, src_lengths: Tensor) -> float:
+    """Largest |log p| difference between PyTorch and ONNX Runtime over the first decoding steps."""
+    exported = OnnxModel(folder)
+    memory, state = model.encode(src, src_lengths)
+    onnx_memory, onnx_state = exported.encode(src, src_lengths)
+    prev_tokens = torch.full((src.size(0),), BOS_ID)
+    worst = 0.0
+    for _ in range(CHECK_STEPS):
+        log_probs, state = model.decode_step(prev_tokens, memory, state)
+        onnx_log_probs, onnx_state = exported.decode_step(prev_tokens, onnx_memory, onnx_state)
+        worst = max(worst, (log_probs - onnx_log_probs).abs().max().item())
+        prev_tokens = log_probs.argmax(dim=-1)
+    return worst
+
+
+@torch.no_grad()
+def export_model(
+    model: nn.Module, folder: Path, version: str | None = None, quantize: str | None = None
+) -> dict[str, Any]:
+    """Write encoder.onnx, decoder.onnx and export.json for `model` (on the CPU) into `folder`;
+    returns what export.json holds. `version` is the bundle's, which the backend checks on loading."""
+    if quantize not in (None, *QUANTIZATIONS):
+        raise ExportError(f"unknown quantization {quantize!r} (known: {', '.join(QUANTIZATIONS)})")
+    encoder = _EncoderGraph(model.cpu()).eval()
+    trace_src, trace_lengths = _probe(encoder.model.src_vocab_size, TRACE_LENGTHS, seed=1)
+    check_src, check_lengths = _probe(encoder.model.src_vocab_size, CHECK_LENGTHS, seed=2)
+    sizes = {
+        "batch": (len(TRACE_LENGTHS), len(CHECK_LENGTHS)),
+        "src_len": (max(TRACE_LENGTHS), max(CHECK_LENGTHS)),
+    }
+    traced, checked = encoder(trace_src, trace_lengths), encoder(check_src, check_lengths)
+    axes = {"src": {0: "batch", 1: "src_len"}, "src_lengths": {0: "batch"}}
+    for name, a, b in zip(encoder.output_names(), traced, checked, strict=True):
+        axes[name] = _dynamic_axes(a, b, sizes)
+    _export_graph(
+        encoder,
+        (trace_src, trace_lengths),
+        folder / ENCODER_FILE,
+        ["src", "src_lengths"],
+        encoder.output_names(),
+        axes,
+    )
+
+    decoder = _DecoderGraph(model, encoder.memory_keys, encoder.state_keys).eval()
+    memory = list(traced[: len(encoder.memory_keys)])
+    state = list(traced[len(encoder.memory_keys) : len(encoder.memory_keys) + len(encoder.state_keys)])
+    prev_tokens = torch.full((len(TRACE_LENGTHS),), BOS_ID)
+    steps = []
+    for _ in range(2):  # the state after one step and after two: an axis that grew is the cache
+        log_probs, *state = decoder(prev_tokens, *memory, *state)
+        steps.append(state)
+        prev_tokens = log_probs.argmax(dim=-1)
+    decoder_axes: dict[str, dict[int, str]] = {"prev_tokens": {0: "batch"}, "log_probs": {0: "batch"}}
+    for key in encoder.memory_keys:
+        decoder_axes[MEMORY + key] = axes[MEMORY + key]
+    for key, one, two in zip(encoder.state_keys, *steps, strict=True):
+        cache = _dynamic_axes(one, two, {"cache_len": (1, 2)})
+        decoder_axes[STATE + key] = axes[STATE + key] | cache
+        decoder_axes[NEW_STATE + key] = axes[STATE + key] | {axis: "new_cache_len" for axis in cache}
+    _export_graph(
+        decoder,
+        (prev_tokens, *memory, *state),
+        folder / DECODER_FILE,
+        decoder.input_names(),
+        decoder.output_names(),
+        decoder_axes,
+    )
+
+    meta: dict[str, Any] = {
+        "format": EXPORT_FORMAT,
+        "version": version,
+        "model": type(model).__name__,
+        "opset": OPSET,
+        "quantization": quantize,
+    }
+    _write_meta(folder, meta)  # the check loads the folder as the backend will
+    difference = {"float32": _max_difference(model, folder, check_src, check_lengths)}
+    if difference["float32"] > TOLERANCE:
+        raise ExportError(
+            f"the ONNX graphs differ from the model by {difference['float32']:.2g} in log-probability"
+            f" (more than {TOLERANCE}): an exporter problem, please report it"
+        )
+    if quantize == "int8":
+        for name in (ENCODER_FILE, DECODER_FILE):
+            _quantize(folder / name)
+        difference["int8"] = _max_difference(model, folder, check_src, check_lengths)
+    meta["check"] = {
+        "sentences": len(CHECK_LENGTHS),
+        "steps": CHECK_STEPS,
+        "max_abs_log_prob_difference": difference,
+    }
+    meta["exporter"] = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__}
+    return _write_meta(folder, meta)
+
+
+def _write_meta(folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write export.json: `meta` with each graph's input and output names, read from the files."""
+    meta = meta | {
+        "encoder": _graph_description(folder / ENCODER_FILE),
+        "decoder": _graph_description(folder / DECODER_FILE),
+    }
+    (folder / EXPORT_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return meta
+
+
+def export_onnx(bundle: Bundle, quantize: str | None = None) -> Path:
+    """Export the bundle's model into BUNDLE/onnx/, replacing an earlier export; returns that folder.
+
+    The new export is written to a temporary folder beside it and renamed into place, so a failed
+    or interrupted export leaves the previous one as it was."""
+    model = bundle.load_model("cpu")
+    target = bundle.path / EXPORT_DIR
+    tmp = Path(tempfile.mkdtemp(dir=bundle.path, prefix=f".{EXPORT_DIR}."))
+    try:
+        os.chmod(tmp, readable_mode(directory=True))
+        export_model(model, tmp, bundle.version, quantize)
+        if target.exists():
+            old = target.with_name(f".{EXPORT_DIR}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

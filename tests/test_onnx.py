@@ -1,0 +1,273 @@
+"""ONNX export and the ONNX Runtime backend: each architecture's tiny bundle is exported, checked
+against PyTorch step by step and through the whole beam search, and run through the `nmt` command;
+exports that are missing, incomplete or made from another bundle version are refused in one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+from nmt.backends.onnx import DECODER_FILE, ENCODER_FILE, EXPORT_DIR, EXPORT_FILE, OnnxModel
+from nmt.bundle import load_bundle, save_bundle
+from nmt.data import collate_source
+from nmt.errors import BundleError
+from nmt.export.onnx import export_model, export_onnx
+from nmt.search import beam_search
+from nmt.specials import BOS_ID
+from nmt.translator import Translator
+from tests.conftest import TINY_MODELS, run_nmt
+from tests.models.conftest import VARIANTS, make_batch, make_config, make_model
+from tests.test_cli import assert_one_line_error
+
+ARCHS = list(TINY_MODELS)
+
+# the graphs' names for the tiny models of tests/conftest.py (2 Transformer decoder layers; the
+# LSTM feeds the source summary at every step; the attention LSTM uses input feeding)
+ENCODER_OUTPUTS = {
+    "transformer": ["memory.src_mask"]
+    + [f"memory.cross_{kv}{i}" for i in range(2) for kv in "kv"]
+    + [f"state.self_{kv}{i}" for i in range(2) for kv in "kv"],
+    "lstm": ["memory.src_mask", "memory.context", "state.h", "state.c", "encoder_outputs"],
+    "lstm_attention": [
+        "memory.src_mask",
+        "memory.encoder_outputs",
+        "memory.keys",
+        "state.h",
+        "state.c",
+        "state.feed",
+    ],
+}
+DECODER_INPUTS = {
+    "transformer": ["prev_tokens", *ENCODER_OUTPUTS["transformer"]],
+    "lstm": ["prev_tokens", "memory.context", "state.h", "state.c"],  # src_mask is never read
+    "lstm_attention": ["prev_tokens", *ENCODER_OUTPUTS["lstm_attention"]],
+}
+
+
+def _decoder_outputs(arch: str) -> list[str]:
+    states = [name.removeprefix("state.") for name in DECODER_INPUTS[arch] if name.startswith("state.")]
+    return ["log_probs"] + [f"new_state.{key}" for key in states]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # OnnxModel's sessions take PyTorch's thread count
+    yield
+    torch.set_num_threads(threads)
+
+
+def _copy(bundle: Path, folder: Path) -> Path:
+    """A copy of a bundle, so exports never touch the bundles other test modules share."""
+    return Path(shutil.copytree(bundle, folder / bundle.name))
+
+
+@pytest.fixture(scope="module")
+def exported(trained_bundles, tmp_path_factory) -> dict[str, Path]:
+    """A copy of each tiny bundle with its fp32 ONNX export."""
+    bundles = {}
+    for arch, path in trained_bundles.items():
+        bundles[arch] = _copy(path, tmp_path_factory.mktemp(f"onnx-{arch}"))
+        export_onnx(load_bundle(bundles[arch]))
+    return bundles
+
+
+@pytest.fixture(scope="module")
+def sentences(tiny_corpus) -> list[str]:
+    return (tiny_corpus / "test_2016_flickr.en").read_text(encoding="utf-8").splitlines()[:10]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_export_is_valid_onnx_and_records_the_bundle(arch, exported):
+    bundle = load_bundle(exported[arch])
+    folder = bundle.path / EXPORT_DIR
+    meta = json.loads((folder / EXPORT_FILE).read_text(encoding="utf-8"))
+    assert meta["version"] == bundle.version
+    assert meta["opset"] >= 17 and meta["quantization"] is None
+    assert meta["check"]["max_abs_log_prob_difference"]["float32"] < 1e-4
+    for graph, name in (("encoder", ENCODER_FILE), ("decoder", DECODER_FILE)):
+        model = onnx.load(str(folder / name))
+        onnx.checker.check_model(model, full_check=True)
+        assert [value.name for value in model.graph.input] == meta[graph]["inputs"]
+        assert [value.name for value in model.graph.output] == meta[graph]["outputs"]
+    assert meta["encoder"]["inputs"] == ["src", "src_lengths"]
+    assert meta["encoder"]["outputs"] == ENCODER_OUTPUTS[arch]
+    assert meta["decoder"]["inputs"] == DECODER_INPUTS[arch]
+    assert meta["decoder"]["outputs"] == _decoder_outputs(arch)
+    shapes = meta["encoder"]["shapes"] | meta["decoder"]["shapes"]
+    assert shapes["src"] == ["batch", "src_len"] and shapes["log_probs"][0] == "batch"
+    if arch == "transformer":  # the caches grow by one position per step; the encoder's are empty
+        assert shapes["state.self_k0"][0] == "batch" and shapes["state.self_k0"][2] == "cache_len"
+        assert shapes["new_state.self_k0"][2] == "new_cache_len"
+        assert meta["encoder"]["shapes"]["memory.cross_v1"][2] == "src_len"
+        assert meta["encoder"]["shapes"]["state.self_v1"][2] == 0
+
+
+def _max_step_difference(torch_model, onnx_model, src, src_lengths, steps: int) -> float:
+    """Encode with both, then decode `steps` steps on the same tokens (PyTorch's argmax):
+    the largest |log p| difference; memory and states are compared on the way."""
+    with torch.inference_mode():
+        memory, state = torch_model.encode(src, src_lengths)
+        onnx_memory, onnx_state = onnx_model.encode(src, src_lengths)
+        assert onnx_memory.keys() == memory.keys() and onnx_state.keys() == state.keys()
+        for key, value in (memory | state).items():
+            got = (onnx_memory | onnx_state)[key]
+            assert got.shape == value.shape and got.dtype == value.dtype, key
+            assert (
+                torch.allclose(got, value, atol=1e-5)
+                if value.is_floating_point()
+                else torch.equal(got, value)
+            )
+        prev_tokens = torch.full((src.size(0),), BOS_ID)
+        worst = 0.0
+        for _ in range(steps):
+            log_probs, state = torch_model.decode_step(prev_tokens, memory, state)
+            onnx_log_probs, onnx_state = onnx_model.decode_step(prev_tokens, onnx_memory, onnx_state)
+            assert onnx_log_probs.dtype == torch.float32 and onnx_log_probs.shape == log_probs.shape
+            worst = max(worst, (log_probs - onnx_log_probs).abs().max().item())
+            prev_tokens = log_probs.argmax(dim=-1)
+    return worst
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_step_log_probs_match_pytorch(arch, exported, sentences):
+    bundle = load_bundle(exported[arch])
+    onnx_model = OnnxModel.from_bundle(bundle)
+    src, src_lengths = collate_source(bundle.src_tokenizer.encode(sentences[:6]))
+    assert len(set(src_lengths.tolist())) > 3  # padding in most rows
+    difference = _max_step_difference(bundle.load_model(), onnx_model, src, src_lengths, steps=8)
+    print(f"\n{arch}: max |log p| difference over 8 steps, 6 sentences: {difference:.2e}")
+    assert difference < 1e-4
+    # a batch of one-token sources (EOS alone): no shape-1 special case was baked into the graphs
+    src, src_lengths = collate_source([[], []])
+    assert _max_step_difference(bundle.load_model(), onnx_model, src, src_lengths, steps=3) < 1e-4
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_model_variant_exports_exactly(variant, tmp_path):
+    """Random-weight tiny models of every variant (1-layer unidirectional LSTMs, post-norm, untied...)."""
+    arch, overrides = VARIANTS[variant]
+    model = make_model(make_config(arch, **overrides))
+    meta = export_model(model, tmp_path)
+    assert meta["check"]["max_abs_log_prob_difference"]["float32"] < 1e-4
+    batch = make_batch(src_lengths=[9, 1, 6, 3, 2], tgt_lengths=[1] * 5, seed=5)
+    assert _max_step_difference(model, OnnxModel(tmp_path), batch.src, batch.src_lengths, steps=5) < 1e-4
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_beam_search_is_token_identical(arch, exported, sentences):
+    bundle = load_bundle(exported[arch])
+    src, src_lengths = collate_source(bundle.src_tokenizer.encode(sentences))
+    options = bundle.search.model_copy(update={"beam_size": 3, "n_best": 3})
+    cap = getattr(bundle.model_config, "max_positions", None)
+    expected = beam_search(bundle.load_model(), src, src_lengths, options, cap)
+    got = beam_search(OnnxModel.from_bundle(bundle), src, src_lengths, options, cap)
+    assert [[h.tokens for h in nbest] for nbest in got] == [[h.tokens for h in nbest] for nbest in expected]
+    for nbest, expected_nbest in zip(got, expected, strict=True):
+        for h, e in zip(nbest, expected_nbest, strict=True):
+            assert h.score == pytest.approx(e.score, abs=1e-4)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_cli_export_then_translate_with_onnx_runtime(arch, trained_bundles, sentences, tmp_path):
+    bundle = _copy(trained_bundles[arch], tmp_path)
+    result = run_nmt("export", "--model", str(bundle), "--format", "onnx")
+    assert Path(result.stdout.strip()) == bundle / EXPORT_DIR
+    text = "\n".join(sentences[:3] + [""] + sentences[3:]) + "\n"
+    args = ["translate", "--model", str(bundle), "--beam-size", "3", "--batch-size", "4"]
+    with_torch = run_nmt(*args, "--backend", "torch", stdin=text).stdout
+    with_onnx = run_nmt(*args, "--backend", "onnx", stdin=text).stdout
+    assert with_onnx == with_torch
+    assert len(with_onnx.split("\n")[:-1]) == len(sentences) + 1
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_int8_export_translates(arch, trained_bundles, sentences, tmp_path):
+    bundle = load_bundle(_copy(trained_bundles[arch], tmp_path))
+    meta = json.loads((export_onnx(bundle, quantize="int8") / EXPORT_FILE).read_text(encoding="utf-8"))
+    assert meta["quantization"] == "int8" and meta["version"] == bundle.version
+    ops = {node.op_type for node in onnx.load(str(bundle.path / EXPORT_DIR / DECODER_FILE)).graph.node}
+    assert ops & {"MatMulInteger", "DynamicQuantizeLSTM"}
+    model = OnnxModel.from_bundle(bundle)
+    translator = Translator(model, bundle.src_tokenizer, bundle.tgt_tokenizer, bundle.search, batch_size=4)
+    translations = translator.translate_best(sentences + [""])
+    assert len(translations) == len(sentences) + 1 and translations[-1] == ""
+    assert all(isinstance(text, str) for text in translations)
+
+
+def test_cli_int8_export_and_evaluate(trained_bundles, tiny_corpus, tmp_path):
+    bundle = _copy(trained_bundles["lstm_attention"], tmp_path)
+    run_nmt("export", "--model", str(bundle), "--format", "onnx", "--quantize", "int8")
+    assert json.loads((bundle / EXPORT_DIR / EXPORT_FILE).read_text())["quantization"] == "int8"
+    result = run_nmt(
+        "evaluate",
+        "--model",
+        str(bundle),
+        "--backend",
+        "onnx",
+        "--src",
+        str(tiny_corpus / "test_2016_flickr.en"),
+        "--ref",
+        str(tiny_corpus / "test_2016_flickr.de"),
+        "--json",
+    )
+    assert json.loads(result.stdout)["sentences"] == 24
+
+
+def test_export_help_and_unknown_options_are_usage_errors():
+    assert "--quantize {int8}" in run_nmt("export", "--help").stdout
+    for option in (["--quantize", "int4"], ["--format", "ct3"]):
+        args = ["export", "--model", "x", "--format", "onnx", *option]
+        assert_one_line_error(run_nmt(*args, check=False), option[0])
+
+
+def _retrain(path: Path) -> None:
+    """Give the bundle at `path` other weights, so another version, as retraining would; its
+    onnx/ folder stays as it was (save_bundle replaces the whole folder, so it is put back)."""
+    bundle = load_bundle(path)
+    model = bundle.load_model()
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)
+    kept = Path(shutil.copytree(path / EXPORT_DIR, path.parent / "kept-onnx"))
+    meta = {key: bundle.meta[key] for key in ("name", "src_lang", "tgt_lang")}
+    save_bundle(
+        path, model, bundle.model_config, bundle.src_tokenizer, bundle.tgt_tokenizer, bundle.search, meta
+    )
+    shutil.copytree(kept, path / EXPORT_DIR)
+
+
+def test_export_of_another_bundle_version_is_refused(trained_bundles, exported, tmp_path):
+    bundle = _copy(exported["lstm"], tmp_path)
+    old_version = load_bundle(bundle).version
+    _retrain(bundle)
+    new_version = load_bundle(bundle).version
+    assert new_version != old_version
+    result = run_nmt("translate", "--model", str(bundle), "--backend", "onnx", stdin="A dog.\n", check=False)
+    assert_one_line_error(result, old_version, new_version, f"nmt export --model {bundle} --format onnx")
+
+    other = _copy(trained_bundles["transformer"], tmp_path / "other")  # an export copied from another bundle
+    shutil.copytree(exported["lstm"] / EXPORT_DIR, other / EXPORT_DIR)
+    with pytest.raises(BundleError, match="exported from bundle version"):
+        OnnxModel.from_bundle(load_bundle(other))
+
+
+def test_missing_or_incomplete_export_is_one_line(trained_bundles, exported, tmp_path):
+    bundle = _copy(trained_bundles["transformer"], tmp_path)
+    result = run_nmt("translate", "--model", str(bundle), "--backend", "onnx", stdin="A dog.\n", check=False)
+    assert_one_line_error(result, f"run nmt export --model {bundle} --format onnx first")
+
+    incomplete = _copy(exported["transformer"], tmp_path / "incomplete")
+    (incomplete / EXPORT_DIR / DECODER_FILE).unlink()
+    with pytest.raises(BundleError, match="incomplete ONNX export, decoder.onnx is missing; run nmt export"):
+        OnnxModel.from_bundle(load_bundle(incomplete))
+    (incomplete / EXPORT_DIR / ENCODER_FILE).write_bytes(b"not a graph")
+    shutil.copyfile(
+        exported["transformer"] / EXPORT_DIR / DECODER_FILE, incomplete / EXPORT_DIR / DECODER_FILE
+    )
+    with pytest.raises(BundleError, match="encoder.onnx: ONNX Runtime cannot load it"):
+        OnnxModel.from_bundle(load_bundle(incomplete))
