@@ -94,6 +94,7 @@ def save_weights(model: torch.nn.Module, path: Path, dtype: torch.dtype) -> None
         if name not in tied
     }
     save_file(tensors, str(path))
+    os.chmod(path, readable_mode())  # safetensors writes 0600; a server running as another user must read it
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:

@@ -1,0 +1,32 @@
+"""The bundles shipped under models/: the default is there, every bundle is whole (its version
+hash checks out), the folder stays small, and each one translates through the CLI."""
+
+from __future__ import annotations
+
+from nmt.bundle import load_bundle
+from tests.conftest import ROOT, run_nmt
+
+MODELS = ROOT / "models"
+DEFAULT = MODELS / "transformer-en-de"
+MAX_BYTES = 80_000_000
+
+
+def test_the_default_transformer_is_shipped():
+    bundle = load_bundle(DEFAULT)
+    assert bundle.model_config.arch == "transformer"
+    assert (bundle.src_lang, bundle.tgt_lang) == ("en", "de")
+
+
+def test_models_folder_stays_small():
+    total = sum(f.stat().st_size for f in MODELS.rglob("*") if f.is_file())
+    assert total < MAX_BYTES, f"models/ holds {total / 1e6:.1f} MB"
+
+
+def test_every_shipped_bundle_translates():
+    bundles = sorted(p.parent for p in MODELS.glob("*/bundle.json"))
+    assert DEFAULT in bundles
+    for path in bundles:
+        load_bundle(path)  # raises if any file does not match the bundle's version
+        text = "A man in a blue shirt is standing on a ladder.\nTwo dogs play in the snow.\n"
+        lines = run_nmt("translate", "--model", str(path), stdin=text).stdout.splitlines()
+        assert len(lines) == 2 and all(lines), lines
