@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from nmt.checkpoint import readable_mode
+from nmt.checkpoint import atomic_folder, readable_mode
 from nmt.config import SearchConfig, parse_section
 from nmt.errors import BundleError, ConfigError
 from nmt.models import build_model
@@ -137,10 +136,8 @@ def save_bundle(
     joint = src_tokenizer.path == tgt_tokenizer.path
     src_file, tgt_file = _tokenizer_files(meta["src_lang"], meta["tgt_lang"], joint)
     model_dict = model_config.model_dump(mode="json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
-        os.chmod(tmp, readable_mode(directory=True))
+
+    def fill(tmp: Path) -> None:
         shutil.copyfile(src_tokenizer.path, tmp / src_file)
         shutil.copyfile(tgt_tokenizer.path, tmp / tgt_file)
         save_weights(model, tmp / WEIGHTS_FILE, _DTYPES[dtype])
@@ -158,21 +155,10 @@ def save_bundle(
             "parameters": sum(p.numel() for p in model.parameters()),
             "version": content_hash(tmp, files, model_dict),
         }
-        (tmp / BUNDLE_FILE).write_text(
-            json.dumps(bundle, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+        text = json.dumps(bundle, indent=2, ensure_ascii=False) + "\n"
+        (tmp / BUNDLE_FILE).write_text(text, encoding="utf-8")
+
+    return atomic_folder(path, fill)
 
 
 def load_bundle(path: str | Path, verify: bool = True) -> Bundle:

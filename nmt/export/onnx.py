@@ -42,9 +42,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -68,7 +65,7 @@ from nmt.backends.onnx import (
     OnnxModel,
 )
 from nmt.bundle import Bundle
-from nmt.checkpoint import readable_mode
+from nmt.checkpoint import atomic_folder
 from nmt.data import collate_source
 from nmt.errors import NmtError
 from nmt.models import LSTMSeq2Seq
@@ -394,19 +391,4 @@ def export_onnx(bundle: Bundle, quantize: str | None = None) -> Path:
     or interrupted export leaves the previous one as it was."""
     model = bundle.load_model("cpu")
     target = bundle.path / EXPORT_DIR
-    tmp = Path(tempfile.mkdtemp(dir=bundle.path, prefix=f".{EXPORT_DIR}."))
-    try:
-        os.chmod(tmp, readable_mode(directory=True))
-        export_model(model, tmp, bundle.version, quantize)
-        if target.exists():
-            old = target.with_name(f".{EXPORT_DIR}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+    return atomic_folder(target, lambda tmp: export_model(model, tmp, bundle.version, quantize))
