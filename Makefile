@@ -28,9 +28,9 @@ redis:
 	@redis-server --version
 
 lint: setup
-	$(BIN)/ruff check nmt tests benchmarks
-	$(BIN)/ruff format --check nmt tests benchmarks
-	$(BIN)/mypy nmt
+	$(BIN)/ruff check nmt serving tests benchmarks
+	$(BIN)/ruff format --check nmt serving tests benchmarks
+	$(BIN)/mypy nmt serving
 
 test: setup redis lint
 	$(BIN)/pytest
