@@ -110,6 +110,7 @@ class SearchConfig(_Section):
     length_penalty: float = Field(0.6, ge=0.0, description="GNMT alpha; 0 ranks by raw log-prob")
     max_len_a: float = Field(1.5, ge=0.0, description="max target length = a * source length + b")
     max_len_b: int = Field(10, ge=1)
+    max_length: int | None = Field(None, ge=1, description="most target tokens, whatever the source length")
     n_best: int = Field(1, ge=1)
     no_repeat_ngram: int = Field(0, ge=0, description="block repeated n-grams of this size; 0 = off")
 

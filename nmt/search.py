@@ -49,9 +49,11 @@ def length_penalty(lengths: Tensor, alpha: float) -> Tensor:
 
 
 def max_lengths(src_lengths: Tensor, options: SearchConfig, cap: int | None = None) -> Tensor:
-    """Longest target (EOS included) for each sentence: a * source length + b, at most `cap`."""
+    """Longest target (EOS included) for each sentence: a * source length + b, at most `cap` and
+    at most the options' `max_length` (+1 for EOS)."""
     limits = (src_lengths.float() * options.max_len_a).floor().long() + options.max_len_b
-    return limits.clamp(max=cap) if cap is not None else limits
+    caps = [c for c in (cap, options.max_length and options.max_length + 1) if c]
+    return limits.clamp(max=min(caps)) if caps else limits
 
 
 def select(tensors: TensorDict, index: Tensor) -> TensorDict:

@@ -191,3 +191,13 @@ def test_search_options_are_validated():
         parse_section("search", {"beam_size": 2, "n_best": 3})
     with pytest.raises(ConfigError, match="beam_size"):
         parse_section("search", {"beam_size": 0})
+
+
+def test_max_length_caps_the_length_rule():
+    from nmt.search import max_lengths
+
+    lengths = torch.tensor([2, 10, 40])
+    options = SearchConfig(max_len_a=1.5, max_len_b=10, max_length=20)
+    assert max_lengths(lengths, options).tolist() == [13, 21, 21]
+    assert max_lengths(lengths, options, cap=16).tolist() == [13, 16, 16]
+    assert max_lengths(lengths, SearchConfig(max_len_a=1.5, max_len_b=10)).tolist() == [13, 25, 70]
