@@ -8,6 +8,7 @@
     nmt export --model BUNDLE --format onnx [--quantize int8]                       (-> BUNDLE/onnx/)
     nmt compare --models BUNDLE... --src FILE --ref FILE [--baseline NAME] [--out DIR]
     nmt data download multi30k --out DIR [--base-url URL]
+    nmt serve [--models DIR] [--host H] [--port P] [--workers N]         (settings: NMT_* variables)
 
 Every user mistake ends as one line on stderr and a non-zero exit, never a traceback.
 """
@@ -291,7 +292,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-url", help="where the files are (default: the public GitHub copy); file:// works")
     p.add_argument("--langs", nargs="+", default=["en", "de", "fr"], choices=["en", "de", "fr"])
     p.set_defaults(handler=cmd_download)
+    _add_serve(commands)
     return parser
+
+
+def cmd_serve(args) -> None:
+    import os
+
+    from pydantic import ValidationError
+
+    if args.models:
+        os.environ["NMT_MODELS_DIR"] = args.models  # the workers read their settings from the environment
+    from serving.registry import bundle_folders
+    from serving.settings import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = "NMT_" + "_".join(str(part) for part in first["loc"][:1]).upper()
+        raise NmtError(f"{name}: {first['msg']}") from None
+    bundle_folders(settings.models_dir)  # a missing or empty models folder fails here, in one line
+    import uvicorn
+
+    uvicorn.run(
+        "serving.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        access_log=args.access_log,
+    )
+
+
+def _add_serve(commands) -> None:
+    p = commands.add_parser(
+        "serve",
+        help="serve the bundles over HTTP",
+        description="Run the translation service (FastAPI under uvicorn). Settings come from NMT_* "
+        "environment variables; see README.md.",
+    )
+    p.add_argument("--models", help="folder of model bundles (default: $NMT_MODELS_DIR or models/)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="worker processes, each with its own models")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    p.set_defaults(handler=cmd_serve)
 
 
 def main(argv: list[str] | None = None) -> int:

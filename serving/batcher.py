@@ -1,0 +1,138 @@
+"""Dynamic micro-batching: concurrent requests for one model are decoded together.
+
+Each request hands its sentences to `MicroBatcher.translate` and awaits them. One worker task per
+model gathers the queued requests into a batch (until `max_sentences` or `max_tokens` is reached,
+or `max_wait_s` has passed since the oldest one arrived), runs the decode in a thread so the event
+loop keeps serving (health checks, cache hits), and hands each request its own results. Requests
+with different decoding options share the gathering but are decoded as separate groups.
+
+While a batch decodes, the next one queues up, so under load batches fill by themselves and the
+wait only costs anything when the service is nearly idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+from nmt.config import SearchConfig
+from nmt.translator import Translation
+
+log = logging.getLogger("nmt.serving.batcher")
+
+TranslateFn = Callable[[list[str], SearchConfig], list[list[Translation]]]
+
+
+@dataclass
+class _Job:
+    sentences: list[str]
+    search: SearchConfig
+    tokens: int
+    future: asyncio.Future[list[list[Translation]]]
+    arrived: float = field(default_factory=time.monotonic)
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        translate: TranslateFn,
+        executor: Executor,
+        count_tokens: Callable[[str], int],
+        max_sentences: int = 32,
+        max_tokens: int = 4096,
+        max_wait_s: float = 0.005,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self._translate = translate
+        self._executor = executor
+        self._count_tokens = count_tokens
+        self.max_sentences = max_sentences
+        self.max_tokens = max_tokens
+        self.max_wait_s = max_wait_s
+        self._on_batch = on_batch or (lambda sentences, seconds: None)
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._worker = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        while not self._queue.empty():
+            job = self._queue.get_nowait()
+            if not job.future.done():
+                job.future.set_exception(RuntimeError("the service is shutting down"))
+
+    async def translate(self, sentences: list[str], search: SearchConfig) -> list[list[Translation]]:
+        """An n-best list per sentence, decoded in whichever batch the sentences land in."""
+        if not sentences:
+            return []
+        tokens = sum(self._count_tokens(s) + 1 for s in sentences)
+        job = _Job(sentences, search, tokens, asyncio.get_running_loop().create_future())
+        await self._queue.put(job)
+        return await job.future
+
+    async def _gather(self) -> list[_Job]:
+        """The oldest job plus whatever else arrives in time and fits."""
+        jobs = [await self._queue.get()]
+        sentences, tokens = len(jobs[0].sentences), jobs[0].tokens
+        deadline = jobs[0].arrived + self.max_wait_s
+        while sentences < self.max_sentences and tokens < self.max_tokens:
+            if self._queue.empty():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    job = await asyncio.wait_for(self._queue.get(), remaining)
+                except asyncio.TimeoutError:
+                    break
+            else:
+                job = self._queue.get_nowait()
+            jobs.append(job)
+            sentences += len(job.sentences)
+            tokens += job.tokens
+        return jobs
+
+    def _decode(self, jobs: list[_Job]) -> list[list[list[Translation]]]:
+        """Runs in the executor: one decode per distinct set of search options."""
+        groups: dict[str, list[int]] = {}
+        for index, job in enumerate(jobs):
+            groups.setdefault(job.search.model_dump_json(), []).append(index)
+        results: list[list[list[Translation]]] = [[] for _ in jobs]
+        for indices in groups.values():
+            sentences = [s for i in indices for s in jobs[i].sentences]
+            nbest = self._translate(sentences, jobs[indices[0]].search)
+            start = 0
+            for i in indices:
+                results[i] = nbest[start : start + len(jobs[i].sentences)]
+                start += len(jobs[i].sentences)
+        return results
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = await self._gather()
+            jobs = [job for job in jobs if not job.future.done()]  # a client that went away
+            if not jobs:
+                continue
+            started = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self._executor, self._decode, jobs)
+            except Exception as error:  # a decode failure fails its requests, not the worker
+                log.exception("decoding a batch of %d requests failed", len(jobs))
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(error)
+                continue
+            self._on_batch(sum(len(job.sentences) for job in jobs), time.perf_counter() - started)
+            for job, result in zip(jobs, results, strict=True):
+                if not job.future.done():
+                    job.future.set_result(result)

@@ -1,0 +1,103 @@
+"""Errors as JSON with a real status code and the field at fault, never a traceback.
+
+Native endpoints answer `{"error": {"type", "field", "message"}}`; the LibreTranslate-compatible
+ones answer `{"error": "message"}`, the shape its clients read.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("nmt.serving")
+
+LIBRETRANSLATE_PATHS = ("/translate", "/languages")
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        field: str | None,
+        message: str,
+        type: str = "invalid_request",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.field, self.message, self.type = status, field, message, type
+        self.headers = headers
+
+
+def error_response(request: Request, error: ApiError) -> JSONResponse:
+    body: dict[str, Any]
+    if request.url.path in LIBRETRANSLATE_PATHS:
+        text = f"{error.field}: {error.message}" if error.field else error.message
+        body = {"error": text}
+    else:
+        body = {"error": {"type": error.type, "field": error.field, "message": error.message}}
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+_UNION_TAGS = {"str", "int", "float", "bool", "none"}  # pydantic names the branch of a union in `loc`
+
+
+def _location(location: tuple[Any, ...]) -> list[str]:
+    return [
+        str(part)
+        for part in location
+        if part not in ("body", "query", "header")
+        and not (isinstance(part, str) and ("[" in part or part in _UNION_TAGS))
+    ]
+
+
+def _field(location: tuple[Any, ...]) -> str:
+    """("body", "text", "list[str]", 3) -> "text.3"; the body itself -> "body"."""
+    return ".".join(_location(location)) or "body"
+
+
+def validation_error(error: RequestValidationError) -> ApiError:
+    # of a union's failed branches, the one that got deepest into the value says most
+    first = max(error.errors(), key=lambda e: len(_location(tuple(e.get("loc", ())))))
+    if first.get("type") == "json_invalid":
+        return ApiError(400, "body", f"malformed JSON ({first.get('ctx', {}).get('error', 'invalid')})")
+    field = _field(tuple(first.get("loc", ())))
+    message = first.get("msg", "invalid value")
+    if first.get("type") == "missing":
+        message = "required"
+    return ApiError(422, field, message)
+
+
+def install(app: FastAPI) -> None:
+    async def on_api_error(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, ApiError)
+        return error_response(request, error)
+
+    async def on_validation(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)
+        return error_response(request, validation_error(error))
+
+    async def on_http(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, StarletteHTTPException)
+        kinds = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+        api_error = ApiError(
+            error.status_code,
+            "body" if error.status_code == 413 else None,
+            str(error.detail),
+            kinds.get(error.status_code, "http_error"),
+            dict(error.headers or {}),
+        )
+        return error_response(request, api_error)
+
+    async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(request, ApiError(500, None, "internal error; see the service log", "internal"))
+
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)

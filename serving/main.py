@@ -1,0 +1,109 @@
+"""The FastAPI app: `create_app(settings)` builds it; its lifespan loads the models, starts one
+micro-batcher per model and opens the cache (Redis or in-process) and the A/B store.
+
+Run it with `nmt serve` (uvicorn, `serving.main:create_app` as a factory), or
+`uvicorn --factory serving.main:create_app`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import FastAPI
+
+from serving import errors
+from serving.ab import MemoryABStore, RedisABStore
+from serving.access import AccessControl
+from serving.cache import MemoryCache, RedisCache
+from serving.metrics import Metrics
+from serving.middleware import BodyLimit, RequestMetrics
+from serving.redis_link import RedisLink
+from serving.registry import Registry
+from serving.routers import feedback, libretranslate, ops, translate
+from serving.services import Services
+from serving.settings import Settings
+
+log = logging.getLogger("nmt.serving")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        executor = ThreadPoolExecutor(1, thread_name_prefix="nmt-decode")  # decodes take every core in turn
+        registry = await asyncio.get_running_loop().run_in_executor(
+            executor, Registry.load, settings, executor, lambda model: _batch_observer(metrics, model)
+        )
+        for entry in registry.entries.values():
+            entry.batcher.start()
+        link = cache = ab_store = None
+        if settings.redis_url:
+            link = RedisLink(
+                settings.redis_url,
+                settings.redis_timeout_s,
+                settings.redis_retry_s,
+                on_error=lambda operation: metrics.redis_errors.labels(operation).inc(),
+            )
+            if not await link.ping():
+                log.warning(
+                    "Redis at %s is not answering; serving uncached until it does", settings.redis_url
+                )
+            cache, ab_store = (
+                RedisCache(link, settings.cache_ttl_s),
+                RedisABStore(link, settings.feedback_ttl_s),
+            )
+        services = Services(
+            settings=settings,
+            metrics=metrics,
+            registry=registry,
+            cache=cache or MemoryCache(settings.cache_max_entries, settings.cache_ttl_s),
+            ab_store=ab_store or MemoryABStore(),
+            access=AccessControl(settings.api_keys, settings.rate_limit_per_minute),
+            redis=link,
+        )
+        app.state.services = services
+        log.info("serving %s with a %s cache", ", ".join(registry.entries), services.cache.kind)
+        try:
+            yield
+        finally:
+            for entry in registry.entries.values():
+                await entry.batcher.stop()
+            await services.cache.close()
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="nmt translation service",
+        version="1",
+        lifespan=lifespan,
+        description="Beam-search translation with LSTM, attention-LSTM and Transformer models; "
+        "a LibreTranslate-compatible API beside the native one.",
+    )
+    app.state.metrics = metrics
+    errors.install(app)
+    routers = (translate.router, feedback.router, libretranslate.router, ops.router)
+    for router in routers:
+        app.include_router(router)
+    endpoints = {getattr(route, "path", "") for router in routers for route in router.routes}
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics, endpoints=endpoints)
+    return app
+
+
+def _batch_observer(metrics: Metrics, model: str):
+    sentences_hist = metrics.batch_sentences.labels(model)
+    seconds_hist = metrics.batch_seconds.labels(model)
+
+    def observe(sentences: int, seconds: float) -> None:
+        sentences_hist.observe(sentences)
+        seconds_hist.observe(seconds)
+
+    return observe

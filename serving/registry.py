@@ -1,0 +1,219 @@
+"""The models a service runs: every bundle under the models folder, its translator and batcher,
+and the routing of a request to one of them (explicit model, A/B split, or the pair's default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from collections.abc import Callable
+from concurrent.futures import Executor
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nmt.bundle import BUNDLE_FILE, Bundle, load_bundle
+from nmt.config import SearchConfig
+from nmt.errors import BundleError, NmtError
+from nmt.tokenizer import Tokenizer
+from nmt.translator import Translation, Translator
+from serving.batcher import MicroBatcher
+from serving.settings import Settings
+
+log = logging.getLogger("nmt.serving.registry")
+
+
+class RoutingError(NmtError):
+    """A request names a model or language pair the service does not have."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass
+class ModelEntry:
+    bundle: Bundle
+    translator: Translator
+    batcher: MicroBatcher
+    backend: str
+
+    @property
+    def name(self) -> str:
+        return self.bundle.name
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    @property
+    def pair(self) -> str:
+        return f"{self.bundle.src_lang}-{self.bundle.tgt_lang}"
+
+    def describe(self) -> dict[str, Any]:
+        meta = self.bundle.meta
+        return {
+            "name": self.name,
+            "version": self.version,
+            "architecture": self.bundle.model_config.arch,
+            "source": self.bundle.src_lang,
+            "target": self.bundle.tgt_lang,
+            "parameters": meta.get("parameters"),
+            "backend": self.backend,
+            "device": str(self.translator.device),
+            "search": self.bundle.search.model_dump(),
+            "scores": meta.get("scores"),
+        }
+
+
+def bundle_folders(models_dir: Path) -> list[Path]:
+    """The bundle folders directly under `models_dir` (a bundle folder itself counts as one)."""
+    if (models_dir / BUNDLE_FILE).is_file():
+        return [models_dir]
+    if not models_dir.is_dir():
+        raise NmtError(f"{models_dir}: models folder not found (set NMT_MODELS_DIR or --models)")
+    folders = sorted(p for p in models_dir.iterdir() if (p / BUNDLE_FILE).is_file())
+    if not folders:
+        raise NmtError(f"{models_dir}: no model bundles in it (folders with {BUNDLE_FILE})")
+    return folders
+
+
+def _translator(bundle: Bundle, settings: Settings) -> Translator:
+    """The bundle's translator on the configured backend; an ONNX export that is missing or from
+    another bundle version is (re)made first, so a retrained bundle dropped in models/ just works."""
+    kwargs: dict[str, Any] = {"batch_size": settings.batch_max_sentences, "batch_tokens": 1 << 30}
+    if settings.backend == "torch":
+        return Translator.from_bundle(bundle, settings.device, "torch", **kwargs)
+    try:
+        return Translator.from_bundle(bundle, settings.device, "onnx", **kwargs)
+    except BundleError as error:
+        log.warning("%s; exporting it now", error)
+    from nmt.export.onnx import export_onnx
+
+    try:
+        export_onnx(bundle)
+    except OSError as error:
+        raise NmtError(
+            f"{bundle.path}: no usable ONNX export and none can be written ({error.strerror}); "
+            f"run `nmt export --model {bundle.path} --format onnx` or set NMT_BACKEND=torch"
+        ) from None
+    return Translator.from_bundle(bundle, settings.device, "onnx", **kwargs)
+
+
+def _decode_fn(translator: Translator, settings: Settings):
+    """The batcher's decode call; on CUDA the PyTorch model runs under fp16 autocast."""
+    autocast = settings.device == "cuda" and settings.backend == "torch"
+
+    def decode(sentences: list[str], search: SearchConfig) -> list[list[Translation]]:
+        context = torch.autocast("cuda", dtype=torch.float16) if autocast else nullcontext()
+        with torch.inference_mode(), context:
+            return translator.translate(sentences, search)
+
+    return decode
+
+
+class Registry:
+    def __init__(self, entries: list[ModelEntry], ab_split: dict[str, dict[str, float]]) -> None:
+        self.entries = {entry.name: entry for entry in entries}
+        self.by_version = {entry.version: entry for entry in entries}
+        self.pairs: dict[str, list[ModelEntry]] = {}
+        for entry in entries:
+            self.pairs.setdefault(entry.pair, []).append(entry)
+        # the pair's default: a Transformer if there is one, else the first by name
+        self.defaults = {
+            pair: min(group, key=lambda e: (e.bundle.model_config.arch != "transformer", e.name))
+            for pair, group in self.pairs.items()
+        }
+        for pair, weights in ab_split.items():
+            if pair not in self.pairs:
+                raise NmtError(f"NMT_AB_SPLIT: no model translates {pair}")
+            for name in weights:
+                if name not in self.entries or self.entries[name].pair != pair:
+                    raise NmtError(f"NMT_AB_SPLIT: {pair} has no model named {name!r}")
+        self.ab_split = {
+            pair: {n: w for n, w in weights.items() if w > 0} for pair, weights in ab_split.items()
+        }
+
+    @classmethod
+    def load(
+        cls,
+        settings: Settings,
+        executor: Executor,
+        batch_observer: Callable[[str], Callable[[int, float], None]] | None = None,
+    ) -> Registry:
+        """Every bundle under the models folder with its translator and (not yet started) batcher;
+        `batch_observer(model name)` gives the batcher's callback for (sentences, seconds)."""
+        entries, names = [], set()
+        for folder in bundle_folders(settings.models_dir):
+            bundle = load_bundle(folder)
+            if bundle.name in names:
+                raise NmtError(f"{folder}: a second bundle named {bundle.name!r}")
+            names.add(bundle.name)
+            translator = _translator(bundle, settings)
+            tokenizer = bundle.src_tokenizer
+
+            def count_tokens(text: str, tokenizer: Tokenizer = tokenizer) -> int:
+                return len(tokenizer.encode([text])[0])
+
+            batcher = MicroBatcher(
+                _decode_fn(translator, settings),
+                executor,
+                count_tokens=count_tokens,
+                max_sentences=settings.batch_max_sentences,
+                max_tokens=settings.batch_max_tokens,
+                max_wait_s=settings.batch_max_wait_ms / 1000,
+                on_batch=batch_observer(bundle.name) if batch_observer else None,
+            )
+            entries.append(ModelEntry(bundle, translator, batcher, settings.backend))
+            log.info("loaded %s (%s, %s) from %s", bundle.name, bundle.version, settings.backend, folder)
+        return cls(entries, settings.ab_split)
+
+    def languages(self) -> dict[str, list[str]]:
+        """Source language -> the target languages it translates into."""
+        found: dict[str, list[str]] = {}
+        for entry in self.defaults.values():
+            found.setdefault(entry.bundle.src_lang, []).append(entry.bundle.tgt_lang)
+        return {src: sorted(tgts) for src, tgts in sorted(found.items())}
+
+    def route(self, src: str, tgt: str, model: str | None, client_id: str | None) -> ModelEntry:
+        """The model for this request: the one it names, else the pair's A/B split (sticky per
+        client id), else the pair's default."""
+        pair = f"{src}-{tgt}"
+        if model is not None:
+            entry = self.entries.get(model) or self.by_version.get(model)
+            if entry is None:
+                raise RoutingError("model", f"unknown model {model!r}; GET /v1/models lists them")
+            if entry.pair != pair:
+                raise RoutingError("model", f"model {model!r} translates {entry.pair}, not {pair}")
+            return entry
+        if pair not in self.pairs:
+            sources = self.languages()
+            if src not in sources:
+                raise RoutingError(
+                    "source", f"unsupported source language {src!r}; GET /languages lists them"
+                )
+            raise RoutingError("target", f"no model translates {src!r} into {tgt!r}")
+        weights = self.ab_split.get(pair)
+        if not weights:
+            return self.defaults[pair]
+        return self.entries[weighted_choice(weights, pair, client_id)]
+
+
+def weighted_choice(weights: dict[str, float], pair: str, client_id: str | None) -> str:
+    """A name drawn in proportion to its weight; the same client id always draws the same name."""
+    if client_id:
+        digest = hashlib.sha256(f"{pair}\0{client_id}".encode()).digest()
+        point = int.from_bytes(digest[:8], "big") / 2**64
+    else:
+        point = random.random()
+    total = sum(weights.values())
+    running = 0.0
+    for name, weight in weights.items():
+        running += weight / total
+        if point < running:
+            return name
+    return name

@@ -1,0 +1,39 @@
+"""Operations: GET /health (the process answers), /ready (models loaded), /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health", summary="Liveness: the process answers")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready", summary="Readiness: every model is loaded", response_model=None)
+async def ready(request: Request) -> JSONResponse | dict[str, Any]:
+    services = getattr(request.app.state, "services", None)
+    if services is None:
+        return JSONResponse({"status": "starting"}, status_code=503)
+    redis = None
+    if services.redis is not None:
+        redis = (
+            "up" if services.redis.available and await services.redis.ping() else "down (serving uncached)"
+        )
+    return {
+        "status": "ready",
+        "models": list(services.registry.entries),
+        "cache": services.cache.kind,
+        "redis": redis,
+    }
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

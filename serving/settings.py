@@ -1,0 +1,75 @@
+"""The service's settings: `NMT_*` environment variables, validated once at start-up.
+
+Every setting has a safe default, so `nmt serve` with no environment serves the bundles under
+`models/` on the CPU with an in-process cache. Lists and maps may be given as JSON
+(`NMT_API_KEYS='["k1","k2"]'`, `NMT_AB_SPLIT='{"en-de": {"transformer-en-de": 50, ...}}'`);
+API keys also as a comma-separated list.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NMT_", extra="ignore", frozen=True)
+
+    # models and how they run
+    models_dir: Path = Path("models")
+    backend: Literal["onnx", "torch"] = "onnx"
+    device: Literal["cpu", "cuda"] = "cpu"
+    threads: int = Field(0, ge=0, description="intra-op threads per model; 0 = the library's default")
+
+    # micro-batching: gather concurrent sentences for one model into one decode
+    batch_max_sentences: int = Field(32, ge=1, le=1024)
+    batch_max_tokens: int = Field(4096, ge=16)
+    batch_max_wait_ms: float = Field(5.0, ge=0.0, le=1000.0)
+
+    # request limits
+    max_texts: int = Field(64, ge=1, description="items in one request's text list")
+    max_chars: int = Field(5000, ge=1, description="characters in one text")
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    max_beam_size: int = Field(16, ge=1, le=64)
+    max_length: int = Field(512, ge=1, description="upper bound of a request's max_length")
+
+    # cache: Redis when a URL is given, else an in-process LRU
+    redis_url: str | None = None
+    redis_timeout_s: float = Field(0.25, gt=0.0, description="per Redis call; then serve uncached")
+    redis_retry_s: float = Field(2.0, ge=0.0, description="after a Redis error, skip Redis this long")
+    cache_ttl_s: int = Field(7 * 24 * 3600, ge=1)
+    cache_max_entries: int = Field(100_000, ge=1, description="in-process LRU size")
+
+    # A/B testing: per language pair "src-tgt", model name -> weight
+    ab_split: dict[str, dict[str, float]] = Field(default_factory=dict)
+    client_id_header: str = "X-Client-Id"
+    feedback_ttl_s: int = Field(30 * 24 * 3600, ge=1, description="how long a translation id stays known")
+
+    # access: API keys (Authorization: Bearer KEY); none configured = open service
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    rate_limit_per_minute: int = Field(0, ge=0, description="requests per key and minute; 0 = no limit")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [key.strip() for key in text.split(",") if key.strip()]
+        return value
+
+    @field_validator("ab_split")
+    @classmethod
+    def _positive_weights(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for pair, weights in value.items():
+            if "-" not in pair:
+                raise ValueError(f"language pair {pair!r} must look like 'en-de'")
+            if not weights or any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+                raise ValueError(f"{pair}: weights must be non-negative with a positive sum")
+        return value

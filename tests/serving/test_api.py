@@ -1,0 +1,200 @@
+"""The native API over real HTTP against `nmt serve`: translation, caching, errors, A/B routing,
+feedback and report, metrics."""
+
+from __future__ import annotations
+
+import collections
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from nmt.bundle import load_bundle
+from nmt.translator import Translator
+
+SENTENCES = ["A man is riding a bike.", "Two dogs play in the snow.", "A woman sings on a stage."]
+
+
+def post(client, **body):
+    return client.post("/v1/translate", json={"source": "en", "target": "de", **body})
+
+
+def test_single_and_list_translation_match_the_library(ab_server, models_dir):
+    with ab_server.client() as client:
+        for name in ("tiny-transformer", "tiny-lstm_attention"):
+            one = post(client, text=SENTENCES[0], model=name)
+            assert one.status_code == 200, one.text
+            assert one.headers["X-Model-Variant"] == name
+            [item] = one.json()["translations"]
+            assert item["model"] == name and item["variant"] == name and isinstance(item["score"], float)
+            many = post(client, text=SENTENCES, model=name).json()["translations"]
+            assert len(many) == 3 and many[0]["text"] == item["text"]
+            translator = Translator.from_bundle(load_bundle(models_dir / name), backend="onnx")
+            assert [t["text"] for t in many] == translator.translate_best(SENTENCES)
+            assert item["version"] == load_bundle(models_dir / name).version
+
+
+def test_partial_cache_hits_decode_only_the_rest(ab_server):
+    texts = ["A cat sleeps on a red sofa.", "A boy kicks a ball."]
+    with ab_server.client() as client:
+        first = post(client, text=texts, model="tiny-transformer").json()["translations"]
+        assert [t["cached"] for t in first] == [False, False]
+        second = post(
+            client, text=[texts[1], "An old man reads a newspaper."], model="tiny-transformer"
+        ).json()
+        assert [t["cached"] for t in second["translations"]] == [True, False]
+        assert second["translations"][0]["text"] == first[1]["text"]
+        # other decoding options are another cache entry
+        beam1 = post(client, text=texts[0], model="tiny-transformer", beam_size=1).json()["translations"][0]
+        assert beam1["cached"] is False
+        metrics = client.get("/metrics").text
+    assert 'nmt_cache_hits_total{model="tiny-transformer",variant="tiny-transformer"}' in metrics
+
+
+def test_a_text_of_several_sentences_is_split_and_joined(ab_server):
+    with ab_server.client() as client:
+        whole = post(client, text=f"{SENTENCES[0]} {SENTENCES[1]}", model="tiny-transformer").json()
+        parts = post(client, text=SENTENCES[:2], model="tiny-transformer").json()
+    assert whole["translations"][0]["text"] == " ".join(t["text"] for t in parts["translations"])
+    assert parts["translations"][0]["cached"] and parts["translations"][1]["cached"]
+
+
+def test_n_best_gives_alternatives(ab_server):
+    with ab_server.client() as client:
+        item = post(client, text=SENTENCES[2], model="tiny-transformer", beam_size=3, n_best=3).json()
+    alternatives = item["translations"][0]["alternatives"]
+    assert len(alternatives) == 3 and alternatives[0]["text"] == item["translations"][0]["text"]
+    assert [a["score"] for a in alternatives] == sorted((a["score"] for a in alternatives), reverse=True)
+
+
+def test_concurrent_requests_are_batched(ab_server):
+    unique = [f"A dog number {i} runs across the green field." for i in range(24)]
+    with ab_server.client() as client, ThreadPoolExecutor(12) as pool:
+        replies = list(pool.map(lambda text: post(client, text=text, model="tiny-lstm_attention"), unique))
+        assert all(reply.status_code == 200 for reply in replies)
+        metrics = client.get("/metrics").text
+    count = _metric(metrics, 'nmt_batch_sentences_count{model="tiny-lstm_attention"}')
+    total = _metric(metrics, 'nmt_batch_sentences_sum{model="tiny-lstm_attention"}')
+    assert total >= 24 and count < total  # fewer decodes than sentences: requests shared batches
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"source": "en", "target": "de"}, 422, "text"),
+        ({"text": "", "source": "en", "target": "de"}, 422, "text"),
+        ({"text": [], "source": "en", "target": "de"}, 422, "text"),
+        ({"text": ["ok", "  "], "source": "en", "target": "de"}, 422, "text.1"),
+        ({"text": ["ok", 3], "source": "en", "target": "de"}, 422, "text.1"),
+        ({"text": 3, "source": "en", "target": "de"}, 422, "text"),
+        ({"text": ["a"] * 65, "source": "en", "target": "de"}, 422, "text"),
+        ({"text": "x" * 5001, "source": "en", "target": "de"}, 422, "text"),
+        ({"text": "hi", "source": "xx", "target": "de"}, 400, "source"),
+        ({"text": "hi", "source": "en", "target": "xx"}, 400, "target"),
+        ({"text": "hi", "source": "en", "target": "de", "model": "nope"}, 400, "model"),
+        ({"text": "hi", "source": "en", "target": "de", "beam_size": 0}, 422, "beam_size"),
+        ({"text": "hi", "source": "en", "target": "de", "beam_size": 17}, 422, "beam_size"),
+        ({"text": "hi", "source": "en", "target": "de", "beam_size": 2, "n_best": 3}, 422, "n_best"),
+        ({"text": "hi", "source": "en", "target": "de", "max_length": 0}, 422, "max_length"),
+        ({"text": "hi", "source": "en", "target": "de", "colour": "red"}, 422, "colour"),
+    ],
+)
+def test_bad_requests_name_the_field(ab_server, body, status, field):
+    with ab_server.client() as client:
+        reply = client.post("/v1/translate", json=body)
+    assert reply.status_code == status, reply.text
+    assert reply.json()["error"]["field"] == field
+
+
+def test_malformed_wrong_type_and_oversized_bodies(ab_server):
+    with ab_server.client() as client:
+        malformed = client.post(
+            "/v1/translate", content=b'{"text": "hi",', headers={"content-type": "application/json"}
+        )
+        assert malformed.status_code == 400 and malformed.json()["error"]["field"] == "body"
+        wrong_type = client.post("/v1/translate", content=b"text=hi", headers={"content-type": "text/plain"})
+        assert wrong_type.status_code == 415 and wrong_type.json()["error"]["field"] == "Content-Type"
+        huge = client.post("/v1/translate", json={"text": "x" * 1_100_000, "source": "en", "target": "de"})
+        assert huge.status_code == 413 and huge.json()["error"]["field"] == "body"
+        chunked = client.post(
+            "/v1/translate",
+            content=iter([b'{"text": "', b"x" * 1_100_000, b'", "source": "en", "target": "de"}']),
+            headers={"content-type": "application/json"},
+        )
+        assert chunked.status_code == 413
+        assert client.get("/v1/nothing").status_code == 404
+        assert client.get("/v1/translate").status_code == 405
+
+
+def test_ab_split_is_weighted_sticky_and_overridable(ab_server):
+    with ab_server.client() as client:
+        seen = collections.Counter()
+        for i in range(120):
+            reply = client.post(
+                "/v1/translate",
+                json={"text": "A girl is jumping.", "source": "en", "target": "de"},
+                headers={"X-Client-Id": f"client-{i}"},
+            )
+            assert reply.status_code == 200
+            seen[reply.headers["X-Model-Variant"]] += 1
+        assert set(seen) == {"tiny-transformer", "tiny-lstm_attention"}
+        assert 35 <= seen["tiny-transformer"] <= 85, seen  # 50/50 within a wide binomial margin
+        sticky = {
+            client.post(
+                "/v1/translate",
+                json={"text": f"A girl is jumping {i} times.", "source": "en", "target": "de"},
+                headers={"X-Client-Id": "client-7"},
+            ).json()["translations"][0]["variant"]
+            for i in range(8)
+        }
+        assert len(sticky) == 1
+        forced = client.post(
+            "/v1/translate",
+            json={"text": "A girl is jumping.", "source": "en", "target": "de", "model": "tiny-transformer"},
+            headers={"X-Client-Id": "client-7"},
+        )
+        assert forced.headers["X-Model-Variant"] == "tiny-transformer"
+        models = client.get("/v1/models").json()
+    assert models["ab_split"]["en-de"] == {"tiny-lstm_attention": 50.0, "tiny-transformer": 50.0}
+    assert models["defaults"] == {"en-de": "tiny-transformer"}
+
+
+def test_feedback_and_report(ab_server, tiny_corpus):
+    src = (tiny_corpus / "test_2016_flickr.en").read_text().splitlines()[:12]
+    refs = (tiny_corpus / "test_2016_flickr.de").read_text().splitlines()[:12]
+    with ab_server.client() as client:
+        for name in ("tiny-transformer", "tiny-lstm_attention"):
+            items = post(client, text=src, model=name).json()["translations"]
+            for item, ref in zip(items, refs, strict=True):
+                reply = client.post("/v1/feedback", json={"id": item["id"], "reference": ref})
+                assert reply.status_code == 200 and reply.json()["variant"] == name
+        unknown = client.post("/v1/feedback", json={"id": "f" * 32, "reference": "Hallo"})
+        assert unknown.status_code == 404 and unknown.json()["error"]["field"] == "id"
+        empty = client.post("/v1/feedback", json={"id": "f" * 32, "reference": ""})
+        assert empty.status_code == 422 and empty.json()["error"]["field"] == "reference"
+        report = client.get("/v1/ab/report").json()
+    for name in ("tiny-transformer", "tiny-lstm_attention"):
+        variant = report["pairs"]["en-de"][name]
+        assert variant["references"] == 12 and variant["requests"] >= 1
+        assert 0 <= variant["bleu"]["score"] <= 100 and variant["bleu"]["ci95"] >= 0
+        assert variant["bleu"]["signature"].startswith("nrefs:1|")
+        assert variant["latency_ms"]["p50"] > 0
+
+
+def test_health_ready_models_metrics_docs(ab_server):
+    with ab_server.client() as client:
+        assert client.get("/health").json() == {"status": "ok"}
+        ready = client.get("/ready").json()
+        assert ready["status"] == "ready" and ready["cache"] == "memory"
+        models = client.get("/v1/models").json()["models"]
+        assert {m["architecture"] for m in models} == {"transformer", "lstm_attention"}
+        assert all(m["backend"] == "onnx" for m in models)
+        metrics = client.get("/metrics")
+        assert metrics.headers["content-type"].startswith("text/plain")
+        assert 'nmt_requests_total{endpoint="/v1/translate",status="200"}' in metrics.text
+        assert "nmt_request_seconds_bucket" in metrics.text
+        assert client.get("/docs").status_code == 200
+        assert "/v1/translate" in client.get("/openapi.json").json()["paths"]
