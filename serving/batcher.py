@@ -101,15 +101,22 @@ class MicroBatcher:
             tokens += job.tokens
         return jobs
 
-    def _decode(self, jobs: list[_Job]) -> list[list[list[Translation]]]:
-        """Runs in the executor: one decode per distinct set of search options."""
+    def _decode(self, jobs: list[_Job]) -> list[list[list[Translation]] | Exception]:
+        """Runs in the executor: one decode per distinct set of search options. A group that fails
+        fails its own requests only."""
         groups: dict[str, list[int]] = {}
         for index, job in enumerate(jobs):
             groups.setdefault(job.search.model_dump_json(), []).append(index)
-        results: list[list[list[Translation]]] = [[] for _ in jobs]
+        results: list[list[list[Translation]] | Exception] = [[] for _ in jobs]
         for indices in groups.values():
             sentences = [s for i in indices for s in jobs[i].sentences]
-            nbest = self._translate(sentences, jobs[indices[0]].search)
+            try:
+                nbest = self._translate(sentences, jobs[indices[0]].search)
+            except Exception as error:
+                log.exception("decoding %d sentences of %d requests failed", len(sentences), len(indices))
+                for i in indices:
+                    results[i] = error
+                continue
             start = 0
             for i in indices:
                 results[i] = nbest[start : start + len(jobs[i].sentences)]
@@ -124,15 +131,12 @@ class MicroBatcher:
             if not jobs:
                 continue
             started = time.perf_counter()
-            try:
-                results = await loop.run_in_executor(self._executor, self._decode, jobs)
-            except Exception as error:  # a decode failure fails its requests, not the worker
-                log.exception("decoding a batch of %d requests failed", len(jobs))
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(error)
-                continue
+            results = await loop.run_in_executor(self._executor, self._decode, jobs)
             self._on_batch(sum(len(job.sentences) for job in jobs), time.perf_counter() - started)
             for job, result in zip(jobs, results, strict=True):
-                if not job.future.done():
+                if job.future.done():
+                    continue
+                if isinstance(result, Exception):
+                    job.future.set_exception(result)
+                else:
                     job.future.set_result(result)

@@ -1,0 +1,54 @@
+"""The service with Redis: a shared cache and A/B store, and Redis dying under load."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from tests.serving.test_api import _metric
+
+
+def test_redis_backed_cache_and_feedback(serve, redis_server):
+    server = serve(redis_url=redis_server.url)
+    body = {"text": ["A child plays in the sand."], "source": "en", "target": "de"}
+    with server.client() as client:
+        assert client.get("/ready").json()["redis"] == "up"
+        first = client.post("/v1/translate", json=body).json()["translations"][0]
+        second = client.post("/v1/translate", json=body).json()["translations"][0]
+        assert (first["cached"], second["cached"]) == (False, True) and first["text"] == second["text"]
+        time.sleep(0.2)  # the A/B record is written in the background
+        reply = client.post("/v1/feedback", json={"id": first["id"], "reference": "Ein Kind spielt im Sand."})
+        assert reply.status_code == 200, reply.text
+        report = client.get("/v1/ab/report").json()
+    assert report["pairs"]["en-de"]["tiny-transformer"]["references"] == 1
+    # a second server on the same Redis sees the first one's cache
+    other = serve(redis_url=redis_server.url)
+    with other.client() as client:
+        assert client.post("/v1/translate", json=body).json()["translations"][0]["cached"] is True
+
+
+def test_killing_redis_during_requests_fails_none_of_them(serve, redis_server):
+    server = serve(redis_url=redis_server.url, redis_timeout_s="0.2", redis_retry_s="0.5")
+    texts = [f"A man with {i} red balloons walks down the street." for i in range(40)]
+
+    def ask(client, text):
+        return client.post("/v1/translate", json={"text": text, "source": "en", "target": "de"})
+
+    with server.client() as client, ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(ask, client, text) for text in texts]
+        time.sleep(0.3)
+        redis_server.stop()  # mid-flight
+        replies = [future.result() for future in futures]
+        assert [r.status_code for r in replies] == [200] * len(texts)
+        during = [ask(client, text) for text in texts[:5]]
+        assert all(r.status_code == 200 and not r.json()["translations"][0]["cached"] for r in during)
+        assert client.get("/ready").status_code == 200  # degraded, still ready
+        assert _metric(client.get("/metrics").text, "nmt_redis_errors_total") >= 1
+        feedback = client.post("/v1/feedback", json={"id": "a" * 32, "reference": "x"})
+        assert feedback.status_code == 503 and feedback.headers["Retry-After"]
+
+        redis_server.start()
+        time.sleep(0.7)  # past the retry interval: Redis is tried again
+        ask(client, texts[0])
+        again = ask(client, texts[0]).json()["translations"][0]
+        assert again["cached"] is True

@@ -1,0 +1,60 @@
+"""Small parts of the service: sentence splitting, settings, A/B draws, `nmt serve` errors."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+from pydantic import ValidationError
+
+from serving.registry import weighted_choice
+from serving.sentences import join_sentences, split_sentences
+from serving.settings import Settings
+from tests.conftest import run_nmt
+
+
+@pytest.mark.parametrize(
+    ("text", "sentences", "separators"),
+    [
+        ("A man runs.", ["A man runs."], []),
+        ("A man runs. A dog barks!  Why?", ["A man runs.", "A dog barks!", "Why?"], [" ", " "]),
+        ("First line\n\nSecond line", ["First line", "Second line"], ["\n\n"]),
+        ("It costs 3.50 euros. Cheap.", ["It costs 3.50 euros.", "Cheap."], [" "]),
+        ("lower. case stays together", ["lower. case stays together"], []),
+        ("  padded  ", ["padded"], []),
+    ],
+)
+def test_split_and_join(text, sentences, separators):
+    assert split_sentences(text) == (sentences, separators)
+    assert join_sentences(sentences, separators) == " ".join(text.split()) if "\n" not in text else True
+
+
+def test_settings_from_environment(monkeypatch):
+    monkeypatch.setenv("NMT_API_KEYS", "a, b ,c")
+    monkeypatch.setenv("NMT_AB_SPLIT", '{"en-de": {"x": 70, "y": 30}}')
+    monkeypatch.setenv("NMT_BATCH_MAX_WAIT_MS", "2.5")
+    settings = Settings()
+    assert settings.api_keys == ["a", "b", "c"]
+    assert settings.ab_split == {"en-de": {"x": 70.0, "y": 30.0}}
+    assert settings.batch_max_wait_ms == 2.5 and settings.backend == "onnx" and settings.redis_url is None
+    monkeypatch.setenv("NMT_AB_SPLIT", '{"en-de": {"x": -1}}')
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_weighted_choice_is_proportional_and_sticky():
+    weights = {"a": 80, "b": 20}
+    drawn = collections.Counter(weighted_choice(weights, "en-de", f"c{i}") for i in range(2000))
+    assert 1500 <= drawn["a"] <= 1700
+    assert len({weighted_choice(weights, "en-de", "same") for _ in range(20)}) == 1
+    assert weighted_choice({"only": 1}, "en-de", None) == "only"
+
+
+def test_serve_refuses_bad_settings_in_one_line(tmp_path):
+    missing = run_nmt("serve", "--models", str(tmp_path / "none"), check=False)
+    assert missing.returncode == 1 and len(missing.stderr.strip().splitlines()) == 1
+    assert "models folder not found" in missing.stderr
+    empty = run_nmt("serve", "--models", str(tmp_path), check=False)
+    assert empty.returncode == 1 and "no model bundles" in empty.stderr
+    bad = run_nmt("serve", "--models", str(tmp_path), check=False, NMT_BACKEND="tensorflow")
+    assert bad.returncode == 1 and bad.stderr.startswith("nmt serve: error: NMT_BACKEND")
