@@ -25,10 +25,9 @@ def normalise(sentence: str) -> str:
     return " ".join(unicodedata.normalize("NFC", sentence).split())
 
 
-def cache_key(version: str, src: str, tgt: str, sentence: str, options: dict[str, Any]) -> str:
-    payload = json.dumps(
-        [version, src, tgt, normalise(sentence), options], sort_keys=True, ensure_ascii=False
-    )
+def cache_key(version: str, src: str, tgt: str, sentence: str, options: str) -> str:
+    """`options`: the decoding options as JSON (`SearchConfig.model_dump_json()`)."""
+    payload = json.dumps([version, src, tgt, normalise(sentence), options], ensure_ascii=False)
     return KEY_PREFIX + hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 

@@ -1,33 +1,41 @@
-"""Dependencies the routers declare: the app's services, access checks, a JSON content type."""
+"""Dependencies the routers declare: the app's services, behind the checks an endpoint needs.
+
+Headers are read from `request.headers` directly: FastAPI's `Header()` parameters cost tens of
+microseconds each, a visible share of a cache hit's time.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 
 from serving.errors import ApiError
 from serving.services import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services = getattr(request.app.state, "services", None)
     if services is None:
         raise ApiError(503, None, "the service is starting; models are not loaded yet", "not_ready")
     return services
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+async def authorized_services(request: Request) -> Services:
+    """The services, once the request has passed the API key and rate checks."""
+    services = await get_services(request)
+    services.access.check(request.headers.get("authorization"))
+    return services
 
 
-def json_content(content_type: Annotated[str | None, Header()] = None) -> None:
-    if not content_type or content_type.split(";")[0].strip().lower() != "application/json":
+async def json_services(request: Request) -> Services:
+    """As `authorized_services`, for endpoints that take a JSON body."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
         raise ApiError(415, "Content-Type", "must be application/json", "unsupported_media_type")
+    return await authorized_services(request)
 
 
-def authorized(services: ServicesDep, authorization: Annotated[str | None, Header()] = None) -> None:
-    services.access.check(authorization)
-
-
-JsonBody = Depends(json_content)
-Authorized = Depends(authorized)
+ServicesDep = Annotated[Services, Depends(get_services)]
+AuthorizedServices = Annotated[Services, Depends(authorized_services)]
+JsonServices = Annotated[Services, Depends(json_services)]

@@ -6,10 +6,23 @@ IPs or API keys, which would grow without limit.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cache
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class VariantMetrics:
+    """The labelled children of one model variant, looked up once (`labels()` takes a lock)."""
+
+    translations: Counter
+    latency: Histogram
+    cache_hits: Counter
+    cache_misses: Counter
 
 
 class Metrics:
@@ -40,4 +53,13 @@ class Metrics:
         )
         self.batch_seconds = Histogram(
             "nmt_batch_seconds", "decode time per batch", ["model"], buckets=LATENCY_BUCKETS, registry=r
+        )
+
+    @cache  # noqa: B019 (one Metrics per app, a handful of variants: the cache cannot grow)
+    def variant(self, model: str, variant: str) -> VariantMetrics:
+        return VariantMetrics(
+            self.translations.labels(model, variant),
+            self.translate_latency.labels(model, variant),
+            self.cache_hits.labels(model, variant),
+            self.cache_misses.labels(model, variant),
         )

@@ -8,7 +8,6 @@ Both the native API and the LibreTranslate-compatible endpoint translate through
 from __future__ import annotations
 
 import json
-import statistics
 from dataclasses import dataclass
 
 from nmt.config import SearchConfig
@@ -41,6 +40,8 @@ def search_options(
         raise ApiError(422, "beam_size", f"must be between 1 and {settings.max_beam_size}")
     if max_length is not None and max_length > settings.max_length:
         raise ApiError(422, "max_length", f"must be between 1 and {settings.max_length}")
+    if beam_size is None and n_best is None and max_length is None and length_penalty is None:
+        return entry.bundle.search
     options = entry.bundle.search.model_dump()
     given = {
         "beam_size": beam_size,
@@ -77,7 +78,7 @@ async def translate_texts(
     metrics: Metrics,
 ) -> list[TextResult]:
     src, tgt = entry.bundle.src_lang, entry.bundle.tgt_lang
-    options = search.model_dump()
+    options = search.model_dump_json()
     split = [split_sentences(text) for text in texts]
     sentences = [normalise(s) for pieces, _ in split for s in pieces]
     keys = [cache_key(entry.version, src, tgt, s, options) for s in sentences]
@@ -88,8 +89,10 @@ async def translate_texts(
             found[key] = [(text, score) for text, score in json.loads(raw)]
     hit = [key in found for key in keys]
     misses = list(dict.fromkeys(s for s, k in zip(sentences, keys, strict=True) if k not in found))
-    metrics.cache_hits.labels(entry.name, variant).inc(sum(hit))
-    metrics.cache_misses.labels(entry.name, variant).inc(len(hit) - sum(hit))
+    counters = metrics.variant(entry.name, variant)
+    counters.cache_hits.inc(sum(hit))
+    if not all(hit):
+        counters.cache_misses.inc(len(hit) - sum(hit))
 
     if misses:
         decoded = await entry.batcher.translate(misses, search)
@@ -109,7 +112,7 @@ async def translate_texts(
         for rank in range(depth):  # the k-th best of a text joins each sentence's k-th best
             chosen = [nbest[min(rank, len(nbest) - 1)] for nbest in nbests]
             text = join_sentences([t for t, _ in chosen], separators)
-            alternatives.append((text, round(statistics.fmean(score for _, score in chosen), 6)))
+            alternatives.append((text, round(sum(score for _, score in chosen) / n, 6)))
         results.append(
             TextResult(alternatives[0][0], alternatives[0][1], all(hit[start : start + n]), alternatives)
         )

@@ -9,10 +9,10 @@ translates into the target (there is no language detection).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from serving.deps import ServicesDep
 from serving.errors import ApiError
@@ -68,16 +68,10 @@ def _string(fields: dict[str, Any], name: str) -> str:
 
 
 @router.post("/translate", summary="LibreTranslate: translate q from source to target")
-async def translate(
-    request: Request,
-    response: Response,
-    services: ServicesDep,
-    authorization: Annotated[str | None, Header()] = None,
-    x_client_id: Annotated[str | None, Header()] = None,
-) -> dict[str, Any]:
+async def translate(request: Request, response: Response, services: ServicesDep) -> dict[str, Any]:
     fields = await _fields(request)
     api_key = fields.get("api_key")
-    services.access.check(authorization, api_key if isinstance(api_key, str) else None)
+    services.access.check(request.headers.get("authorization"), api_key if isinstance(api_key, str) else None)
     q = fields.get("q")
     if q is None or q == "" or q == []:
         raise ApiError(400, "q", "required")
@@ -98,13 +92,9 @@ async def translate(
         if len(sources) != 1:
             raise ApiError(400, "source", "'auto' needs exactly one language that translates into the target")
         source = detected = sources[0]
-    entry = route(
-        services,
-        source,
-        target,
-        fields.get("model") if isinstance(fields.get("model"), str) else None,
-        x_client_id,
-    )
+    model = fields.get("model")
+    client_id = request.headers.get(services.settings.client_id_header)
+    entry = route(services, source, target, model if isinstance(model, str) else None, client_id)
     n_best = alternatives + 1
     beam = max(entry.bundle.search.beam_size, n_best)
     search = search_options(entry, services.settings, beam_size=beam, n_best=n_best)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Request, Response
 
 from nmt.config import SearchConfig
 from serving.ab import Served
-from serving.deps import Authorized, JsonBody, ServicesDep
+from serving.deps import JsonServices, ServicesDep
 from serving.errors import ApiError
 from serving.registry import ModelEntry, RoutingError
 from serving.schemas import Alternative, ModelsResponse, TranslateRequest, TranslateResponse, TranslationOut
@@ -36,8 +35,9 @@ async def run_translation(
     results = await translate_texts(entry, variant, texts, search, services.cache, services.metrics)
     latency = time.perf_counter() - started
     ids = [uuid.uuid4().hex for _ in results]
-    services.metrics.translations.labels(entry.name, variant).inc(len(results))
-    services.metrics.translate_latency.labels(entry.name, variant).observe(latency)
+    counters = services.metrics.variant(entry.name, variant)
+    counters.translations.inc(len(results))
+    counters.latency.observe(latency)
     served = [Served(id, entry.pair, variant, result.text) for id, result in zip(ids, results, strict=True)]
     services.in_background(services.ab_store.record(served, entry.pair, variant, latency))
     response.headers["X-Model-Variant"] = variant
@@ -49,40 +49,43 @@ async def run_translation(
     "/v1/translate",
     response_model=TranslateResponse,
     response_model_exclude_none=True,
-    dependencies=[JsonBody, Authorized],
     summary="Translate one text or a list of texts",
 )
-async def translate(
-    body: TranslateRequest,
-    response: Response,
-    services: ServicesDep,
-    x_client_id: Annotated[str | None, Header()] = None,
-) -> TranslateResponse:
+async def translate(body: TranslateRequest, request: Request, services: JsonServices) -> Response:
     settings = services.settings
     texts = [body.text] if isinstance(body.text, str) else body.text
     check_texts(texts, settings, "text")
-    entry = route(services, body.source, body.target, body.model, x_client_id)
+    client_id = request.headers.get(services.settings.client_id_header)
+    entry = route(services, body.source, body.target, body.model, client_id)
     search = search_options(
         entry, settings, body.beam_size, body.n_best, body.max_length, body.length_penalty
     )
+    response = Response(media_type="application/json")
     results, ids = await run_translation(services, entry, texts, search, response)
-    return TranslateResponse(
-        translations=[
-            TranslationOut(
-                id=id,
-                text=result.text,
-                model=entry.name,
-                variant=entry.name,
-                version=entry.version,
-                cached=result.cached,
-                score=result.score,
-                alternatives=[Alternative(text=t, score=s) for t, s in result.alternatives]
-                if search.n_best > 1
-                else None,
-            )
-            for id, result in zip(ids, results, strict=True)
-        ]
+    # serialised here, once: returning the model would make FastAPI validate it a second time
+    response.body = (
+        TranslateResponse(
+            translations=[
+                TranslationOut(
+                    id=id,
+                    text=result.text,
+                    model=entry.name,
+                    variant=entry.name,
+                    version=entry.version,
+                    cached=result.cached,
+                    score=result.score,
+                    alternatives=[Alternative(text=t, score=s) for t, s in result.alternatives]
+                    if search.n_best > 1
+                    else None,
+                )
+                for id, result in zip(ids, results, strict=True)
+            ]
+        )
+        .model_dump_json(exclude_none=True)
+        .encode()
     )
+    response.headers["content-length"] = str(len(response.body))
+    return response
 
 
 @router.get("/v1/models", response_model=ModelsResponse, summary="The models served, and how pairs route")
