@@ -6,8 +6,10 @@ or `max_wait_s` has passed since the oldest one arrived), runs the decode in a t
 loop keeps serving (health checks, cache hits), and hands each request its own results. Requests
 with different decoding options share the gathering but are decoded as separate groups.
 
-While a batch decodes, the next one queues up, so under load batches fill by themselves and the
-wait only costs anything when the service is nearly idle.
+While a batch decodes, the next one queues up. Under load, the clients whose answers just went out
+send their next sentences over the following milliseconds, so the gathering waits a little longer
+when decodes are long: up to a tenth of the last decode's time (at most `max_linger_s`), never less
+than `max_wait_s`. A near-idle service waits `max_wait_s`; a loaded one fills its batches.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class MicroBatcher:
         max_sentences: int = 32,
         max_tokens: int = 4096,
         max_wait_s: float = 0.005,
+        max_linger_s: float = 0.05,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self._translate = translate
@@ -54,6 +57,8 @@ class MicroBatcher:
         self.max_sentences = max_sentences
         self.max_tokens = max_tokens
         self.max_wait_s = max_wait_s
+        self.max_linger_s = max_linger_s
+        self._last_decode_s = 0.0
         self._on_batch = on_batch or (lambda sentences, seconds: None)
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -84,7 +89,8 @@ class MicroBatcher:
         """The oldest job plus whatever else arrives in time and fits."""
         jobs = [await self._queue.get()]
         sentences, tokens = len(jobs[0].sentences), jobs[0].tokens
-        deadline = jobs[0].arrived + self.max_wait_s
+        wait = max(self.max_wait_s, min(self.max_linger_s, self._last_decode_s / 10))
+        deadline = jobs[0].arrived + wait
         while sentences < self.max_sentences and tokens < self.max_tokens:
             if self._queue.empty():
                 remaining = deadline - time.monotonic()
@@ -132,7 +138,8 @@ class MicroBatcher:
                 continue
             started = time.perf_counter()
             results = await loop.run_in_executor(self._executor, self._decode, jobs)
-            self._on_batch(sum(len(job.sentences) for job in jobs), time.perf_counter() - started)
+            self._last_decode_s = time.perf_counter() - started
+            self._on_batch(sum(len(job.sentences) for job in jobs), self._last_decode_s)
             for job, result in zip(jobs, results, strict=True):
                 if job.future.done():
                     continue
