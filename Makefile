@@ -1,4 +1,5 @@
 # One entry point: every target installs what it needs on a fresh machine, then runs.
+#   make serve       the translation service on the bundles in models/ (http://127.0.0.1:8000)
 #   make test        virtualenv + torch + the package + redis-server, then lint and the test suite
 #   make translate   translate stdin with the default bundle (or MODEL=path/to/bundle)
 #   make setup       just the virtualenv
@@ -10,7 +11,10 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 MODEL ?= $(firstword $(wildcard models/transformer-en-de) $(wildcard runs/*/bundle))
 
-.PHONY: setup redis lint test translate clean
+.PHONY: setup redis lint test translate serve clean
+
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 setup: $(VENV)/.installed
 
@@ -34,6 +38,11 @@ lint: setup
 
 test: setup redis lint
 	$(BIN)/pytest
+
+# The service on every bundle in models/, ONNX Runtime on the CPU, an in-process cache unless
+# NMT_REDIS_URL is set; other NMT_* settings pass through the environment.
+serve: setup
+	$(BIN)/nmt serve --models models --host $(HOST) --port $(PORT)
 
 translate: setup
 	@test -n "$(MODEL)" || { echo "make translate: no bundle under models/ or runs/; pass MODEL=path" >&2; exit 1; }
