@@ -6,6 +6,7 @@
     nmt evaluate --model BUNDLE --src FILE --ref FILE [--json]
         both take [--backend torch|onnx]; onnx runs the export that `nmt export` made
     nmt export --model BUNDLE --format onnx [--quantize int8]                       (-> BUNDLE/onnx/)
+    nmt export --model BUNDLE --format ctranslate2 [--quantize int8]         (Transformer -> BUNDLE/ct2/)
     nmt compare --models BUNDLE... --src FILE --ref FILE [--baseline NAME] [--out DIR]
     nmt data download multi30k --out DIR [--base-url URL]
     nmt serve [--models DIR] [--host H] [--port P] [--workers N]         (settings: NMT_* variables)
@@ -169,9 +170,16 @@ def cmd_average(args) -> None:
 
 def cmd_export(args) -> None:
     from nmt.bundle import load_bundle
-    from nmt.export.onnx import export_onnx
 
-    print(export_onnx(load_bundle(args.model), args.quantize))
+    bundle = load_bundle(args.model)
+    if args.format == "ctranslate2":
+        from nmt.export.ctranslate2 import export_ctranslate2
+
+        print(export_ctranslate2(bundle, args.quantize))
+    else:
+        from nmt.export.onnx import export_onnx
+
+        print(export_onnx(bundle, args.quantize))
 
 
 def cmd_download(args) -> None:
@@ -273,11 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "export",
         help="export a bundle for another runtime",
-        description="Export a bundle's encoder and decoder-step graphs to ONNX, into BUNDLE/onnx/.",
+        description="Export a bundle for another runtime, into the bundle folder: its encoder and "
+        "decoder-step graphs to ONNX (BUNDLE/onnx/, any architecture), or a Transformer to a "
+        "CTranslate2 model (BUNDLE/ct2/).",
     )
     p.add_argument("--model", required=True, help="model bundle folder")
-    p.add_argument("--format", required=True, choices=["onnx"])
-    p.add_argument("--quantize", choices=["int8"], help="int8 dynamic quantization of the weights")
+    p.add_argument("--format", required=True, choices=["onnx", "ctranslate2"])
+    p.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="int8 weights (onnx: dynamic quantization; ctranslate2: int8 storage, which "
+        "CTranslate2 also offers at load time for a float32 export)",
+    )
     p.set_defaults(handler=cmd_export)
 
     data = commands.add_parser("data", help="data sets", description="Fetch data sets.")

@@ -121,10 +121,32 @@ class BeamBatch:
         are among the K best of each row: ranking K * K candidates instead of K * V is the same
         search at a fraction of the cost.
         """
+        log_probs = self._mask(log_probs.float(), self.tokens.size(1))
+        row_best, row_tokens = log_probs.topk(min(self.beam_size, log_probs.size(1)), dim=1)  # (R, K')
+        return self._extend(row_best, row_tokens)
+
+    def advance_top_k(
+        self, row_best: Tensor, row_tokens: Tensor, eos: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """`advance` from what an engine that ranks each row's continuations itself computes:
+        row_best, row_tokens (R, K') each row's K' best log-probabilities other than PAD and BOS,
+        best first, and eos (R,) each row's EOS log-probability. The same step as `advance` on the
+        full log-probabilities (without n-gram blocking, which needs them all): rows that may only
+        end (finished, or at their length limit) keep one candidate, EOS."""
+        row_best, row_tokens = row_best.float().clone(), row_tokens.clone()
+        finished = self.finished.view(-1)  # (R,)
+        at_limit = (self.tokens.size(1) + 1 >= self.max_lens).repeat_interleave(self.beam_size)  # (R,)
+        only_eos = finished | at_limit
+        if only_eos.any():
+            row_best[only_eos] = -math.inf
+            row_best[only_eos, 0] = torch.where(finished, 0.0, eos.float())[only_eos]
+            row_tokens[only_eos, 0] = EOS_ID
+        return self._extend(row_best, row_tokens)
+
+    def _extend(self, row_best: Tensor, row_tokens: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Keep each sentence's K best of the rows' candidates row_best, row_tokens (R, K')."""
         batch, beam = self.scores.shape
         step = self.tokens.size(1)
-        log_probs = self._mask(log_probs.float(), step)
-        row_best, row_tokens = log_probs.topk(min(beam, log_probs.size(1)), dim=1)  # (R, K')
         width = row_best.size(1)
         candidates = self.scores.view(-1, 1) + row_best  # (R, K')
         lengths = torch.where(self.finished, self.lengths, step + 1).view(-1, 1)  # (R, 1)
@@ -158,9 +180,28 @@ class BeamBatch:
         log_probs[:, EOS_ID] = eos
         return log_probs
 
+    def _decided(self) -> Tensor:
+        """(B,) sentences whose n-best list can no longer change: every beam has finished, or the
+        n-th best finished hypothesis already scores at least what any unfinished beam could
+        still reach. That bound is exact: log-probabilities only add up to lower totals, so an
+        unfinished beam's total log p stays <= its current one, and the length penalty is monotone
+        in the length, so its largest value over the lengths still possible, (t + 1 .. the
+        sentence's limit), is at one end. Such a beam, or any continuation of it, never outranks
+        the n best finished hypotheses again, so the search would return them unchanged."""
+        alpha = self.options.length_penalty
+        normalised = self.scores / length_penalty(self.lengths, alpha)  # (B, K)
+        n = min(self.options.n_best, self.beam_size)
+        nth_finished = torch.where(self.finished, normalised, -math.inf).topk(n, dim=1).values[:, -1]  # (B,)
+        longest = length_penalty(self.max_lens, alpha)  # (B,)
+        shortest = length_penalty(torch.full_like(self.max_lens, self.tokens.size(1) + 1), alpha)
+        best_reachable = torch.where(
+            self.finished, -math.inf, self.scores / torch.maximum(longest, shortest)[:, None]
+        ).amax(dim=1)  # (B,)
+        return self.finished.all(dim=1) | (nth_finished >= best_reachable)
+
     def _retire(self, rows: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Move sentences whose beams have all finished into `results`; drop their rows."""
-        done = self.finished.all(dim=1)  # (B,)
+        """Move sentences that are decided (see `_decided`) into `results`; drop their rows."""
+        done = self._decided()  # (B,)
         if not done.any():
             return rows, None
         for b in done.nonzero().view(-1).tolist():
@@ -180,8 +221,8 @@ class BeamBatch:
         ranked = scores / length_penalty(lengths, self.options.length_penalty)
         hypotheses = []
         for k in ranked.argsort(descending=True).tolist():
-            if not math.isfinite(scores[k].item()):
-                continue  # a beam that never had a live candidate (tiny vocabularies only)
+            if not (self.finished[b, k] and math.isfinite(scores[k].item())):
+                continue  # still going (ranked below the n best), or never had a live candidate
             tokens = self.tokens[b * self.beam_size + k, : lengths[k] - 1].tolist()
             hypotheses.append(Hypothesis(tokens, ranked[k].item(), scores[k].item()))
         return hypotheses[: self.options.n_best]
@@ -194,15 +235,39 @@ def beam_search(
     """Translate a batch: src (B, S) with lengths (B,) -> an n-best list for each sentence.
 
     `model` is anything with `encode` and `decode_step` (a PyTorch model or an ONNX backend).
+    A model may also take over three chores of the search, for speed (`nmt.backends.onnx` does):
+    `select_memory(memory, rows)` and `select_state(state, rows)` in place of `select` (its memory
+    and state need not be tensors then), and `decode_top_k(prev_tokens, memory, state, k) ->
+    (row_best (R, k), row_tokens (R, k), eos (R,), state)`, each row's k best continuations
+    other than PAD and BOS, in place of the full log-probabilities (see `BeamBatch.advance_top_k`).
     """
+    select_memory = getattr(model, "select_memory", select)
+    select_state = getattr(model, "select_state", select)
+    decode_top_k = None if options.no_repeat_ngram else getattr(model, "decode_top_k", None)
+    beam = options.beam_size
     memory, state = model.encode(src, src_lengths)
-    expand = torch.arange(src.size(0), device=src.device).repeat_interleave(options.beam_size)
-    memory, state = select(memory, expand), select(state, expand)
     beams = BeamBatch(max_lengths(src_lengths, options, max_len_cap), options)
+    # the first step is the same for every beam of a sentence (BOS after the same source), so it
+    # runs once per sentence, its result repeated for the beams; memory and state are then
+    # expanded to the beams by the first selections below
+    rows_per_input = beam
+    expand = torch.arange(src.size(0), device=src.device).repeat_interleave(beam)
     while not beams.done:
-        log_probs, state = model.decode_step(beams.last_tokens, memory, state)
-        state_rows, memory_rows = beams.advance(log_probs)
-        state = select(state, state_rows)
+        tokens = beams.last_tokens[::rows_per_input]
+        if decode_top_k is None:
+            log_probs, state = model.decode_step(tokens, memory, state)
+            state_rows, memory_rows = beams.advance(log_probs.repeat_interleave(rows_per_input, dim=0))
+        else:
+            row_best, row_tokens, eos, state = decode_top_k(tokens, memory, state, beam)
+            row_best, row_tokens, eos = (
+                t.repeat_interleave(rows_per_input, dim=0) for t in (row_best, row_tokens, eos)
+            )
+            state_rows, memory_rows = beams.advance_top_k(row_best, row_tokens, eos)
+        if rows_per_input > 1:  # after the first step: from one row per sentence to one per beam
+            state_rows = torch.div(state_rows, rows_per_input, rounding_mode="floor")
+            memory_rows = expand if memory_rows is None else expand.index_select(0, memory_rows)
+            rows_per_input = 1
+        state = select_state(state, state_rows)
         if memory_rows is not None:
-            memory = select(memory, memory_rows)
+            memory = select_memory(memory, memory_rows)
     return beams.results

@@ -1,7 +1,8 @@
 """Text in, text out: tokenize, batch by length, search, detokenize, restore the order.
 
-`Translator` wraps anything with the `encode` / `decode_step` seam (a PyTorch model now, an
-ONNX Runtime backend later) together with its tokenizers. The CLI, evaluation, validation
+`Translator` wraps anything with the `encode` / `decode_step` seam (a PyTorch model, the ONNX
+Runtime backend), or an engine with a `beam_search` of its own (the CTranslate2 backend),
+together with its tokenizers. The CLI, evaluation, validation
 during training and the service all translate through it.
 """
 
@@ -68,14 +69,26 @@ class Translator:
 
     @classmethod
     def from_bundle(
-        cls, bundle: Bundle, device: str | torch.device = "cpu", backend: str = "torch", **kwargs
+        cls,
+        bundle: Bundle,
+        device: str | torch.device = "cpu",
+        backend: str = "torch",
+        engine: dict[str, Any] | None = None,
+        **kwargs,
     ) -> Translator:
-        """A translator on the bundle's PyTorch model, or (backend "onnx") on its ONNX export."""
+        """A translator on the bundle's PyTorch model, or on one of its exports: backend "onnx"
+        (ONNX Runtime on BUNDLE/onnx/) or "ctranslate2" (CTranslate2 on BUNDLE/ct2/, Transformers
+        only). `engine` options go to the backend (`OnnxModel`: threads, optimization, spinning;
+        `CTranslate2Model`: compute_type, threads); the other keyword arguments to `Translator`."""
         model: Any
         if backend == "onnx":
             from nmt.backends.onnx import OnnxModel
 
-            model = OnnxModel.from_bundle(bundle, device)
+            model = OnnxModel.from_bundle(bundle, device, **(engine or {}))
+        elif backend == "ctranslate2":
+            from nmt.backends.ctranslate2 import CTranslate2Model
+
+            model = CTranslate2Model.from_bundle(bundle, device, **(engine or {}))
         else:
             model = bundle.load_model(device)
         cap = getattr(bundle.model_config, "max_positions", None)
@@ -110,9 +123,11 @@ class Translator:
         for batch in length_sorted_batches(lengths, self.batch_size, self.batch_tokens):
             rows = [todo[i] for i in batch]
             src, src_lengths = collate_source([ids[i] for i in rows])
-            nbest = beam_search(
-                self.model, src.to(self.device), src_lengths.to(self.device), search, self.max_len_cap
-            )
+            src, src_lengths = src.to(self.device), src_lengths.to(self.device)
+            if hasattr(self.model, "beam_search"):  # an engine with a search of its own (CTranslate2)
+                nbest = self.model.beam_search(src, src_lengths, search, self.max_len_cap)
+            else:
+                nbest = beam_search(self.model, src, src_lengths, search, self.max_len_cap)
             for row, hypotheses in zip(rows, nbest, strict=True):
                 texts_out = self.tgt_tokenizer.decode([h.tokens for h in hypotheses])
                 found = [

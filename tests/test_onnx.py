@@ -17,8 +17,8 @@ from nmt.bundle import load_bundle, save_bundle
 from nmt.data import collate_source
 from nmt.errors import BundleError
 from nmt.export.onnx import export_model, export_onnx
-from nmt.search import beam_search
-from nmt.specials import BOS_ID
+from nmt.search import beam_search, select
+from nmt.specials import BOS_ID, EOS_ID, PAD_ID
 from nmt.translator import Translator
 from tests.conftest import TINY_MODELS, run_nmt
 from tests.models.conftest import VARIANTS, make_batch, make_config, make_model
@@ -42,16 +42,19 @@ ENCODER_OUTPUTS = {
         "state.feed",
     ],
 }
+STEP_INPUTS = ["prev_tokens", "beam_indices", "k"]
 DECODER_INPUTS = {
-    "transformer": ["prev_tokens", *ENCODER_OUTPUTS["transformer"]],
-    "lstm": ["prev_tokens", "memory.context", "state.h", "state.c"],  # src_mask is never read
-    "lstm_attention": ["prev_tokens", *ENCODER_OUTPUTS["lstm_attention"]],
+    "transformer": [*STEP_INPUTS, *ENCODER_OUTPUTS["transformer"]],
+    "lstm": [*STEP_INPUTS, "memory.context", "state.h", "state.c"],  # src_mask is never read
+    "lstm_attention": [*STEP_INPUTS, *ENCODER_OUTPUTS["lstm_attention"]],
 }
 
 
 def _decoder_outputs(arch: str) -> list[str]:
     states = [name.removeprefix("state.") for name in DECODER_INPUTS[arch] if name.startswith("state.")]
-    return ["log_probs"] + [f"new_state.{key}" for key in states]
+    return ["log_probs", "top_log_probs", "top_tokens", "eos_log_probs"] + [
+        f"new_state.{key}" for key in states
+    ]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -88,7 +91,8 @@ def test_export_is_valid_onnx_and_records_the_bundle(arch, exported):
     folder = bundle.path / EXPORT_DIR
     meta = json.loads((folder / EXPORT_FILE).read_text(encoding="utf-8"))
     assert meta["version"] == bundle.version
-    assert meta["opset"] >= 17 and meta["quantization"] is None
+    assert meta["format"] == 2 and meta["opset"] >= 17 and meta["quantization"] is None
+    assert meta["memory_per_sentence"] == (arch == "transformer")
     assert meta["check"]["max_abs_log_prob_difference"]["float32"] < 1e-4
     for graph, name in (("encoder", ENCODER_FILE), ("decoder", DECODER_FILE)):
         model = onnx.load(str(folder / name))
@@ -101,8 +105,12 @@ def test_export_is_valid_onnx_and_records_the_bundle(arch, exported):
     assert meta["decoder"]["outputs"] == _decoder_outputs(arch)
     shapes = meta["encoder"]["shapes"] | meta["decoder"]["shapes"]
     assert shapes["src"] == ["batch", "src_len"] and shapes["log_probs"][0] == "batch"
+    assert shapes["top_tokens"] == ["batch", "k"] and shapes["k"] == []
     if arch == "transformer":  # the caches grow by one position per step; the encoder's are empty
-        assert shapes["state.self_k0"][0] == "batch" and shapes["state.self_k0"][2] == "cache_len"
+        # the state given is the previous step's rows, which beam_indices picks from
+        assert shapes["state.self_k0"][0] == "state_batch" and shapes["state.self_k0"][2] == "cache_len"
+        assert shapes["new_state.self_k0"][0] == "batch"
+        assert meta["decoder"]["shapes"]["memory.cross_k0"][0] == "memory_batch"
         assert shapes["new_state.self_k0"][2] == "new_cache_len"
         assert meta["encoder"]["shapes"]["memory.cross_v1"][2] == "src_len"
         assert meta["encoder"]["shapes"]["state.self_v1"][2] == 0
@@ -116,7 +124,7 @@ def _max_step_difference(torch_model, onnx_model, src, src_lengths, steps: int) 
         onnx_memory, onnx_state = onnx_model.encode(src, src_lengths)
         assert onnx_memory.keys() == memory.keys() and onnx_state.keys() == state.keys()
         for key, value in (memory | state).items():
-            got = (onnx_memory | onnx_state)[key]
+            got = {**onnx_memory, **onnx_state}[key]  # OrtTensors read as torch tensors
             assert got.shape == value.shape and got.dtype == value.dtype, key
             assert (
                 torch.allclose(got, value, atol=1e-5)
@@ -171,6 +179,61 @@ def test_beam_search_is_token_identical(arch, exported, sentences):
     for nbest, expected_nbest in zip(got, expected, strict=True):
         for h, e in zip(nbest, expected_nbest, strict=True):
             assert h.score == pytest.approx(e.score, abs=1e-4)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_graph_reorders_beams_and_ranks_the_top_k_as_the_search_would(arch, exported, sentences):
+    """decode_top_k after select_memory / select_state (applied inside the graphs) against the
+    PyTorch model's decode_step after `select` and a top-k of its masked log-probabilities."""
+    bundle = load_bundle(exported[arch])
+    model, onnx_model = bundle.load_model(), OnnxModel.from_bundle(bundle)
+    src, src_lengths = collate_source(bundle.src_tokenizer.encode(sentences[:4]))
+    beam = 3
+    expand = torch.arange(4).repeat_interleave(beam)
+    reorders = [torch.tensor([2, 2, 1, 3, 5, 4, 8, 6, 6, 11, 9, 9]), torch.arange(12).flip(0) // beam * beam]
+    with torch.inference_mode():
+        memory, state = (select(d, expand) for d in model.encode(src, src_lengths))
+        onnx_memory, onnx_state = onnx_model.encode(src, src_lengths)
+        onnx_memory, onnx_state = (
+            onnx_model.select_memory(onnx_memory, expand),
+            onnx_model.select_state(onnx_state, expand),
+        )
+        prev_tokens = torch.full((12,), BOS_ID)
+        for rows in [*reorders, None]:
+            log_probs, state = model.decode_step(prev_tokens, memory, state)
+            best, tokens, eos, onnx_state = onnx_model.decode_top_k(
+                prev_tokens, onnx_memory, onnx_state, beam
+            )
+            log_probs[:, [PAD_ID, BOS_ID]] = float("-inf")
+            expected_best, expected_tokens = log_probs.topk(beam, dim=1)
+            assert torch.equal(tokens, expected_tokens)
+            assert torch.allclose(best, expected_best, atol=1e-4) and torch.allclose(
+                eos, log_probs[:, EOS_ID], atol=1e-4
+            )
+            if rows is not None:
+                state, onnx_state = select(state, rows), onnx_model.select_state(onnx_state, rows)
+                prev_tokens = expected_tokens[rows, 0]
+        # what the search does when sentences finish: keep the rows of sentences 1 and 3
+        keep = torch.tensor([3, 4, 5, 9, 10, 11])
+        memory, state = select(memory, keep), select(state, keep)
+        onnx_memory, onnx_state = (
+            onnx_model.select_memory(onnx_memory, keep),
+            onnx_model.select_state(onnx_state, keep),
+        )
+        log_probs, _ = model.decode_step(prev_tokens[keep], memory, state)
+        onnx_log_probs, _ = onnx_model.decode_step(prev_tokens[keep], onnx_memory, onnx_state)
+        assert (log_probs - onnx_log_probs).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_n_gram_blocking_decodes_full_log_probs_identically(arch, exported, sentences):
+    bundle = load_bundle(exported[arch])
+    src, src_lengths = collate_source(bundle.src_tokenizer.encode(sentences))
+    options = bundle.search.model_copy(update={"beam_size": 3, "no_repeat_ngram": 2})
+    cap = getattr(bundle.model_config, "max_positions", None)
+    expected = beam_search(bundle.load_model(), src, src_lengths, options, cap)
+    got = beam_search(OnnxModel.from_bundle(bundle), src, src_lengths, options, cap)
+    assert [[h.tokens for h in nbest] for nbest in got] == [[h.tokens for h in nbest] for nbest in expected]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -254,6 +317,14 @@ def test_export_of_another_bundle_version_is_refused(trained_bundles, exported, 
     shutil.copytree(exported["lstm"] / EXPORT_DIR, other / EXPORT_DIR)
     with pytest.raises(BundleError, match="exported from bundle version"):
         OnnxModel.from_bundle(load_bundle(other))
+
+
+def test_export_of_an_older_format_is_refused(exported, tmp_path):
+    bundle = _copy(exported["lstm"], tmp_path)
+    meta_file = bundle / EXPORT_DIR / EXPORT_FILE
+    meta_file.write_text(json.dumps(json.loads(meta_file.read_text()) | {"format": 1}))
+    result = run_nmt("translate", "--model", str(bundle), "--backend", "onnx", stdin="A dog.\n", check=False)
+    assert_one_line_error(result, "export format 1", f"run nmt export --model {bundle} --format onnx again")
 
 
 def test_missing_or_incomplete_export_is_one_line(trained_bundles, exported, tmp_path):

@@ -201,3 +201,55 @@ def test_max_length_caps_the_length_rule():
     assert max_lengths(lengths, options).tolist() == [13, 21, 21]
     assert max_lengths(lengths, options, cap=16).tolist() == [13, 16, 16]
     assert max_lengths(lengths, SearchConfig(max_len_a=1.5, max_len_b=10)).tolist() == [13, 25, 70]
+
+
+def test_a_decided_sentence_leaves_before_its_other_beams_finish():
+    # A EOS (p 0.9) finishes at step 2; B C C ... (p 0.1) could only fall further, so A is the
+    # answer and the search stops there instead of running B to the length limit
+    forever = {0: {(): {A: 0.9, B: 0.1}, (A,): {EOS_ID: 1.0}}}
+    forever[0].update({(B,) + (C,) * n: {C: 0.9, EOS_ID: 0.1} for n in range(60)})
+    for alpha in (0.0, 0.6):
+        results, model = run(forever, beam_size=2, max_len_b=50, length_penalty=alpha)
+        assert best_tokens(results) == [[A]] and model.calls == 2
+    # with two hypotheses wanted, the second must finish too
+    results, model = run(forever, beam_size=2, n_best=2, max_len_b=8)
+    assert [h.tokens for h in results[0]] == [[A], [B] + [C] * 6] and model.calls == 8
+
+
+def test_the_first_step_runs_once_per_sentence():
+    rows = []
+
+    class Counting(ScriptedModel):
+        def decode_step(self, prev, memory, state):
+            rows.append(prev.size(0))
+            return super().decode_step(prev, memory, state)
+
+    src = torch.tensor([[0, EOS_ID], [0, EOS_ID]])
+    options = SearchConfig(beam_size=3, length_penalty=0.0, max_len_a=0.0, max_len_b=10)
+    results = beam_search(Counting(GARDEN_PATH | {1: GARDEN_PATH[0]}), src, torch.tensor([2, 2]), options)
+    assert rows[0] == 2 and rows[1] == 6  # the sentences, then their beams
+    assert best_tokens(results) == [[B, C], [B, C]]
+
+
+def test_advance_top_k_takes_the_same_step_as_advance():
+    """An engine's per-row k best (PAD and BOS excluded) and EOS log-probabilities give the same
+    search as the full log-probabilities, finished rows and rows at their limit included."""
+    generator = torch.Generator().manual_seed(0)
+    options = SearchConfig(beam_size=3, length_penalty=0.6)
+    full, top = (BeamBatch(torch.tensor([4, 9, 9]), options) for _ in range(2))
+    for _ in range(9):
+        if full.done:
+            break
+        rows = full.tokens.size(0)
+        log_probs = torch.randn(rows, V, generator=generator).mul(3).log_softmax(dim=-1)
+        log_probs[:, EOS_ID] += 1.0  # let some beams finish early
+        allowed = log_probs.clone()
+        allowed[:, [0, 2]] = -math.inf  # PAD and BOS
+        best, tokens = allowed.topk(3, dim=1)
+        expected = full.advance(log_probs.clone())
+        got = top.advance_top_k(best, tokens, log_probs[:, EOS_ID])
+        for a, b in zip(expected, got, strict=True):
+            assert (a is None and b is None) or torch.equal(a, b)
+        assert torch.equal(full.tokens, top.tokens) and torch.equal(full.finished, top.finished)
+        assert torch.allclose(full.scores, top.scores)
+    assert full.results == top.results

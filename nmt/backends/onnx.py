@@ -3,28 +3,45 @@
 An export (written by `nmt.export.onnx`) is a folder, BUNDLE/onnx/:
 
     encoder.onnx   src (B, S) int64, src_lengths (B,) int64 -> "memory.KEY"..., "state.KEY"...
-    decoder.onnx   prev_tokens (B,) int64, "memory.KEY"..., "state.KEY"...
-                   -> log_probs (B, V) float32, "new_state.KEY"...
-    export.json    the bundle's version, each graph's input and output names in order, opset,
-                   quantization
+    decoder.onnx   prev_tokens (R,) int64, beam_indices (R,) int64, k () int64,
+                   "memory.KEY"... (R rows), "state.KEY"... (the previous step's rows)
+                   -> log_probs (R, V) float32, top_log_probs (R, k), top_tokens (R, k),
+                      eos_log_probs (R,), "new_state.KEY"... (R rows)
+    export.json    format, the bundle's version, each graph's input and output names in order,
+                   opset, quantization, the export-time check
 
-KEY are the model's own memory and state keys (see `nmt.models`), so `OnnxModel` returns the same
-dicts of batch-first tensors as the PyTorch model and `beam_search` reorders them the same way.
-Graph inputs a model does not use (the no-attention LSTM never reads "memory.src_mask") are
-dropped by the exporter, so only the inputs a session declares are fed.
+KEY are the model's own memory and state keys (see `nmt.models`). Graph inputs a model does not
+use (the no-attention LSTM never reads "memory.src_mask") are dropped by the exporter, so only the
+inputs a session declares are fed.
 
-Tensors cross between torch and numpy without copies on CPU (`Tensor.numpy`, `torch.from_numpy`).
-On a GPU (CUDAExecutionProvider) inputs and outputs still pass through host memory at every step:
-binding device buffers (ORT's I/O binding) is not done yet.
+What crosses between Python and ONNX Runtime at each decoding step, and what does not:
+- memory and state live in ONNX Runtime's own buffers (`OrtValue`s, on the execution provider's
+  device), bound to the next run as they are (I/O binding): no copy through numpy or the host;
+- the beam search's reordering of the state is not applied by the search: `select_state` only
+  records the rows, and the decoder graph gathers them (its `beam_indices` input) before using
+  the state, so the growing key/value caches are copied once per step, inside ONNX Runtime;
+- with `decode_top_k` the graph also ranks each row's continuations, and only (R, k) candidates
+  and the EOS log-probabilities come back, not the (R, V) log-probabilities;
+- memory (cross-attention keys and values, computed once by the encoder graph) is only re-selected
+  when finished sentences leave the batch, by a one-node Gather graph on the same device.
+On a GPU (CUDAExecutionProvider, with onnxruntime-gpu) the state stays on the device; the small
+per-step outputs are bound to host memory, where the search reads them.
+
+`OnnxModel.encode` / `decode_step` return `OrtTensors`, a read-only mapping that turns into torch
+tensors on access, so code written for the PyTorch models (the tests, `nmt.search.select`) works
+unchanged, only slower.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from torch import Tensor
@@ -36,14 +53,21 @@ log = logging.getLogger("nmt.backends.onnx")
 
 EXPORT_DIR = "onnx"  # inside the bundle folder
 ENCODER_FILE, DECODER_FILE, EXPORT_FILE = "encoder.onnx", "decoder.onnx", "export.json"
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2  # 2: the decoder graph reorders the state itself and ranks the top k
 MEMORY, STATE, NEW_STATE = "memory.", "state.", "new_state."  # graph name prefixes of the seam's dicts
+TOP_K_OUTPUTS = ("top_log_probs", "top_tokens", "eos_log_probs")
 
 OPTIMIZATION_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+_ONNX_TYPES = {
+    "tensor(float)": onnx.TensorProto.FLOAT,
+    "tensor(float16)": onnx.TensorProto.FLOAT16,
+    "tensor(bool)": onnx.TensorProto.BOOL,
+    "tensor(int64)": onnx.TensorProto.INT64,
 }
 
 TensorDict = dict[str, Tensor]
@@ -54,35 +78,46 @@ def _export_command(bundle: Path) -> str:
 
 
 def read_export(folder: Path) -> dict[str, Any]:
-    """export.json of an export folder, checked to name both graphs, which must exist."""
+    """export.json of an export folder, checked to be of this format and to name both graphs,
+    which must exist."""
     meta_file = folder / EXPORT_FILE
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
         for graph in ("encoder", "decoder"):
             if not (isinstance(meta[graph]["inputs"], list) and isinstance(meta[graph]["outputs"], list)):
                 raise TypeError
-        version = meta["version"]
+        version, export_format = meta["version"], meta.get("format")
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as error:
         raise BundleError(
             f"{meta_file}: unreadable export description ({error.__class__.__name__})"
         ) from None
     if not (version is None or isinstance(version, str)):
         raise BundleError(f"{meta_file}: unreadable export description (version)")
+    if export_format != EXPORT_FORMAT:
+        raise BundleError(
+            f"{folder}: export format {export_format}, this version of nmt reads format {EXPORT_FORMAT}"
+        )
     for name in (ENCODER_FILE, DECODER_FILE):
         if not (folder / name).is_file():
             raise BundleError(f"{folder}: incomplete ONNX export, {name} is missing")
     return meta
 
 
-def session_options(threads: int | None = None, optimization: str = "all") -> ort.SessionOptions:
-    """Options for both sessions. `threads` (intra-op) defaults to PyTorch's thread count, so both
-    backends honour OMP_NUM_THREADS alike; ONNX Runtime's own default is every physical core."""
+def session_options(
+    threads: int | None = None, optimization: str = "all", spinning: bool = True
+) -> ort.SessionOptions:
+    """Options for the sessions. `threads` (intra-op) defaults to PyTorch's thread count, so both
+    backends honour OMP_NUM_THREADS alike; ONNX Runtime's own default is every physical core.
+    `spinning=False` makes idle pool threads sleep instead of spin-waiting: slower on a machine of
+    one's own, much faster on cores shared with another busy process."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1  # the graphs are one chain of ops: nothing to run side by side
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = OPTIMIZATION_LEVELS[optimization]
     options.log_severity_level = 3  # errors only: warnings would interleave with the CLI's output
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
@@ -95,12 +130,50 @@ def providers_for(device: torch.device) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+class OrtTensors(Mapping[str, Tensor]):
+    """Memory or state of `OnnxModel`: ONNX Runtime values by key, standing for rows that are
+    - for a state, the values' rows in `rows` order (None = all in order): the pending selection
+      recorded by `OnnxModel.select_state`, applied by the decoder graph;
+    - for a memory, each of the values' rows `group` times over: the Transformer's decoder takes
+      the memory once per sentence for its `group` consecutive hypotheses.
+    Reading a key gives a torch tensor of the rows stood for, as the PyTorch model would have it."""
+
+    def __init__(self, values: dict[str, ort.OrtValue], rows: Tensor | None = None, group: int = 1) -> None:
+        self.ort_values = values
+        self.rows = rows
+        self.group = group
+
+    @property
+    def stored(self) -> int:
+        """Rows of the values."""
+        return next(iter(self.ort_values.values())).shape()[0] if self.ort_values else 0
+
+    @property
+    def size(self) -> int:
+        """Rows stood for."""
+        return self.rows.numel() if self.rows is not None else self.stored * self.group
+
+    def __getitem__(self, key: str) -> Tensor:
+        tensor = torch.from_numpy(self.ort_values[key].numpy())  # no copy on the CPU; to the host from a GPU
+        if self.rows is not None:
+            tensor = tensor.index_select(0, self.rows.cpu())
+        return tensor.repeat_interleave(self.group, dim=0) if self.group > 1 else tensor
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ort_values)
+
+    def __len__(self) -> int:
+        return len(self.ort_values)
+
+
 class OnnxModel:
-    """`encode` / `decode_step` over ONNX Runtime sessions of an export folder.
+    """`encode` / `decode_step` (and `decode_top_k`, `select_memory`, `select_state`, which
+    `nmt.search.beam_search` uses when a model has them) over ONNX Runtime sessions.
 
     device: where the returned tensors live (and which execution provider runs, see `providers_for`);
     threads: intra-op threads of each session; optimization: ONNX Runtime's graph optimization level
-    ("disable", "basic", "extended", "all"), applied when the sessions load the plain ONNX files.
+    ("disable", "basic", "extended", "all"), applied when the sessions load the plain ONNX files;
+    spinning: see `session_options`.
     """
 
     def __init__(
@@ -109,24 +182,34 @@ class OnnxModel:
         device: str | torch.device = "cpu",
         threads: int | None = None,
         optimization: str = "all",
+        spinning: bool = True,
     ) -> None:
         self.folder = Path(folder)
         self.meta = read_export(self.folder)
         self.device = torch.device(device)
         self.providers = providers_for(self.device)
-        options = session_options(threads, optimization)
+        on_gpu = self.providers[0] == "CUDAExecutionProvider"
+        self._ort_device = ("cuda", self.device.index or 0) if on_gpu else ("cpu", 0)
+        options = session_options(threads, optimization, spinning)
         self.encoder = self._session(ENCODER_FILE, options)
         self.decoder = self._session(DECODER_FILE, options)
-        self._encoder_inputs = [i.name for i in self.encoder.get_inputs()]
-        self._decoder_inputs = [i.name for i in self.decoder.get_inputs()]
-        encoder_outputs = [o.name for o in self.encoder.get_outputs()]
+        encoder_outputs = {o.name: o.type for o in self.encoder.get_outputs()}
         self.memory_keys = [n.removeprefix(MEMORY) for n in encoder_outputs if n.startswith(MEMORY)]
         self.state_keys = [n.removeprefix(STATE) for n in encoder_outputs if n.startswith(STATE)]
-        self._encoder_outputs = [MEMORY + k for k in self.memory_keys] + [STATE + k for k in self.state_keys]
-        self._decoder_outputs = ["log_probs"] + [NEW_STATE + k for k in self.state_keys]
+        self._decoder_inputs = {i.name for i in self.decoder.get_inputs()}
         declared = {o.name for o in self.decoder.get_outputs()}
-        if not set(self._decoder_outputs) <= declared:
-            raise BundleError(f"{self.folder}: the decoder graph's outputs do not match the encoder's state")
+        wanted = {"log_probs", *TOP_K_OUTPUTS, *(NEW_STATE + key for key in self.state_keys)}
+        if not wanted <= declared or not {"beam_indices", "k"} <= self._decoder_inputs:
+            raise BundleError(
+                f"{self.folder}: the decoder graph's inputs and outputs do not match the encoder's"
+            )
+        self.vocab_size = self.decoder.get_outputs()[0].shape[1]
+        self.memory_per_sentence = bool(self.meta.get("memory_per_sentence", False))
+        self._gather = ort.InferenceSession(
+            _gather_graph({key: encoder_outputs[MEMORY + key] for key in self.memory_keys}),
+            session_options(threads, spinning=spinning),
+            providers=self.providers,
+        )
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, device: str | torch.device = "cpu", **kwargs: Any) -> OnnxModel:
@@ -152,35 +235,136 @@ class OnnxModel:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise BundleError(f"{self.folder / name}: ONNX Runtime cannot load it ({first_line})") from None
 
-    def _run(
-        self, session: ort.InferenceSession, inputs: list[str], outputs: list[str], tensors: TensorDict
-    ) -> TensorDict:
-        """Feed the named inputs (zero-copy views of CPU tensors), fetch `outputs` as torch tensors."""
-        feed = {name: tensors[name].detach().cpu().contiguous().numpy() for name in inputs}
-        results = session.run(outputs, feed)
-        return {
-            name: torch.from_numpy(array).to(self.device)
-            for name, array in zip(outputs, results, strict=True)
-        }
+    # -- moving values in and out ------------------------------------------------------------
 
-    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[TensorDict, TensorDict]:
+    def _value(self, tensor: Tensor | np.ndarray) -> ort.OrtValue:
+        """A torch tensor as an OrtValue on the session's device (no copy for a CPU tensor)."""
+        array = tensor if isinstance(tensor, np.ndarray) else tensor.detach().cpu().contiguous().numpy()
+        return ort.OrtValue.ortvalue_from_numpy(array, *self._ort_device)
+
+    def _values(self, tensors: Mapping[str, Tensor]) -> OrtTensors:
+        """Memory or state as given: ours as they are, anything else (a dict of tensors) converted."""
+        if isinstance(tensors, OrtTensors):
+            return tensors
+        return OrtTensors({key: self._value(tensor) for key, tensor in tensors.items()})
+
+    def _run(
+        self, session: ort.InferenceSession, inputs: dict[str, ort.OrtValue], outputs: dict[str, str]
+    ) -> list[ort.OrtValue]:
+        """Run with I/O binding: inputs bound where they are, outputs {name: "device" | "host"}
+        left in ONNX Runtime's buffers on the device or in host memory."""
+        binding = session.io_binding()
+        for name, value in inputs.items():
+            binding.bind_ortvalue_input(name, value)
+        for name, where in outputs.items():
+            if where == "host":
+                binding.bind_output(name, "cpu")
+            else:
+                binding.bind_output(name, *self._ort_device)
+        session.run_with_iobinding(binding)
+        return binding.get_outputs()
+
+    def _tensor(self, value: ort.OrtValue) -> Tensor:
+        return torch.from_numpy(value.numpy()).to(self.device)
+
+    # -- the seam ------------------------------------------------------------------------------
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[OrtTensors, OrtTensors]:
         """src (B, S), src_lengths (B,) -> (memory, state), with the PyTorch model's keys."""
-        out = self._run(
+        names = [MEMORY + key for key in self.memory_keys] + [STATE + key for key in self.state_keys]
+        values = self._run(
             self.encoder,
-            self._encoder_inputs,
-            self._encoder_outputs,
-            {"src": src, "src_lengths": src_lengths},
+            {"src": self._value(src), "src_lengths": self._value(src_lengths)},
+            dict.fromkeys(names, "device"),
         )
-        memory = {key: out[MEMORY + key] for key in self.memory_keys}
-        state = {key: out[STATE + key] for key in self.state_keys}
+        found = dict(zip(names, values, strict=True))
+        memory = OrtTensors({key: found[MEMORY + key] for key in self.memory_keys})
+        state = OrtTensors({key: found[STATE + key] for key in self.state_keys})
         return memory, state
 
+    def select_memory(self, memory: Mapping[str, Tensor], rows: Tensor) -> OrtTensors:
+        """The memory's `rows` (dim 0): each sentence's beams, or the sentences that remain.
+
+        With a decoder that takes the memory once per sentence, nothing is copied to give each
+        sentence its beams, and dropping sentences gathers their single rows; `rows` must then
+        keep each sentence's rows together, as the beam search does."""
+        memory = self._values(memory)
+        if self.memory_per_sentence:
+            sentences = torch.div(rows, memory.group, rounding_mode="floor")
+            kept = torch.unique_consecutive(sentences)
+            group = rows.numel() // max(kept.numel(), 1)
+            if not torch.equal(sentences, kept.repeat_interleave(group)):
+                raise ValueError("select_memory: the rows must keep each sentence's rows together")
+            if torch.equal(kept, torch.arange(memory.stored, device=kept.device)):
+                return OrtTensors(memory.ort_values, group=group)
+            return OrtTensors(self._gather_rows(memory.ort_values, kept), group=group)
+        return OrtTensors(self._gather_rows(memory.ort_values, rows))
+
+    def _gather_rows(self, values: dict[str, ort.OrtValue], rows: Tensor) -> dict[str, ort.OrtValue]:
+        """Rows (dim 0) of every value, gathered on the device."""
+        inputs = {"rows": self._value(rows)} | {MEMORY + key: value for key, value in values.items()}
+        return dict(
+            zip(values, self._run(self._gather, inputs, dict.fromkeys(values, "device")), strict=True)
+        )
+
+    def select_state(self, state: Mapping[str, Tensor], rows: Tensor) -> OrtTensors:
+        """The state's `rows`, taken by the decoder graph at the next step: only recorded here."""
+        state = self._values(state)
+        if state.rows is not None:
+            rows = state.rows.index_select(0, rows.to(state.rows.device))
+        return OrtTensors(state.ort_values, rows)
+
+    def _decode(
+        self,
+        prev_tokens: Tensor,
+        memory: Mapping[str, Tensor],
+        state: Mapping[str, Tensor],
+        k: int,
+        fetch: dict[str, str],
+    ) -> tuple[list[ort.OrtValue], OrtTensors]:
+        memory, state = self._values(memory), self._values(state)
+        rows = state.rows if state.rows is not None else torch.arange(state.size)
+        inputs = {
+            "prev_tokens": self._value(prev_tokens),
+            "beam_indices": self._value(rows),
+            "k": self._value(np.array(min(k, self.vocab_size - 2), dtype=np.int64)),  # see TOP_K_OUTPUTS
+        }
+        inputs.update((MEMORY + key, value) for key, value in memory.ort_values.items())
+        inputs.update((STATE + key, value) for key, value in state.ort_values.items())
+        inputs = {name: value for name, value in inputs.items() if name in self._decoder_inputs}
+        names = [NEW_STATE + key for key in self.state_keys]
+        values = self._run(self.decoder, inputs, fetch | dict.fromkeys(names, "device"))
+        return values[: len(fetch)], OrtTensors(dict(zip(self.state_keys, values[len(fetch) :], strict=True)))
+
     def decode_step(
-        self, prev_tokens: Tensor, memory: TensorDict, state: TensorDict
-    ) -> tuple[Tensor, TensorDict]:
-        """prev_tokens (B,) -> log-probabilities (B, V) float32 and the new state."""
-        tensors = {"prev_tokens": prev_tokens}
-        tensors.update((MEMORY + key, value) for key, value in memory.items())
-        tensors.update((STATE + key, value) for key, value in state.items())
-        out = self._run(self.decoder, self._decoder_inputs, self._decoder_outputs, tensors)
-        return out["log_probs"], {key: out[NEW_STATE + key] for key in self.state_keys}
+        self, prev_tokens: Tensor, memory: Mapping[str, Tensor], state: Mapping[str, Tensor]
+    ) -> tuple[Tensor, OrtTensors]:
+        """prev_tokens (R,) -> log-probabilities (R, V) float32 and the new state."""
+        (log_probs,), new_state = self._decode(prev_tokens, memory, state, 1, {"log_probs": "host"})
+        return self._tensor(log_probs), new_state
+
+    def decode_top_k(
+        self, prev_tokens: Tensor, memory: Mapping[str, Tensor], state: Mapping[str, Tensor], k: int
+    ) -> tuple[Tensor, Tensor, Tensor, OrtTensors]:
+        """prev_tokens (R,) -> each row's k best log-probabilities (R, k') and their tokens (R, k'),
+        PAD and BOS excluded, best first (k' = k, or V - 2 when that is smaller); the EOS
+        log-probabilities (R,); the new state."""
+        fetched, new_state = self._decode(prev_tokens, memory, state, k, dict.fromkeys(TOP_K_OUTPUTS, "host"))
+        best, tokens, eos = (self._tensor(value) for value in fetched)
+        return best, tokens, eos, new_state
+
+
+def _gather_graph(types: dict[str, str]) -> bytes:
+    """A graph taking rows (n,) int64 and one tensor per memory key -> each tensor's rows, named
+    as the inputs; `types` are ONNX Runtime's type names ("tensor(float)") by key."""
+    from onnx import helper
+
+    rows = helper.make_tensor_value_info("rows", onnx.TensorProto.INT64, ["n"])
+    inputs, outputs, nodes = [rows], [], []
+    for key, type_name in types.items():
+        inputs.append(helper.make_tensor_value_info(MEMORY + key, _ONNX_TYPES[type_name], None))
+        outputs.append(helper.make_tensor_value_info(key, _ONNX_TYPES[type_name], None))
+        nodes.append(helper.make_node("Gather", [MEMORY + key, "rows"], [key], axis=0))
+    graph = helper.make_graph(nodes, "select_rows", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return model.SerializeToString()
