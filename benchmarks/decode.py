@@ -1,0 +1,259 @@
+"""Decoding speed of one bundle's identical weights in PyTorch eager, ONNX Runtime and CTranslate2.
+
+Contenders, all run in this one process with the same threads (`--threads`, default torch's):
+- Transformer bundles: PyTorch eager, ONNX Runtime fp32, ONNX Runtime int8 (dynamic
+  quantization), CTranslate2 fp32, CTranslate2 int8 (compute_type at load time);
+- LSTM bundles: PyTorch eager, ONNX Runtime fp32, ONNX Runtime int8.
+The exports are made from the bundle into a temporary copy, so the numbers are for the code as
+it is and the bundle folder is left alone. Every contender translates the first N sentences of
+test_2016_flickr through `Translator` (same tokenization, length-sorted batches, detokenization)
+in three settings: beam 5 at batch 1, beam 5 at batch 32, greedy at batch 32. It reports
+sentences/s, target tokens/s (the translations' SentencePiece tokens), the peak resident memory
+the decoding added on top of what was loaded (VmHWM reset before each run; the weights' own
+footprint is the "stored MB" of the files each loads: ONNX and CTranslate2 hold them in fp32 or
+int8, PyTorch in fp32 whatever the bundle stores), BLEU against the
+references, and each contender's speed as a ratio to CTranslate2 fp32 (Transformers) and to
+PyTorch. CTranslate2 runs its own beam search (see `nmt.backends.ctranslate2`): its speed is the
+yardstick, its translations differ slightly from ours; ONNX Runtime runs ours.
+
+Targets (beam 5, batch 32): ONNX Runtime fp32 >= 0.6x CTranslate2 fp32; ONNX Runtime >= 2x
+PyTorch eager; int8 within 0.5 BLEU of fp32 and faster than it (each engine's int8 against its
+fp32). With `--rounds` > 1 the contenders alternate their order and the medians are reported.
+
+    .venv/bin/python benchmarks/decode.py --threads 1                        # models/transformer-en-de, 1000 sentences
+    .venv/bin/python benchmarks/decode.py --threads 1 --model runs/lstm-en-de/bundle --sentences 200
+    .venv/bin/python benchmarks/decode.py --quick                            # 64 sentences
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import harness
+import torch
+
+from nmt.bundle import load_bundle
+from nmt.config import SearchConfig, TransformerConfig
+from nmt.data import read_lines
+from nmt.export.ctranslate2 import export_ctranslate2
+from nmt.export.onnx import export_onnx
+from nmt.metrics import bleu_only
+from nmt.translator import Translator
+
+TEST_SPLIT = "test_2016_flickr"
+DEFAULT_MODEL = "models/transformer-en-de"
+SETTINGS = {  # name: (beam size, batch size)
+    "beam 5, batch 1": (5, 1),
+    "beam 5, batch 32": (5, 32),
+    "greedy, batch 32": (1, 32),
+}
+MAIN = "beam 5, batch 32"  # the setting the targets are judged on
+CT2_RATIO, TORCH_RATIO, INT8_BLEU = 0.6, 2.0, 0.5
+
+
+def _status_kb(field_name: str) -> int:
+    """A memory figure of this process from /proc/self/status, in kB (0 where there is none)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _reset_peak() -> None:
+    """Make VmHWM (the peak resident set) restart from the current RSS (Linux)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+@dataclass
+class Contender:
+    name: str
+    translator: Translator
+    stored_mb: float  # the files it loads: weights or exports
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+    peak_mb: dict[str, float] = field(default_factory=dict)  # resident memory the run added, at its peak
+    outputs: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _mb(*files: Path) -> float:
+    return sum(path.stat().st_size for path in files) / 2**20
+
+
+def _contenders(path: Path, tmp: Path) -> tuple[list[Contender], bool]:
+    """The contenders for the bundle at `path` (exported into copies under `tmp`); whether it is
+    a Transformer (and CTranslate2 runs too)."""
+    fp32 = load_bundle(shutil.copytree(path, tmp / "fp32", ignore=shutil.ignore_patterns("onnx", "ct2")))
+    int8 = load_bundle(shutil.copytree(path, tmp / "int8", ignore=shutil.ignore_patterns("onnx", "ct2")))
+    transformer = isinstance(fp32.model_config, TransformerConfig)
+    print(f"exporting {path} to ONNX (fp32, int8){' and CTranslate2' if transformer else ''} ...", flush=True)
+    export_onnx(fp32)
+    export_onnx(int8, quantize="int8")
+    onnx_files = ("encoder.onnx", "decoder.onnx")
+    contenders = [
+        Contender(
+            "PyTorch eager", Translator.from_bundle(fp32, "cpu"), _mb(fp32.path / "weights.safetensors")
+        ),
+        Contender(
+            "ONNX Runtime fp32",
+            Translator.from_bundle(fp32, "cpu", "onnx"),
+            _mb(*(fp32.path / "onnx" / name for name in onnx_files)),
+        ),
+        Contender(
+            "ONNX Runtime int8",
+            Translator.from_bundle(int8, "cpu", "onnx"),
+            _mb(*(int8.path / "onnx" / name for name in onnx_files)),
+        ),
+    ]
+    if transformer:
+        export_ctranslate2(fp32)
+        for label, compute_type in (("fp32", "float32"), ("int8", "int8")):
+            translator = Translator.from_bundle(fp32, "cpu", "ctranslate2", {"compute_type": compute_type})
+            contenders.append(
+                Contender(f"CTranslate2 {label}", translator, _mb(fp32.path / "ct2" / "model.bin"))
+            )
+    return contenders, transformer
+
+
+def _run(contender: Contender, setting: str, texts: list[str], search: SearchConfig, batch: int) -> None:
+    translator = contender.translator
+    translator.batch_size = batch
+    _reset_peak()
+    before = _status_kb("VmRSS")
+    start = time.perf_counter()
+    outputs = translator.translate_best(texts, search)
+    contender.seconds.setdefault(setting, []).append(time.perf_counter() - start)
+    peak = max(contender.peak_mb.get(setting, 0.0), (_status_kb("VmHWM") - before) / 1024)
+    contender.peak_mb[setting] = peak
+    contender.outputs[setting] = outputs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    harness.add_common_arguments(parser)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="bundle folder (default: %(default)s)")
+    parser.add_argument(
+        "--sentences", type=int, default=1000, help="first N test sentences (default: all 1000)"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="64 sentences, and no batch-1 setting")
+    args = parser.parse_args()
+    settings = dict(SETTINGS)
+    if args.quick:
+        args.sentences = min(args.sentences, 64)
+        del settings["beam 5, batch 1"]
+    harness.set_threads(args.threads)
+
+    with tempfile.TemporaryDirectory(prefix="bench-decode-") as tmp:
+        contenders, transformer = _contenders(Path(args.model), Path(tmp))
+        bundle = load_bundle(args.model)
+        sources = read_lines(harness.corpus_file(args.data, TEST_SPLIT, bundle.src_lang))
+        references = read_lines(harness.corpus_file(args.data, TEST_SPLIT, bundle.tgt_lang))
+        texts, references = sources[: args.sentences], references[: args.sentences]
+        threads = torch.get_num_threads()
+        print(
+            f"bundle {args.model}; {len(texts)} sentences of {TEST_SPLIT}; {threads} thread(s) for every "
+            f"contender; {args.rounds} round(s)",
+            flush=True,
+        )
+        for contender in contenders:  # warm-up: first-call allocations and lazy initialisation
+            contender.translator.translate_best(texts[:8])
+        for round_ in range(args.rounds):
+            for setting, (beam, batch) in settings.items():
+                search = bundle.search.model_copy(update={"beam_size": beam, "n_best": 1})
+                order = contenders if round_ % 2 == 0 else contenders[::-1]
+                for contender in order:
+                    _run(contender, setting, texts, search, batch)
+                    print(
+                        f"  round {round_ + 1}, {setting}: {contender.name} "
+                        f"{contender.seconds[setting][-1]:.2f} s",
+                        flush=True,
+                    )
+
+    tokenizer = bundle.tgt_tokenizer
+    reference = contenders[3]  # CTranslate2 fp32 (Transformers only)
+    rates: dict[tuple[str, str], float] = {}
+    bleus: dict[tuple[str, str], float] = {}
+    for setting in settings:
+        for contender in contenders:
+            rates[contender.name, setting] = len(texts) / harness.median(contender.seconds[setting])
+            bleus[contender.name, setting] = bleu_only(contender.outputs[setting], references)[0]
+        rows = []
+        for contender in contenders:
+            seconds = harness.median(contender.seconds[setting])
+            outputs = contender.outputs[setting]
+            tokens = sum(len(ids) + 1 for ids in tokenizer.encode(outputs))  # + EOS
+            same = sum(a == b for a, b in zip(outputs, contenders[0].outputs[setting], strict=True))
+            rows.append(
+                [
+                    contender.name,
+                    f"{len(texts) / seconds:.1f}",
+                    f"{tokens / seconds:.0f}",
+                    *(
+                        [f"{rates[contender.name, setting] / rates[reference.name, setting]:.2f}x"]
+                        if transformer
+                        else []
+                    ),
+                    f"{rates[contender.name, setting] / rates[contenders[0].name, setting]:.2f}x",
+                    f"{contender.stored_mb:.1f}",
+                    f"{contender.peak_mb[setting]:.0f}",
+                    f"{bleus[contender.name, setting]:.2f}",
+                    f"{same}/{len(texts)}",
+                ]
+            )
+        print(f"\n{setting}:")
+        harness.print_table(
+            [
+                "contender",
+                "sent/s",
+                "tgt tok/s",
+                *([f"vs {reference.name}"] if transformer else []),
+                "vs PyTorch",
+                "stored MB",
+                "peak MB",
+                "BLEU",
+                "= PyTorch",
+            ],
+            rows,
+        )
+
+    print()
+    passed = []
+
+    def judge(description: str, ok: bool) -> None:
+        passed.append(ok)
+        harness.verdict(description, ok)
+
+    onnx, torch_rate = rates["ONNX Runtime fp32", MAIN], rates["PyTorch eager", MAIN]
+    if transformer:
+        ct2 = rates["CTranslate2 fp32", MAIN]
+        judge(
+            f"{MAIN}: ONNX Runtime fp32 >= {CT2_RATIO}x CTranslate2 fp32 ({onnx / ct2:.2f}x)",
+            onnx >= CT2_RATIO * ct2,
+        )
+    judge(
+        f"{MAIN}: ONNX Runtime fp32 >= {TORCH_RATIO:g}x PyTorch eager ({onnx / torch_rate:.2f}x; "
+        f"int8 {rates['ONNX Runtime int8', MAIN] / torch_rate:.2f}x)",
+        onnx >= TORCH_RATIO * torch_rate,
+    )
+    for engine in ("ONNX Runtime", "CTranslate2") if transformer else ("ONNX Runtime",):
+        fast, full = rates[f"{engine} int8", MAIN], rates[f"{engine} fp32", MAIN]
+        delta = bleus[f"{engine} int8", MAIN] - bleus[f"{engine} fp32", MAIN]
+        judge(
+            f"{MAIN}: {engine} int8 within {INT8_BLEU} BLEU of fp32 ({delta:+.2f}) and faster "
+            f"({fast / full:.2f}x)",
+            abs(delta) <= INT8_BLEU and fast > full,
+        )
+    harness.verdict("every target above", all(passed))
+
+
+if __name__ == "__main__":
+    main()
