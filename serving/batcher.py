@@ -6,10 +6,12 @@ or `max_wait_s` has passed since the oldest one arrived), runs the decode in a t
 loop keeps serving (health checks, cache hits), and hands each request its own results. Requests
 with different decoding options share the gathering but are decoded as separate groups.
 
-While a batch decodes, the next one queues up. Under load, the clients whose answers just went out
-send their next sentences over the following milliseconds, so the gathering waits a little longer
-when decodes are long: up to a tenth of the last decode's time (at most `max_linger_s`), never less
-than `max_wait_s`. A near-idle service waits `max_wait_s`; a loaded one fills its batches.
+While a batch decodes, the next one queues up. Under load (requests were waiting when the last
+decode finished), the clients whose answers just went out send their next sentences over the
+following milliseconds, so the next gathering lingers for them: a tenth of the last decode's time,
+at most `max_linger_s`, at least `max_wait_s`. Without that, batches alternate between the
+requests that queued during a decode and those that come back after it, each half as big. A
+near-idle service waits `max_wait_s` from the first request's arrival.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class MicroBatcher:
         self.max_wait_s = max_wait_s
         self.max_linger_s = max_linger_s
         self._last_decode_s = 0.0
+        self._busy = False  # requests were queued when the last decode finished
         self._on_batch = on_batch or (lambda sentences, seconds: None)
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -89,8 +92,12 @@ class MicroBatcher:
         """The oldest job plus whatever else arrives in time and fits."""
         jobs = [await self._queue.get()]
         sentences, tokens = len(jobs[0].sentences), jobs[0].tokens
-        wait = max(self.max_wait_s, min(self.max_linger_s, self._last_decode_s / 10))
-        deadline = jobs[0].arrived + wait
+        if self._busy:
+            deadline = time.monotonic() + max(
+                self.max_wait_s, min(self.max_linger_s, self._last_decode_s / 10)
+            )
+        else:
+            deadline = jobs[0].arrived + self.max_wait_s
         while sentences < self.max_sentences and tokens < self.max_tokens:
             if self._queue.empty():
                 remaining = deadline - time.monotonic()
@@ -139,6 +146,7 @@ class MicroBatcher:
             started = time.perf_counter()
             results = await loop.run_in_executor(self._executor, self._decode, jobs)
             self._last_decode_s = time.perf_counter() - started
+            self._busy = not self._queue.empty()
             self._on_batch(sum(len(job.sentences) for job in jobs), self._last_decode_s)
             for job, result in zip(jobs, results, strict=True):
                 if job.future.done():
