@@ -328,6 +328,12 @@ def cmd_serve(args) -> None:
         name = "NMT_" + "_".join(str(part) for part in first["loc"][:1]).upper()
         raise NmtError(f"{name}: {first['msg']}") from None
     bundle_folders(settings.models_dir)  # a missing or empty models folder fails here, in one line
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        import tempfile
+
+        # every worker writes its metrics there and /metrics adds them up (prometheus_client's
+        # multiprocess mode): without it each scrape would see one random worker's counts
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="nmt-metrics-")
     import uvicorn
 
     uvicorn.run(

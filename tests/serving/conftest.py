@@ -102,12 +102,13 @@ class Server:
         return httpx.Client(base_url=self.url, timeout=60, **kwargs)
 
 
-def start_server(models: Path, folder: Path, **settings: str) -> Server:
+def start_server(models: Path, folder: Path, workers: int = 1, **settings: str) -> Server:
     """`nmt serve` in a subprocess with NMT_* settings; returns once /ready answers 200."""
     port = free_port()
     log = folder / f"serve-{port}.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1", **{f"NMT_{k.upper()}": v for k, v in settings.items()}}
     command = [sys.executable, "-m", "nmt", "serve", "--models", str(models), "--port", str(port)]
+    command += ["--workers", str(workers)]
     with log.open("w") as handle:
         process = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -138,8 +139,8 @@ def serve(models_dir: Path, tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start servers with the given settings; all are stopped after the test."""
     servers: list[Server] = []
 
-    def start(**settings: str) -> Server:
-        servers.append(start_server(models_dir, tmp_path, **settings))
+    def start(workers: int = 1, **settings: str) -> Server:
+        servers.append(start_server(models_dir, tmp_path, workers, **settings))
         return servers[-1]
 
     yield start

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
+
 from tests.serving.test_api import _metric
 
 
@@ -52,3 +54,14 @@ def test_killing_redis_during_requests_fails_none_of_them(serve, redis_server):
         ask(client, texts[0])
         again = ask(client, texts[0]).json()["translations"][0]
         assert again["cached"] is True
+
+
+def test_workers_share_the_redis_cache_and_add_up_their_metrics(serve, redis_server):
+    server = serve(workers=2, redis_url=redis_server.url)
+    body = {"text": "A woman walks her dog in the park.", "source": "en", "target": "de"}
+    # a new connection per request, so that both workers get some
+    replies = [httpx.post(server.url + "/v1/translate", json=body, timeout=60) for _ in range(12)]
+    assert all(r.status_code == 200 for r in replies)
+    assert [r.json()["translations"][0]["cached"] for r in replies][1:] == [True] * 11
+    metrics = httpx.get(server.url + "/metrics").text
+    assert _metric(metrics, 'nmt_requests_total{endpoint="/v1/translate",status="200"}') == 12
