@@ -179,7 +179,7 @@ def main() -> None:
                     )
 
     tokenizer = bundle.tgt_tokenizer
-    reference = contenders[3]  # CTranslate2 fp32 (Transformers only)
+    reference = contenders[3] if transformer else contenders[0]  # CTranslate2 fp32 (Transformers)
     rates: dict[tuple[str, str], float] = {}
     bleus: dict[tuple[str, str], float] = {}
     for setting in settings:

@@ -120,3 +120,15 @@ def test_missing_or_foreign_export_is_refused(trained_bundles, exported, tmp_pat
     meta_file.write_text(json.dumps(json.loads(meta_file.read_text()) | {"version": "0123456789abcdef"}))
     with pytest.raises(BundleError, match="exported from bundle version 0123456789abcdef.*again"):
         CTranslate2Model.from_bundle(load_bundle(bundle))
+
+
+def test_the_shipped_export_is_of_the_shipped_bundle(multi30k):
+    from nmt.data import read_lines
+    from tests.test_shipped_models import DEFAULT
+
+    bundle = load_bundle(DEFAULT)
+    texts = read_lines(multi30k / "test_2016_flickr.en.gz")[:16]
+    greedy = bundle.search.model_copy(update={"beam_size": 1})
+    expected = Translator.from_bundle(bundle, batch_size=1).translate_best(texts, greedy)
+    engine = Translator.from_bundle(bundle, backend="ctranslate2", batch_size=1)
+    assert engine.translate_best(texts, greedy) == expected

@@ -342,3 +342,15 @@ def test_missing_or_incomplete_export_is_one_line(trained_bundles, exported, tmp
     )
     with pytest.raises(BundleError, match="encoder.onnx: ONNX Runtime cannot load it"):
         OnnxModel.from_bundle(load_bundle(incomplete))
+
+
+def test_the_shipped_export_is_of_the_shipped_bundle_and_translates_as_pytorch(multi30k):
+    """models/transformer-en-de/onnx/ is committed beside its bundle (the service loads it): it must
+    be of the bundle's version and give PyTorch's translations."""
+    from nmt.data import read_lines
+    from tests.test_shipped_models import DEFAULT
+
+    bundle = load_bundle(DEFAULT)
+    texts = read_lines(multi30k / "test_2016_flickr.en.gz")[:24]
+    expected = Translator.from_bundle(bundle).translate_best(texts)
+    assert Translator.from_bundle(bundle, backend="onnx").translate_best(texts) == expected
