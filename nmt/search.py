@@ -17,7 +17,9 @@ Conventions: a finished hypothesis stays finished: its only continuation is EOS 
 its score and length no longer change. Candidates are ranked by their length-normalised score
 (GNMT: log p / ((5 + |y|) / 6) ** alpha, |y| counting the EOS), which for unfinished
 hypotheses of one step is the same order as their log-probability. A sentence is done when all
-of its beams have finished; the search stops when every sentence is done.
+of its beams have finished, or earlier, as soon as its n best finished hypotheses can no longer
+be overtaken (`BeamBatch._decided`: the same result, fewer steps); the search stops when every
+sentence is done. The first step runs once per sentence, its result repeated for the beams.
 
 Letters: B sentences, K beams, R = B * K rows, V vocabulary, t tokens so far.
 """
