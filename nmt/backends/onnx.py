@@ -4,11 +4,12 @@ An export (written by `nmt.export.onnx`) is a folder, BUNDLE/onnx/:
 
     encoder.onnx   src (B, S) int64, src_lengths (B,) int64 -> "memory.KEY"..., "state.KEY"...
     decoder.onnx   prev_tokens (R,) int64, beam_indices (R,) int64, k () int64,
-                   "memory.KEY"... (R rows), "state.KEY"... (the previous step's rows)
+                   "memory.KEY"... (R rows; the Transformer's: one row per sentence, shared
+                   by its R / B consecutive rows), "state.KEY"... (the previous step's rows)
                    -> log_probs (R, V) float32, top_log_probs (R, k), top_tokens (R, k),
                       eos_log_probs (R,), "new_state.KEY"... (R rows)
     export.json    format, the bundle's version, each graph's input and output names in order,
-                   opset, quantization, the export-time check
+                   opset, quantization, memory_per_sentence, the export-time check
 
 KEY are the model's own memory and state keys (see `nmt.models`). Graph inputs a model does not
 use (the no-attention LSTM never reads "memory.src_mask") are dropped by the exporter, so only the
@@ -19,11 +20,12 @@ What crosses between Python and ONNX Runtime at each decoding step, and what doe
   device), bound to the next run as they are (I/O binding): no copy through numpy or the host;
 - the beam search's reordering of the state is not applied by the search: `select_state` only
   records the rows, and the decoder graph gathers them (its `beam_indices` input) before using
-  the state, so the growing key/value caches are copied once per step, inside ONNX Runtime;
+  the state, so the growing key/value caches are reordered inside ONNX Runtime, never in Python;
 - with `decode_top_k` the graph also ranks each row's continuations, and only (R, k) candidates
   and the EOS log-probabilities come back, not the (R, V) log-probabilities;
 - memory (cross-attention keys and values, computed once by the encoder graph) is only re-selected
-  when finished sentences leave the batch, by a one-node Gather graph on the same device.
+  when finished sentences leave the batch, by a one-node Gather graph on the same device; the
+  Transformer's is never copied per beam (see `OrtTensors`, `select_memory`).
 On a GPU (CUDAExecutionProvider, with onnxruntime-gpu) the state stays on the device; the small
 per-step outputs are bound to host memory, where the search reads them.
 
