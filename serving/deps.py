@@ -6,12 +6,15 @@ microseconds each, a visible share of a cache hit's time.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
+from pydantic import BaseModel, ValidationError
 
-from serving.errors import ApiError
+from serving.errors import ApiError, validation_error
 from serving.services import Services
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 async def get_services(request: Request) -> Services:
@@ -39,3 +42,11 @@ async def json_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 AuthorizedServices = Annotated[Services, Depends(authorized_services)]
 JsonServices = Annotated[Services, Depends(json_services)]
+
+
+def parse_json(model: type[Model], raw: bytes) -> Model:
+    """The body as `model`, or the error naming the field (malformed JSON: 400, invalid: 422)."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as error:
+        raise validation_error(error.errors()) from None

@@ -7,6 +7,7 @@ ones answer `{"error": "message"}`, the shape its clients read.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -60,9 +61,10 @@ def _field(location: tuple[Any, ...]) -> str:
     return ".".join(_location(location)) or "body"
 
 
-def validation_error(error: RequestValidationError) -> ApiError:
+def validation_error(errors: Sequence[Any]) -> ApiError:
+    """The ApiError for pydantic's (or FastAPI's) list of validation errors."""
     # of a union's failed branches, the one that got deepest into the value says most
-    first = max(error.errors(), key=lambda e: len(_location(tuple(e.get("loc", ())))))
+    first = max(errors, key=lambda e: len(_location(tuple(e.get("loc", ())))))
     if first.get("type") == "json_invalid":
         return ApiError(400, "body", f"malformed JSON ({first.get('ctx', {}).get('error', 'invalid')})")
     field = _field(tuple(first.get("loc", ())))
@@ -79,7 +81,7 @@ def install(app: FastAPI) -> None:
 
     async def on_validation(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)
-        return error_response(request, validation_error(error))
+        return error_response(request, validation_error(error.errors()))
 
     async def on_http(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)

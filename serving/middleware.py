@@ -59,6 +59,7 @@ class RequestMetrics:
         self.app = app
         self.metrics = metrics
         self.endpoints = endpoints
+        self._children: dict[tuple[str, int], tuple] = {}  # labels() takes a lock: look each pair up once
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,5 +77,13 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, recording_send)
         finally:
-            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
-            self.metrics.requests.labels(endpoint, str(status["code"])).inc()
+            key = (endpoint, status["code"])
+            children = self._children.get(key)
+            if children is None:
+                children = (
+                    self.metrics.latency.labels(endpoint),
+                    self.metrics.requests.labels(endpoint, str(key[1])),
+                )
+                self._children[key] = children
+            children[0].observe(time.perf_counter() - started)
+            children[1].inc()

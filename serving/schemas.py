@@ -25,7 +25,7 @@ class TranslateRequest(BaseModel):
 
 class Alternative(BaseModel):
     text: str
-    score: float
+    score: float | None
 
 
 class TranslationOut(BaseModel):
@@ -35,7 +35,9 @@ class TranslationOut(BaseModel):
     variant: str
     version: str
     cached: bool = Field(description="every sentence of the text came from the cache")
-    score: float = Field(description="length-normalised log-probability (mean over the text's sentences)")
+    score: float | None = Field(
+        description="length-normalised log-probability (mean over the text's sentences); null if empty"
+    )
     alternatives: list[Alternative] | None = None
 
 

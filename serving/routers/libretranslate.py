@@ -12,11 +12,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from serving.deps import ServicesDep
 from serving.errors import ApiError
-from serving.routers.translate import route, run_translation
+from serving.routers.translate import route, run_translation, variant_headers
 from serving.translation import check_texts, search_options
 
 router = APIRouter(tags=["LibreTranslate compatible"])
@@ -68,7 +69,7 @@ def _string(fields: dict[str, Any], name: str) -> str:
 
 
 @router.post("/translate", summary="LibreTranslate: translate q from source to target")
-async def translate(request: Request, response: Response, services: ServicesDep) -> dict[str, Any]:
+async def translate(request: Request, services: ServicesDep) -> JSONResponse:
     fields = await _fields(request)
     api_key = fields.get("api_key")
     services.access.check(request.headers.get("authorization"), api_key if isinstance(api_key, str) else None)
@@ -98,7 +99,7 @@ async def translate(request: Request, response: Response, services: ServicesDep)
     n_best = alternatives + 1
     beam = max(entry.bundle.search.beam_size, n_best)
     search = search_options(entry, services.settings, beam_size=beam, n_best=n_best)
-    results, _ = await run_translation(services, entry, texts, search, response)
+    results, _ = await run_translation(services, entry, texts, search)
     body: dict[str, Any]
     if isinstance(q, str):
         body = {"translatedText": results[0].text}
@@ -110,7 +111,7 @@ async def translate(request: Request, response: Response, services: ServicesDep)
             body["alternatives"] = [[text for text, _ in r.alternatives[1:]] for r in results]
     if detected:
         body["detectedLanguage"] = {"language": detected, "confidence": 100.0}
-    return body
+    return JSONResponse(body, headers=variant_headers(entry))
 
 
 @router.get("/languages", summary="LibreTranslate: the languages served and their targets")
