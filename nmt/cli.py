@@ -4,7 +4,7 @@
     nmt average (--checkpoints CKPT ... | --run DIR --last N) --out BUNDLE
     nmt translate --model BUNDLE [--beam-size 5] [--batch-size N] [--device cpu|cuda]   (stdin -> stdout)
     nmt evaluate --model BUNDLE --src FILE --ref FILE [--json]
-        both take [--backend torch|onnx]; onnx runs the export that `nmt export` made
+        both take [--backend torch|onnx|ctranslate2]; the last two run the export `nmt export` made
     nmt export --model BUNDLE --format onnx [--quantize int8]                       (-> BUNDLE/onnx/)
     nmt export --model BUNDLE --format ctranslate2 [--quantize int8]         (Transformer -> BUNDLE/ct2/)
     nmt compare --models BUNDLE... --src FILE --ref FILE [--baseline NAME] [--out DIR]
@@ -201,9 +201,10 @@ def _add_decoding(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument(
         "--backend",
-        choices=["torch", "onnx"],
+        choices=["torch", "onnx", "ctranslate2"],
         default="torch",
-        help="run the model with PyTorch, or with ONNX Runtime on its export (made by nmt export)",
+        help="run the model with PyTorch, or on its export (made by nmt export): ONNX Runtime, or "
+        "CTranslate2 (Transformers only)",
     )
 
 

@@ -30,3 +30,13 @@ def test_every_shipped_bundle_translates():
         text = "A man in a blue shirt is standing on a ladder.\nTwo dogs play in the snow.\n"
         lines = run_nmt("translate", "--model", str(path), stdin=text).stdout.splitlines()
         assert len(lines) == 2 and all(lines), lines
+
+
+def test_the_shipped_exports_agree_with_pytorch():
+    """The committed ONNX and CTranslate2 exports are current and translate as PyTorch does."""
+    text = "A man in a blue shirt is standing on a ladder.\nTwo dogs play in the snow.\n"
+    expected = run_nmt("translate", "--model", str(DEFAULT), stdin=text).stdout
+    for backend in ("onnx", "ctranslate2"):
+        assert (
+            run_nmt("translate", "--model", str(DEFAULT), "--backend", backend, stdin=text).stdout == expected
+        )
