@@ -113,6 +113,21 @@ def run_nmt(
     return result
 
 
+def run_benchmark(script: str, *args: str, timeout: float = 300) -> str:
+    """Run benchmarks/SCRIPT from the repository root; its output, checked to end in a verdict."""
+    result = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("target: ") and last.endswith(("-> PASS", "-> FAIL")), result.stdout
+    return result.stdout
+
+
 @pytest.fixture(scope="session")
 def trained_bundles(tiny_corpus: Path, tmp_path_factory) -> dict[str, Path]:
     """One bundle per architecture, each trained a few steps through `nmt train`."""
