@@ -9,6 +9,7 @@ redis-py reconnects by itself on the next command once the server is back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -60,6 +61,10 @@ class RedisLink:
                 )
             self._down_until = time.monotonic() + self.retry_s
             self.on_error(operation)
+            # drop the pooled connections: after a restart of the server they are dead, and the
+            # first command on each would fail again and bench Redis once more
+            with contextlib.suppress(Exception):
+                await self.client.connection_pool.disconnect()
             return fallback
 
     async def ping(self) -> bool:
