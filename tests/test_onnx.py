@@ -167,14 +167,20 @@ def test_every_model_variant_exports_exactly(variant, tmp_path):
     assert _max_step_difference(model, OnnxModel(tmp_path), batch.src, batch.src_lengths, steps=5) < 1e-4
 
 
+def _search_both(bundle_path, sentences, **options):
+    """(PyTorch's n-best lists, ONNX Runtime's) for `sentences` with the bundle's search options
+    changed by `options`."""
+    bundle = load_bundle(bundle_path)
+    src, src_lengths = collate_source(bundle.src_tokenizer.encode(sentences))
+    search = bundle.search.model_copy(update=options)
+    cap = getattr(bundle.model_config, "max_positions", None)
+    expected = beam_search(bundle.load_model(), src, src_lengths, search, cap)
+    return expected, beam_search(OnnxModel.from_bundle(bundle), src, src_lengths, search, cap)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_beam_search_is_token_identical(arch, exported, sentences):
-    bundle = load_bundle(exported[arch])
-    src, src_lengths = collate_source(bundle.src_tokenizer.encode(sentences))
-    options = bundle.search.model_copy(update={"beam_size": 3, "n_best": 3})
-    cap = getattr(bundle.model_config, "max_positions", None)
-    expected = beam_search(bundle.load_model(), src, src_lengths, options, cap)
-    got = beam_search(OnnxModel.from_bundle(bundle), src, src_lengths, options, cap)
+    expected, got = _search_both(exported[arch], sentences, beam_size=3, n_best=3)
     assert [[h.tokens for h in nbest] for nbest in got] == [[h.tokens for h in nbest] for nbest in expected]
     for nbest, expected_nbest in zip(got, expected, strict=True):
         for h, e in zip(nbest, expected_nbest, strict=True):
@@ -227,12 +233,7 @@ def test_the_graph_reorders_beams_and_ranks_the_top_k_as_the_search_would(arch, 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_n_gram_blocking_decodes_full_log_probs_identically(arch, exported, sentences):
-    bundle = load_bundle(exported[arch])
-    src, src_lengths = collate_source(bundle.src_tokenizer.encode(sentences))
-    options = bundle.search.model_copy(update={"beam_size": 3, "no_repeat_ngram": 2})
-    cap = getattr(bundle.model_config, "max_positions", None)
-    expected = beam_search(bundle.load_model(), src, src_lengths, options, cap)
-    got = beam_search(OnnxModel.from_bundle(bundle), src, src_lengths, options, cap)
+    expected, got = _search_both(exported[arch], sentences, beam_size=3, no_repeat_ngram=2)
     assert [[h.tokens for h in nbest] for nbest in got] == [[h.tokens for h in nbest] for nbest in expected]
 
 
