@@ -80,25 +80,28 @@ async def translate_texts(
     src, tgt = entry.bundle.src_lang, entry.bundle.tgt_lang
     options = search.model_dump_json()
     split = [split_sentences(text) for text in texts]
-    sentences = [normalise(s) for pieces, _ in split for s in pieces]
-    keys = [cache_key(entry.version, src, tgt, s, options) for s in sentences]
+    keys = [cache_key(entry.version, src, tgt, s, options) for pieces, _ in split for s in pieces]
+    sentences = [s for pieces, _ in split for s in pieces]
 
     found: dict[str, list[tuple[str, float]]] = {}
     for key, raw in zip(keys, await cache.get_many(keys), strict=True):
         if raw is not None:
             found[key] = [(text, score) for text, score in json.loads(raw)]
     hit = [key in found for key in keys]
-    misses = list(dict.fromkeys(s for s, k in zip(sentences, keys, strict=True) if k not in found))
+    misses: dict[str, str] = {}  # key -> sentence, once per key
+    for key, sentence in zip(keys, sentences, strict=True):
+        if key not in found and key not in misses:
+            misses[key] = normalise(sentence)
     counters = metrics.variant(entry.name, variant)
     counters.cache_hits.inc(sum(hit))
     if not all(hit):
         counters.cache_misses.inc(len(hit) - sum(hit))
 
     if misses:
-        decoded = await entry.batcher.translate(misses, search)
+        decoded = await entry.batcher.translate(list(misses.values()), search)
         fresh = {
-            cache_key(entry.version, src, tgt, s, options): [(t.text, round(t.score, 6)) for t in nbest]
-            for s, nbest in zip(misses, decoded, strict=True)
+            key: [(t.text, round(t.score, 6)) for t in nbest]
+            for key, nbest in zip(misses, decoded, strict=True)
         }
         found.update(fresh)
         await cache.set_many({key: json.dumps(value, ensure_ascii=False) for key, value in fresh.items()})

@@ -55,7 +55,7 @@ async def run_translation(
 
 
 # The body is parsed here rather than declared as a parameter: FastAPI's parameter and dependency
-# machinery took over half of a cache hit's time (measured in-process: 173 -> see serve_load).
+# machinery took a large share of a cache hit's time (in-process, 173 -> 137 us a hit).
 # OpenAPI still documents it, from the same model.
 _TRANSLATE_BODY = {
     "requestBody": {
