@@ -7,8 +7,11 @@ per sentence in `encode` (`project_keys`) and reused at every decoder step (`for
 - `DotAttention` (Luong et al. 2015, "dot"): score(q, k) = q^T k
 - `GeneralAttention` (Luong et al. 2015, "general"): score(q, k) = q^T W k
 
+Queries come T at a time, (B, T, Q): one per decoder step. The step-by-step decoder passes T = 1;
+a decoder without input feeding runs its LSTM over the whole target first and attends for all T
+steps in one call, which is what makes it fast to train.
 Masks are boolean, True = real source token; padded positions get exactly zero weight.
-Letters: B batch, S source length, Q query size, K encoder output size, A attention size.
+Letters: B batch, T queries, S source length, Q query size, K encoder output size, A attention size.
 """
 
 from __future__ import annotations
@@ -32,15 +35,15 @@ class Attention(nn.Module):
         raise NotImplementedError
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
-        """Query (B, Q) and projected keys (B, S, *) -> unnormalised scores (B, S)."""
+        """Queries (B, T, Q) and projected keys (B, S, *) -> unnormalised scores (B, T, S)."""
         raise NotImplementedError
 
     def forward(self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Query (B, Q), keys (B, S, *), values (B, S, K), mask (B, S) -> context (B, K), weights (B, S)."""
-        scores = self.score(query, keys).masked_fill(~mask, float("-inf"))
-        weights = scores.softmax(dim=-1)  # (B, S), exactly 0 where mask is False
-        context = torch.bmm(weights.unsqueeze(1), values).squeeze(1)  # (B, K)
-        return context, weights
+        """Queries (B, T, Q), keys (B, S, *), values (B, S, K), mask (B, S)
+        -> context (B, T, K), weights (B, T, S)."""
+        scores = self.score(query, keys).masked_fill(~mask.unsqueeze(1), float("-inf"))
+        weights = scores.softmax(dim=-1)  # (B, T, S), exactly 0 where mask is False
+        return torch.bmm(weights, values), weights
 
 
 class AdditiveAttention(Attention):
@@ -56,8 +59,8 @@ class AdditiveAttention(Attention):
         return self.key_proj(encoder_outputs)  # (B, S, A)
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
-        hidden = torch.tanh(keys + self.query_proj(query).unsqueeze(1))  # (B, S, A)
-        return self.v(hidden).squeeze(-1)  # (B, S)
+        hidden = torch.tanh(keys.unsqueeze(1) + self.query_proj(query).unsqueeze(2))  # (B, T, S, A)
+        return self.v(hidden).squeeze(-1)  # (B, T, S)
 
 
 class DotAttention(Attention):
@@ -73,7 +76,7 @@ class DotAttention(Attention):
         return self.key_proj(encoder_outputs)  # (B, S, Q)
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
-        return torch.bmm(keys, query.unsqueeze(2)).squeeze(2)  # (B, S)
+        return torch.bmm(query, keys.transpose(1, 2))  # (B, T, S)
 
 
 class GeneralAttention(DotAttention):

@@ -222,26 +222,37 @@ class AttentionLSTMSeq2Seq(nn.Module):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """One decoder step: embedded (B, E) -> attentional vector a_t (B, H) and the new state."""
         x = torch.cat([embedded, state["feed"]], dim=-1) if self.input_feeding else embedded
-        outputs, h, c = _lstm_step(self.decoder, x.unsqueeze(1), state)
-        query = outputs[:, 0]  # (B, H)
-        context, _ = self.attention(query, memory["keys"], memory["encoder_outputs"], memory["src_mask"])
-        attentional = torch.tanh(self.combine(torch.cat([context, query], dim=-1)))  # (B, H)
-        new_state = {"h": h, "c": c}
+        attentional, new_state = self._steps(x.unsqueeze(1), memory, state)
+        attentional = attentional[:, 0]  # (B, H)
         if self.input_feeding:
             new_state["feed"] = attentional
         return attentional, new_state
 
+    def _steps(
+        self, x: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Decoder inputs x (B, T, *) -> attentional vectors (B, T, H) and the LSTM state after step T."""
+        queries, h, c = _lstm_step(self.decoder, x, state)  # (B, T, H)
+        context, _ = self.attention(queries, memory["keys"], memory["encoder_outputs"], memory["src_mask"])
+        attentional = torch.tanh(self.combine(torch.cat([context, queries], dim=-1)))  # (B, T, H)
+        return attentional, {"h": h, "c": c}
+
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing: src (B, S), src_lengths (B,), tgt_in (B, T) -> logits (B, T, V).
 
-        Input feeding makes each step depend on the last, so the decoder loops over T."""
+        Input feeding makes each step depend on the last, so the decoder loops over T; without it,
+        the LSTM and the attention each run once over all T steps."""
         memory, state = self.encode(src, src_lengths)
         embedded = self.dropout(self.tgt_embed(tgt_in))  # (B, T, E)
-        attentional = []
-        for t in range(tgt_in.size(1)):
-            a_t, state = self._step(embedded[:, t], memory, state)
-            attentional.append(a_t)
-        return self.output(self.dropout(torch.stack(attentional, dim=1)))  # (B, T, V)
+        if self.input_feeding:
+            steps = []
+            for t in range(tgt_in.size(1)):
+                a_t, state = self._step(embedded[:, t], memory, state)
+                steps.append(a_t)
+            attentional = torch.stack(steps, dim=1)
+        else:
+            attentional, _ = self._steps(embedded, memory, state)
+        return self.output(self.dropout(attentional))  # (B, T, V)
 
     def decode_step(
         self, prev_tokens: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
