@@ -37,9 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.threads:
-            torch.set_num_threads(settings.threads)
-        executor = ThreadPoolExecutor(1, thread_name_prefix="nmt-decode")  # decodes take every core in turn
+        torch.set_num_threads(settings.decode_threads)  # ONNX Runtime's sessions take the same count
+        executor = ThreadPoolExecutor(settings.slots, thread_name_prefix="nmt-decode")
         registry = await asyncio.get_running_loop().run_in_executor(
             executor, Registry.load, settings, executor, lambda model: _batch_observer(metrics, model)
         )

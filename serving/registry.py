@@ -167,6 +167,7 @@ class Registry:
                 max_tokens=settings.batch_max_tokens,
                 max_wait_s=settings.batch_max_wait_ms / 1000,
                 on_batch=batch_observer(bundle.name) if batch_observer else None,
+                slots=settings.slots,
             )
             entries.append(ModelEntry(bundle, translator, batcher, settings.backend))
             log.info("loaded %s (%s, %s) from %s", bundle.name, bundle.version, settings.backend, folder)

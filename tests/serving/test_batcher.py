@@ -93,3 +93,29 @@ def test_while_a_batch_decodes_the_next_one_fills(wait):
 
     asyncio.run(scenario())
     assert [len(sentences) for sentences, _ in recorder.calls] == [1, 6]
+
+
+def test_two_slots_decode_two_batches_at_once():
+    """With slots=2, a batch that arrives while another decodes starts at once, in the second slot."""
+    recorder = Recorder(delay=0.2)
+    spans: list[tuple[float, float]] = []
+
+    def timed(sentences, search):
+        started = time.monotonic()
+        result = recorder(sentences, search)
+        spans.append((started, time.monotonic()))
+        return result
+
+    async def scenario():
+        batcher = MicroBatcher(timed, ThreadPoolExecutor(2), count_tokens=len, max_wait_s=0.0, slots=2)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.translate(["first"], BEAM5))
+        await asyncio.sleep(0.05)  # the first decode is running in slot one
+        second = await batcher.translate(["second"], BEAM5)
+        await first
+        await batcher.stop()
+        return second
+
+    assert asyncio.run(scenario())[0][0].text == "SECOND"
+    (start_a, end_a), (start_b, _) = sorted(spans)
+    assert start_b < end_a, "the second batch waited for the first"
