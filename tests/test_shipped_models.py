@@ -3,6 +3,7 @@ hash checks out), the folder stays small, and each one translates through the CL
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 
 from nmt.bundle import load_bundle
@@ -39,6 +40,19 @@ def test_every_shipped_bundle_translates():
         text = "A man in a blue shirt is standing on a ladder.\nTwo dogs play in the snow.\n"
         lines = run_nmt("translate", "--model", str(path), stdin=text).stdout.splitlines()
         assert len(lines) == 2 and all(lines), lines
+
+
+def test_every_shipped_lstm_exports_to_onnx_and_agrees_with_pytorch(tmp_path):
+    """The LSTM bundles ship without exports (see .gitignore): exported here, into a copy, their
+    ONNX Runtime translations are PyTorch's."""
+    lstms = [p.parent for p in MODELS.glob("lstm*/bundle.json")]
+    assert lstms, "no LSTM bundle is shipped"
+    text = "A man in a blue shirt is standing on a ladder.\nTwo dogs play in the snow.\n"
+    for path in lstms:
+        copy = shutil.copytree(path, tmp_path / path.name, ignore=shutil.ignore_patterns("onnx"))
+        run_nmt("export", "--model", str(copy), "--format", "onnx")
+        expected = run_nmt("translate", "--model", str(copy), stdin=text).stdout
+        assert run_nmt("translate", "--model", str(copy), "--backend", "onnx", stdin=text).stdout == expected
 
 
 def test_the_shipped_exports_agree_with_pytorch():
