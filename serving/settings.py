@@ -16,6 +16,11 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
+def _cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NMT_", extra="ignore", frozen=True)
 
@@ -62,12 +67,12 @@ class Settings(BaseSettings):
         side by side serve 1.26x the uncached requests of one two-thread decode."""
         if self.decode_slots:
             return self.decode_slots
-        return 2 if self.device == "cpu" and len(os.sched_getaffinity(0)) >= 2 else 1
+        return 2 if self.device == "cpu" and _cores() >= 2 else 1
 
     @property
     def decode_threads(self) -> int:
         """Intra-op threads of each decode."""
-        return self.threads or max(1, len(os.sched_getaffinity(0)) // self.slots)
+        return self.threads or max(1, _cores() // self.slots)
 
     @field_validator("api_keys", mode="before")
     @classmethod
