@@ -9,10 +9,11 @@ import shutil
 from pathlib import Path
 
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
-from nmt.backends.onnx import DECODER_FILE, ENCODER_FILE, EXPORT_DIR, EXPORT_FILE, OnnxModel
+from nmt.backends.onnx import DECODER_FILE, ENCODER_FILE, EXPORT_DIR, EXPORT_FILE, EXPORT_FORMAT, OnnxModel
 from nmt.bundle import load_bundle, save_bundle
 from nmt.data import collate_source
 from nmt.errors import BundleError
@@ -42,7 +43,7 @@ ENCODER_OUTPUTS = {
         "state.feed",
     ],
 }
-STEP_INPUTS = ["prev_tokens", "beam_indices", "k"]
+STEP_INPUTS = ["prev_tokens", "beam_indices", "k", "want_log_probs"]
 DECODER_INPUTS = {
     "transformer": [*STEP_INPUTS, *ENCODER_OUTPUTS["transformer"]],
     "lstm": [*STEP_INPUTS, "memory.context", "state.h", "state.c"],  # src_mask is never read
@@ -91,7 +92,7 @@ def test_export_is_valid_onnx_and_records_the_bundle(arch, exported):
     folder = bundle.path / EXPORT_DIR
     meta = json.loads((folder / EXPORT_FILE).read_text(encoding="utf-8"))
     assert meta["version"] == bundle.version
-    assert meta["format"] == 2 and meta["opset"] >= 17 and meta["quantization"] is None
+    assert meta["format"] == EXPORT_FORMAT and meta["opset"] >= 17 and meta["quantization"] is None
     assert meta["memory_per_sentence"] == (arch == "transformer")
     assert meta["check"]["max_abs_log_prob_difference"]["float32"] < 1e-4
     for graph, name in (("encoder", ENCODER_FILE), ("decoder", DECODER_FILE)):
@@ -104,8 +105,9 @@ def test_export_is_valid_onnx_and_records_the_bundle(arch, exported):
     assert meta["decoder"]["inputs"] == DECODER_INPUTS[arch]
     assert meta["decoder"]["outputs"] == _decoder_outputs(arch)
     shapes = meta["encoder"]["shapes"] | meta["decoder"]["shapes"]
-    assert shapes["src"] == ["batch", "src_len"] and shapes["log_probs"][0] == "batch"
-    assert shapes["top_tokens"] == ["batch", "k"] and shapes["k"] == []
+    assert shapes["src"] == ["batch", "src_len"] and shapes["eos_log_probs"] == ["batch"]
+    assert shapes["top_tokens"] == ["batch", "k"] and shapes["k"] == [] and shapes["want_log_probs"] == []
+    assert shapes["log_probs"] == ["log_prob_rows", bundle.tgt_tokenizer.vocab_size]  # 0 rows unless wanted
     if arch == "transformer":  # the caches grow by one position per step; the encoder's are empty
         # the state given is the previous step's rows, which beam_indices picks from
         assert shapes["state.self_k0"][0] == "state_batch" and shapes["state.self_k0"][2] == "cache_len"
@@ -167,15 +169,16 @@ def test_every_model_variant_exports_exactly(variant, tmp_path):
     assert _max_step_difference(model, OnnxModel(tmp_path), batch.src, batch.src_lengths, steps=5) < 1e-4
 
 
-def _search_both(bundle_path, sentences, **options):
+def _search_both(bundle_path, sentences, device="cpu", **options):
     """(PyTorch's n-best lists, ONNX Runtime's) for `sentences` with the bundle's search options
-    changed by `options`."""
+    changed by `options`, both on `device`."""
     bundle = load_bundle(bundle_path)
     src, src_lengths = collate_source(bundle.src_tokenizer.encode(sentences))
+    src, src_lengths = src.to(device), src_lengths.to(device)
     search = bundle.search.model_copy(update=options)
     cap = getattr(bundle.model_config, "max_positions", None)
-    expected = beam_search(bundle.load_model(), src, src_lengths, search, cap)
-    return expected, beam_search(OnnxModel.from_bundle(bundle), src, src_lengths, search, cap)
+    expected = beam_search(bundle.load_model(device), src, src_lengths, search, cap)
+    return expected, beam_search(OnnxModel.from_bundle(bundle, device), src, src_lengths, search, cap)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -185,6 +188,23 @@ def test_beam_search_is_token_identical(arch, exported, sentences):
     for nbest, expected_nbest in zip(got, expected, strict=True):
         for h, e in zip(nbest, expected_nbest, strict=True):
             assert h.score == pytest.approx(e.score, abs=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+@pytest.mark.parametrize("arch", ARCHS)
+def test_on_cuda_the_state_stays_on_the_gpu_and_the_search_matches_pytorch(arch, exported, sentences):
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.fail("a CUDA device, but onnxruntime without CUDAExecutionProvider: install onnxruntime-gpu")
+    bundle = load_bundle(exported[arch])
+    model = OnnxModel.from_bundle(bundle, "cuda")
+    src, src_lengths = collate_source(bundle.src_tokenizer.encode(sentences[:3]))
+    memory, state = model.encode(src.cuda(), src_lengths.cuda())
+    for _ in range(2):  # the state a step leaves is bound on the GPU for the next one
+        _, _, _, state = model.decode_top_k(torch.full((src.size(0),), BOS_ID), memory, state, 3)
+        assert {value.device_name().lower() for value in state.ort_values.values()} == {"cuda"}
+    expected, got = _search_both(exported[arch], sentences, "cuda", beam_size=3, n_best=3)
+    assert [[h.tokens for h in nbest] for nbest in got] == [[h.tokens for h in nbest] for nbest in expected]
 
 
 @pytest.mark.parametrize("arch", ARCHS)

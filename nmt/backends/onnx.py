@@ -4,10 +4,12 @@ An export (written by `nmt.export.onnx`) is a folder, BUNDLE/onnx/:
 
     encoder.onnx   src (B, S) int64, src_lengths (B,) int64 -> "memory.KEY"..., "state.KEY"...
     decoder.onnx   prev_tokens (R,) int64, beam_indices (R,) int64, k () int64,
-                   "memory.KEY"... (R rows; the Transformer's: one row per sentence, shared
-                   by its R / B consecutive rows), "state.KEY"... (the previous step's rows)
-                   -> log_probs (R, V) float32, top_log_probs (R, k), top_tokens (R, k),
-                      eos_log_probs (R,), "new_state.KEY"... (R rows)
+                   want_log_probs () bool, "memory.KEY"... (R rows; the Transformer's: one row
+                   per sentence, shared by its R / B consecutive rows), "state.KEY"... (the
+                   previous step's rows)
+                   -> log_probs (R, V) float32 (only when want_log_probs, else (0, V)),
+                      top_log_probs (R, k), top_tokens (R, k), eos_log_probs (R,),
+                      "new_state.KEY"... (R rows)
     export.json    format, the bundle's version, each graph's input and output names in order,
                    opset, quantization, memory_per_sentence, the export-time check
 
@@ -22,7 +24,8 @@ What crosses between Python and ONNX Runtime at each decoding step, and what doe
   records the rows, and the decoder graph gathers them (its `beam_indices` input) before using
   the state, so the growing key/value caches are reordered inside ONNX Runtime, never in Python;
 - with `decode_top_k` the graph also ranks each row's continuations, and only (R, k) candidates
-  and the EOS log-probabilities come back, not the (R, V) log-probabilities;
+  and the EOS log-probabilities come back; the (R, V) log-probabilities are not even computed
+  (see `nmt.export.onnx_head`);
 - memory (cross-attention keys and values, computed once by the encoder graph) is only re-selected
   when finished sentences leave the batch, by a one-node Gather graph on the same device; the
   Transformer's is never copied per beam (see `OrtTensors`, `select_memory`).
@@ -55,9 +58,10 @@ log = logging.getLogger("nmt.backends.onnx")
 
 EXPORT_DIR = "onnx"  # inside the bundle folder
 ENCODER_FILE, DECODER_FILE, EXPORT_FILE = "encoder.onnx", "decoder.onnx", "export.json"
-EXPORT_FORMAT = 2  # 2: the decoder graph reorders the state itself and ranks the top k
+EXPORT_FORMAT = 3  # 2: the decoder graph reorders the state and ranks the top k; 3: its output head
 MEMORY, STATE, NEW_STATE = "memory.", "state.", "new_state."  # graph name prefixes of the seam's dicts
 TOP_K_OUTPUTS = ("top_log_probs", "top_tokens", "eos_log_probs")
+WANT_LOG_PROBS = "want_log_probs"  # the decoder graph's switch for its (R, V) output
 
 OPTIMIZATION_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -123,11 +127,14 @@ def session_options(
     return options
 
 
-def providers_for(device: torch.device) -> list[str]:
-    """CUDA when asked for and this onnxruntime build has it, else the CPU."""
+def providers_for(device: torch.device) -> list[str | tuple[str, dict[str, str]]]:
+    """CUDA when asked for and this onnxruntime build has it, else the CPU. On CUDA, fp32 stays
+    fp32: TF32 matrix products (ONNX Runtime's default on Ampere and later GPUs) are turned off,
+    as PyTorch has them off by default, so both backends compute the same numbers."""
     if device.type == "cuda":
         if "CUDAExecutionProvider" in ort.get_available_providers():
-            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            options = {"device_id": str(device.index or 0), "use_tf32": "0"}
+            return [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
         log.warning("onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu); using the CPU")
     return ["CPUExecutionProvider"]
 
@@ -190,7 +197,7 @@ class OnnxModel:
         self.meta = read_export(self.folder)
         self.device = torch.device(device)
         self.providers = providers_for(self.device)
-        on_gpu = self.providers[0] == "CUDAExecutionProvider"
+        on_gpu = self.providers[0] != "CPUExecutionProvider"
         self._ort_device = ("cuda", self.device.index or 0) if on_gpu else ("cpu", 0)
         options = session_options(threads, optimization, spinning)
         self.encoder = self._session(ENCODER_FILE, options)
@@ -201,7 +208,7 @@ class OnnxModel:
         self._decoder_inputs = {i.name for i in self.decoder.get_inputs()}
         declared = {o.name for o in self.decoder.get_outputs()}
         wanted = {"log_probs", *TOP_K_OUTPUTS, *(NEW_STATE + key for key in self.state_keys)}
-        if not wanted <= declared or not {"beam_indices", "k"} <= self._decoder_inputs:
+        if not wanted <= declared or not {"beam_indices", "k", WANT_LOG_PROBS} <= self._decoder_inputs:
             raise BundleError(
                 f"{self.folder}: the decoder graph's inputs and outputs do not match the encoder's"
             )
@@ -324,12 +331,15 @@ class OnnxModel:
         k: int,
         fetch: dict[str, str],
     ) -> tuple[list[ort.OrtValue], OrtTensors]:
+        """Run the decoder graph: the `fetch` outputs, then the new state. With "log_probs"
+        among `fetch` the graph computes them; without, it only ranks."""
         memory, state = self._values(memory), self._values(state)
         rows = state.rows if state.rows is not None else torch.arange(state.size)
         inputs = {
             "prev_tokens": self._value(prev_tokens),
             "beam_indices": self._value(rows),
             "k": self._value(np.array(min(k, self.vocab_size - 2), dtype=np.int64)),  # see TOP_K_OUTPUTS
+            WANT_LOG_PROBS: self._value(np.array("log_probs" in fetch)),
         }
         inputs.update((MEMORY + key, value) for key, value in memory.ort_values.items())
         inputs.update((STATE + key, value) for key, value in state.ort_values.items())

@@ -65,12 +65,14 @@ from nmt.backends.onnx import (
     NEW_STATE,
     STATE,
     TOP_K_OUTPUTS,
+    WANT_LOG_PROBS,
     OnnxModel,
 )
 from nmt.bundle import Bundle
 from nmt.checkpoint import atomic_folder
 from nmt.data import collate_source
 from nmt.errors import NmtError
+from nmt.export.onnx_head import add_head
 from nmt.models import LSTMSeq2Seq, TransformerSeq2Seq
 from nmt.specials import BOS_ID, EOS_ID, PAD_ID
 
@@ -80,6 +82,9 @@ TOLERANCE = 1e-3  # largest |log p| difference an fp32 export may show on the ch
 TRACE_LENGTHS = [7, 4, 2]  # the batch the graphs are traced with: B = 3, S = 7
 CHECK_LENGTHS = [5, 1]  # the batch they are checked with: B = 2, S = 5, one source EOS alone
 CHECK_STEPS = 4
+CHECK_TOP_K = 5
+FEATURES = "features"  # the traced decoder graph's output, which the head takes
+HEAD_OUTPUTS = ("log_probs", *TOP_K_OUTPUTS)
 
 
 class ExportError(NmtError):
@@ -169,7 +174,8 @@ class _TransformerStep(nn.Module):
     def forward(
         self, prev_tokens: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """prev_tokens (R,) -> log-probabilities (R, V) and the state with one more position."""
+        """prev_tokens (R,) -> the output projection's inputs (R, D) and the state with one more
+        position (`decode_features`)."""
         model, heads, head_dim = self.model, self.heads, self.head_dim
         step = state["self_k0"].shape[2]
         x = model.tgt_embed(prev_tokens) * model.scale + model.positions[step]  # (R, D)
@@ -195,60 +201,81 @@ class _TransformerStep(nn.Module):
             x = self._residual(x, layer.cross_attn.out(context), layer.cross_norm)
 
             x = self._residual(x, layer.ff(self._input(x, layer.ff_norm)), layer.ff_norm)
-        # F.linear with a bias traces to Gemm(transB=1) on the embedding matrix itself, which the
-        # embedding lookup above shares, instead of MatMul on a transposed copy (4 MB more at V=8000, D=128)
-        weight = model.output.weight
-        logits = F.linear(model.decoder_norm(x), weight, weight.new_zeros(weight.size(0)))  # (R, V)
-        return logits.float().log_softmax(dim=-1), new_state
+        return model.decoder_norm(x), new_state
 
 
 class _DecoderGraph(nn.Module):
-    """`decode_step` as a graph, with the beam search's two per-step chores inside it:
+    """`decode_features` as a graph, after the beam search's reordering of the state:
 
-        prev_tokens (R,), beam_indices (R,), k (), memory tensors, state tensors (R' rows)
-        -> log_probs (R, V), top_log_probs (R, k), top_tokens (R, k), eos_log_probs (R,),
-           new state tensors (R rows)
+        prev_tokens (R,), beam_indices (R,), memory tensors, state tensors (R' rows)
+        -> features (R, E), new state tensors (R rows)
 
-    - the state is first reordered: row r continues row beam_indices[r] of the state given, so
-      the state (the Transformer's growing key/value caches) never leaves ONNX Runtime between
-      steps; the search hands over the indices, not the tensors;
-    - each row's k best continuations (PAD and BOS excluded) and its EOS log-probability, all the
-      search needs without n-gram blocking, so the (R, V) log-probabilities need not be fetched.
-      PAD and BOS are dropped from the k + 2 best rather than masked in all V columns first: the
-      same result for a fraction of the cost (k + 2 <= V; the backend keeps k small enough).
+    The state is first reordered: row r continues row beam_indices[r] of the state given, so
+    the state (the Transformer's growing key/value caches) never leaves ONNX Runtime between
+    steps; the search hands over the indices, not the tensors. The output head, which turns the
+    features into what the search reads, is appended to the traced graph (`_attach_head`).
     Memory and state tensors come in the key orders of the encoder graph; the Transformer's
     memory has one row per sentence (see `_TransformerStep`), the LSTMs' one per row."""
 
     def __init__(self, model: Any, memory_keys: list[str], state_keys: list[str]) -> None:
         super().__init__()
         self.model, self.memory_keys, self.state_keys = model, memory_keys, state_keys
-        self.step = _TransformerStep(model) if isinstance(model, TransformerSeq2Seq) else model.decode_step
+        transformer = isinstance(model, TransformerSeq2Seq)
+        self.step = _TransformerStep(model) if transformer else model.decode_features
 
     def input_names(self) -> list[str]:
         return (
-            ["prev_tokens", "beam_indices", "k"]
+            ["prev_tokens", "beam_indices"]
             + [MEMORY + k for k in self.memory_keys]
             + [STATE + k for k in self.state_keys]
         )
 
     def output_names(self) -> list[str]:
-        return ["log_probs", *TOP_K_OUTPUTS] + [NEW_STATE + k for k in self.state_keys]
+        return [FEATURES] + [NEW_STATE + k for k in self.state_keys]
 
-    def forward(
-        self, prev_tokens: Tensor, beam_indices: Tensor, k: Tensor, *tensors: Tensor
-    ) -> tuple[Tensor, ...]:
+    def forward(self, prev_tokens: Tensor, beam_indices: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
         memory = dict(zip(self.memory_keys, tensors[: len(self.memory_keys)], strict=True))
         state = {
             key: value.index_select(0, beam_indices)
             for key, value in zip(self.state_keys, tensors[len(self.memory_keys) :], strict=True)
         }
-        log_probs, new_state = self.step(prev_tokens, memory, state)
-        best, tokens = log_probs.topk(k + 2, dim=1)  # (R, k + 2): the k best once PAD and BOS are out
-        best = best.masked_fill((tokens == PAD_ID) | (tokens == BOS_ID), float("-inf"))
-        top_log_probs, order = best.topk(k, dim=1)  # (R, k)
-        top_tokens = tokens.gather(1, order)
-        eos_log_probs = log_probs[:, EOS_ID]
-        return (log_probs, top_log_probs, top_tokens, eos_log_probs, *(new_state[k] for k in self.state_keys))
+        features, new_state = self.step(prev_tokens, memory, state)
+        return (features, *(new_state[k] for k in self.state_keys))
+
+
+def _attach_head(path: Path, projection: nn.Linear) -> None:
+    """Replace the traced decoder graph's "features" output by the output head (`add_head`):
+    inputs k () int64 and want_log_probs () bool join the graph, and its outputs become
+    log_probs, top_log_probs, top_tokens, eos_log_probs, then the new state."""
+    model = onnx.load(str(path))
+    graph = model.graph
+    outputs = {value.name: value for value in graph.output}
+    features = outputs.pop(FEATURES)
+    rows = features.type.tensor_type.shape.dim[0].dim_param
+    inputs = list(graph.input)
+    del graph.input[:]
+    graph.input.extend(  # after prev_tokens and beam_indices
+        [
+            *inputs[:2],
+            onnx.helper.make_tensor_value_info("k", onnx.TensorProto.INT64, []),
+            onnx.helper.make_tensor_value_info(WANT_LOG_PROBS, onnx.TensorProto.BOOL, []),
+            *inputs[2:],
+        ]
+    )
+    weight = projection.weight.detach().float().numpy()
+    bias = None if projection.bias is None else projection.bias.detach().float().numpy()
+    add_head(graph, FEATURES, "k", WANT_LOG_PROBS, weight, bias, {name: name for name in HEAD_OUTPUTS})
+    make = onnx.helper.make_tensor_value_info
+    head = [
+        make("log_probs", onnx.TensorProto.FLOAT, ["log_prob_rows", weight.shape[0]]),
+        make("top_log_probs", onnx.TensorProto.FLOAT, [rows, "k"]),
+        make("top_tokens", onnx.TensorProto.INT64, [rows, "k"]),
+        make("eos_log_probs", onnx.TensorProto.FLOAT, [rows]),
+    ]
+    del graph.output[:]
+    graph.output.extend([*head, *outputs.values()])
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
 
 
 def _probe(vocab_size: int, lengths: list[int], seed: int) -> tuple[Tensor, Tensor]:
@@ -345,12 +372,23 @@ def _gemm_to_matmul(path: Path) -> None:
             )
     del graph.node[:]
     graph.node.extend(nodes)
-    used = {name for node in graph.node for name in node.input}
+    used = _used_names(graph)
     kept = [init for init in graph.initializer if init.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
+
+
+def _used_names(graph: onnx.GraphProto) -> set[str]:
+    """Every name a node of the graph reads, in its subgraphs (the head's If branches) too."""
+    used = set()
+    for node in graph.node:
+        used.update(node.input)
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                used |= _used_names(attr.g)
+    return used
 
 
 def _quantize(path: Path) -> None:
@@ -393,16 +431,25 @@ def _graph_description(path: Path) -> dict[str, Any]:
 
 @torch.no_grad()
 def _max_difference(model: Any, folder: Path, src: Tensor, src_lengths: Tensor) -> float:
-    """Largest |log p| difference between PyTorch and ONNX Runtime over the first decoding steps."""
+    """Largest |log p| difference between PyTorch and ONNX Runtime over the first decoding steps,
+    in the full log-probabilities and in the ranked top k (values; PAD and BOS excluded) and EOS."""
     exported = OnnxModel(folder)
     memory, state = model.encode(src, src_lengths)
     onnx_memory, onnx_state = exported.encode(src, src_lengths)
     prev_tokens = torch.full((src.size(0),), BOS_ID)
+    k = min(CHECK_TOP_K, exported.vocab_size - 2)
     worst = 0.0
     for _ in range(CHECK_STEPS):
         log_probs, state = model.decode_step(prev_tokens, memory, state)
+        best, _tokens, eos, _ = exported.decode_top_k(prev_tokens, onnx_memory, onnx_state, k)
         onnx_log_probs, onnx_state = exported.decode_step(prev_tokens, onnx_memory, onnx_state)
-        worst = max(worst, (log_probs - onnx_log_probs).abs().max().item())
+        ranked = log_probs.index_fill(1, torch.tensor([PAD_ID, BOS_ID]), float("-inf")).topk(k, dim=1).values
+        worst = max(
+            worst,
+            (log_probs - onnx_log_probs).abs().max().item(),
+            (ranked - best).abs().max().item(),
+            (log_probs[:, EOS_ID] - eos).abs().max().item(),
+        )
         prev_tokens = log_probs.argmax(dim=-1)
     return worst
 
@@ -440,23 +487,16 @@ def export_model(
     state = list(traced[len(encoder.memory_keys) : len(encoder.memory_keys) + len(encoder.state_keys)])
     batch = len(TRACE_LENGTHS)
     prev_tokens = torch.full((batch,), BOS_ID)
-    k = torch.tensor(2)
     steps = []
     for _ in range(2):  # the state after one step and after two: an axis that grew is the cache
-        log_probs, _best, _tokens, _eos, *state = decoder(
-            prev_tokens, torch.arange(batch), k, *memory, *state
-        )
+        features, *state = decoder(prev_tokens, torch.arange(batch), *memory, *state)
         steps.append(state)
-        prev_tokens = log_probs.argmax(dim=-1)
+        prev_tokens = model.projection(features).argmax(dim=-1)
     beam_indices = torch.tensor([1, 0, 0])  # traced on a reordering that is not the identity
-    top_axes = {0: "batch", 1: "k"}
     decoder_axes: dict[str, dict[int, str]] = {
         "prev_tokens": {0: "batch"},
         "beam_indices": {0: "batch"},
-        "log_probs": {0: "batch"},
-        "top_log_probs": top_axes,
-        "top_tokens": top_axes,
-        "eos_log_probs": {0: "batch"},
+        FEATURES: {0: "batch"},
     }
     for key in encoder.memory_keys:  # one row per sentence (Transformer) or per row (LSTMs)
         decoder_axes[MEMORY + key] = {
@@ -470,12 +510,13 @@ def export_model(
         decoder_axes[NEW_STATE + key] = axes[STATE + key] | {axis: "new_cache_len" for axis in cache}
     _export_graph(
         decoder,
-        (prev_tokens, beam_indices, k, *memory, *state),
+        (prev_tokens, beam_indices, *memory, *state),
         folder / DECODER_FILE,
         decoder.input_names(),
         decoder.output_names(),
         decoder_axes,
     )
+    _attach_head(folder / DECODER_FILE, model.projection)
 
     meta: dict[str, Any] = {
         "format": EXPORT_FORMAT,

@@ -17,6 +17,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.config import AttentionLSTMConfig, LSTMConfig
 from nmt.models.attention import build_attention, padding_mask
+from nmt.models.step import ProjectedStep
 from nmt.specials import PAD_ID
 
 
@@ -88,6 +89,10 @@ class OutputLayer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.proj(self.pre_output(x))
 
+    def features(self, x: Tensor) -> Tensor:
+        """x (..., H) -> what `proj` takes (..., E)."""
+        return self.pre_output(x)
+
 
 def _lstm_step(lstm: nn.LSTM, x: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
     """Run `lstm` on x (B, T, *) from state["h"], state["c"] (B, L, H) -> outputs (B, T, H), h, c (B, L, H)."""
@@ -113,7 +118,7 @@ def _decoder_lstm(cfg: LSTMConfig | AttentionLSTMConfig, extra_input: int) -> nn
     )
 
 
-class LSTMSeq2Seq(nn.Module):
+class LSTMSeq2Seq(ProjectedStep, nn.Module):
     """Encoder-decoder without attention (Sutskever et al. 2014; Cho et al. 2014).
 
     The decoder sees the source only through its initial state, the bridged final encoder states.
@@ -147,10 +152,14 @@ class LSTMSeq2Seq(nn.Module):
             memory["context"] = h[:, -1]  # (B, H)
         return memory, {"h": h, "c": c}
 
+    @property
+    def projection(self) -> nn.Linear:
+        return self.output.proj
+
     def _decode(
         self, tgt: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """tgt (B, T) -> logits (B, T, V) and the state after the last step."""
+        """tgt (B, T) -> the projection's inputs (B, T, E) and the state after the last step."""
         x = self.dropout(self.tgt_embed(tgt))  # (B, T, E)
         if self.readout is not None:  # Cho 2014: the source summary enters every step
             context = memory["context"].unsqueeze(1).expand(-1, tgt.size(1), -1)  # (B, T, H)
@@ -158,22 +167,22 @@ class LSTMSeq2Seq(nn.Module):
         outputs, h, c = _lstm_step(self.decoder, x, state)  # (B, T, H)
         if self.readout is not None:
             outputs = torch.tanh(self.readout(torch.cat([outputs, context], dim=-1)))
-        return self.output(self.dropout(outputs)), {"h": h, "c": c}
+        return self.output.features(self.dropout(outputs)), {"h": h, "c": c}
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing: src (B, S), src_lengths (B,), tgt_in (B, T) -> logits (B, T, V)."""
         memory, state = self.encode(src, src_lengths)
-        return self._decode(tgt_in, memory, state)[0]
+        return self.projection(self._decode(tgt_in, memory, state)[0])
 
-    def decode_step(
+    def decode_features(
         self, prev_tokens: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """prev_tokens (B,) -> log-probabilities (B, V) float32 and the new state."""
-        logits, state = self._decode(prev_tokens.unsqueeze(1), memory, state)
-        return logits[:, 0].float().log_softmax(dim=-1), state
+        """prev_tokens (B,) -> the projection's inputs (B, E) and the new state."""
+        features, state = self._decode(prev_tokens.unsqueeze(1), memory, state)
+        return features[:, 0], state
 
 
-class AttentionLSTMSeq2Seq(nn.Module):
+class AttentionLSTMSeq2Seq(ProjectedStep, nn.Module):
     """Encoder-decoder with attention, Luong et al. (2015)'s flow with input feeding.
 
     At step t, with a_{t-1} the previous attentional vector (zeros at the first step):
@@ -254,9 +263,13 @@ class AttentionLSTMSeq2Seq(nn.Module):
             attentional, _ = self._steps(embedded, memory, state)
         return self.output(self.dropout(attentional))  # (B, T, V)
 
-    def decode_step(
+    @property
+    def projection(self) -> nn.Linear:
+        return self.output.proj
+
+    def decode_features(
         self, prev_tokens: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """prev_tokens (B,) -> log-probabilities (B, V) float32 and the new state."""
+        """prev_tokens (B,) -> the projection's inputs (B, E) and the new state."""
         attentional, state = self._step(self.dropout(self.tgt_embed(prev_tokens)), memory, state)
-        return self.output(self.dropout(attentional)).float().log_softmax(dim=-1), state
+        return self.output.features(self.dropout(attentional)), state

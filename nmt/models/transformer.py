@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from nmt.config import TransformerConfig
 from nmt.models.attention import padding_mask
+from nmt.models.step import ProjectedStep
 from nmt.specials import PAD_ID
 
 
@@ -150,7 +151,7 @@ class DecoderLayer(_ResidualLayer):
         return x, self_k, self_v
 
 
-class TransformerSeq2Seq(nn.Module):
+class TransformerSeq2Seq(ProjectedStep, nn.Module):
     """Encoder-decoder Transformer with sinusoidal positions and tied target/output embeddings.
 
     `share_embeddings`: one matrix for source, target and output (needs one joint vocabulary);
@@ -223,10 +224,15 @@ class TransformerSeq2Seq(nn.Module):
             state[f"self_k{i}"], state[f"self_v{i}"] = empty, empty
         return memory, state
 
+    @property
+    def projection(self) -> nn.Linear:
+        return self.output
+
     def _decode(
         self, tgt: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor], causal_mask: Tensor | None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """tgt (B, T), following the state's t cached positions -> logits (B, T, V), the extended state."""
+        """tgt (B, T), following the state's t cached positions -> the output projection's inputs
+        (B, T, D), the extended state."""
         x = self._embed(tgt, self.tgt_embed, start=state["self_k0"].shape[2])
         attn_mask = memory["src_mask"][:, None, None, :]  # (B, 1, 1, S)
         new_state = {}
@@ -240,7 +246,7 @@ class TransformerSeq2Seq(nn.Module):
                 attn_mask,
                 causal_mask,
             )
-        return self.output(self.decoder_norm(x)), new_state
+        return self.decoder_norm(x), new_state
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing: src (B, S), src_lengths (B,), tgt_in (B, T) -> logits (B, T, V)."""
@@ -251,13 +257,13 @@ class TransformerSeq2Seq(nn.Module):
         memory, state = self.encode(src, src_lengths)
         length = tgt_in.size(1)
         causal_mask = torch.ones(length, length, dtype=torch.bool, device=tgt_in.device).tril()  # (T, T)
-        return self._decode(tgt_in, memory, state, causal_mask)[0]
+        return self.output(self._decode(tgt_in, memory, state, causal_mask)[0])
 
-    def decode_step(
+    def decode_features(
         self, prev_tokens: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """prev_tokens (B,) -> log-probabilities (B, V) float32 and the state with one more cached position.
-
-        The position of prev_tokens is the cache length; one new query may attend to every cached key."""
-        logits, state = self._decode(prev_tokens.unsqueeze(1), memory, state, causal_mask=None)
-        return logits[:, 0].float().log_softmax(dim=-1), state
+        """prev_tokens (B,) -> the output projection's inputs (B, D) and the state with one more
+        cached position. The position of prev_tokens is the cache length; one new query may
+        attend to every cached key."""
+        features, state = self._decode(prev_tokens.unsqueeze(1), memory, state, causal_mask=None)
+        return features[:, 0], state

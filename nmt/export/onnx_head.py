@@ -1,0 +1,181 @@
+"""The decoder graph's output head, written in ONNX: from the output layer's input to what the
+beam search reads.
+
+    features (R, E), k () int64, want_log_probs () bool
+    -> top_log_probs (R, k), top_tokens (R, k): each row's k best continuations, PAD and BOS
+       excluded, best first;
+       eos_log_probs (R,);
+       log_probs (R, V) when want_log_probs, else (0, V) (the full log-probabilities, which
+       `decode_step` and n-gram blocking need and the ranking does not)
+
+It does what `log_softmax(features @ W.T + b)` followed by a top-k over V does, with fewer passes
+over the (R, V) logits, which at V = 8000 and a batch of 32 x 5 beams are 5 MB, more than the
+core's L2 cache; in the shipped Transformer, LogSoftmax and a TopK over them took 23% of a step:
+- PAD and BOS are masked by the output layer's bias (-inf there), so no pass masks them, and
+  their logits are computed apart (a (R, 2) product) for the normaliser;
+- the top k come from blocks: the V logits viewed as (V / b) blocks of b, each block's maximum
+  (one streaming pass), the k blocks with the largest maxima (they hold the k best logits: each
+  of the k best is at most its block's maximum, so at most k blocks have a maximum that high),
+  then a top-k over those k * b candidates;
+- the normaliser log sum exp(logits) comes from a Softmax (ONNX Runtime's fastest exp pass):
+  the best logit's probability is exp(0) / sum, so log sum = max - log p(best); the two logits
+  computed apart are added in by a log-sum-exp over three values per row;
+- the full log-probabilities sit in an If branch that runs only when asked for (ONNX Runtime
+  runs every node of a graph, fetched or not); it reads no initializer of the outer graph
+  (ONNX Runtime's optimizer, run by the int8 quantization's pre-processing, transposed the
+  Transformer's tied embedding in place when the branch read it, breaking the lookup).
+Ties between equal logits in different blocks may rank in another order than a plain top-k.
+
+Letters: R rows, E the output layer's input size, V vocabulary, b block size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from nmt.specials import BOS_ID, EOS_ID, PAD_ID
+
+BLOCK = 64  # logits per block: 8000 / 64 = 125 blocks
+PREFIX = "head/"
+
+
+def _block_size(vocab_size: int, k_max: int = 32) -> int | None:
+    """The largest power of two <= BLOCK dividing V into more than k_max blocks; None if there is none."""
+    size = BLOCK
+    while size >= 8:
+        if vocab_size % size == 0 and vocab_size // size > k_max:
+            return size
+        size //= 2
+    return None
+
+
+class _Builder:
+    """Appends nodes and constants to a graph under fresh "head/" names."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.graph = graph
+        self.count = 0
+
+    def name(self, hint: str) -> str:
+        self.count += 1
+        return f"{PREFIX}{hint}_{self.count}"
+
+    def constant(self, hint: str, array: np.ndarray) -> str:
+        name = self.name(hint)
+        self.graph.initializer.append(numpy_helper.from_array(array, name))
+        return name
+
+    def ints(self, *values: int) -> str:
+        return self.constant("ints", np.array(values, dtype=np.int64))
+
+    def node(self, op: str, inputs: list[str], outputs: int | list[str] = 1, **attrs) -> list[str]:
+        names = [self.name(op.lower()) for _ in range(outputs)] if isinstance(outputs, int) else outputs
+        self.graph.node.append(helper.make_node(op, inputs, names, name=self.name(op), **attrs))
+        return names
+
+    def one(self, op: str, inputs: list[str], **attrs) -> str:
+        return self.node(op, inputs, **attrs)[0]
+
+
+def _weight_name(graph: onnx.GraphProto, weight: np.ndarray, b: _Builder) -> str:
+    """The initializer holding `weight` already (a tied embedding), else a new one."""
+    for init in graph.initializer:
+        same_shape = tuple(init.dims) == weight.shape and init.data_type == TensorProto.FLOAT
+        if same_shape and np.array_equal(numpy_helper.to_array(init), weight):
+            return init.name
+    return b.constant("output_weight", weight)
+
+
+def add_head(
+    graph: onnx.GraphProto,
+    features: str,
+    k: str,
+    want_log_probs: str,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    outputs: dict[str, str],
+) -> None:
+    """Append the head to `graph`, reading the tensors named `features` (R, E), `k` () int64 and
+    `want_log_probs` () bool; the output layer is `features @ weight.T + bias` (weight (V, E),
+    bias (V,) or None). `outputs` names the results: keys "log_probs", "top_log_probs",
+    "top_tokens", "eos_log_probs"."""
+    b = _Builder(graph)
+    vocab_size = weight.shape[0]
+    weight = weight.astype(np.float32)
+    bias = np.zeros(vocab_size, np.float32) if bias is None else bias.astype(np.float32)
+    w = _weight_name(graph, weight, b)
+    masked_bias = bias.copy()
+    masked_bias[[PAD_ID, BOS_ID]] = -np.inf
+    logits = b.one("Gemm", [features, w, b.constant("masked_bias", masked_bias)], transB=1)  # (R, V)
+    specials = b.one(  # (R, 2): the PAD and BOS logits, masked above
+        "Gemm",
+        [
+            features,
+            b.constant("special_weight", weight[[PAD_ID, BOS_ID]]),
+            b.constant("special_bias", bias[[PAD_ID, BOS_ID]]),
+        ],
+        transB=1,
+    )
+
+    k1 = b.one("Reshape", [k, b.ints(1)])  # (1,): TopK's k
+    block = _block_size(vocab_size)
+    if block is None:
+        top_logits, top_tokens = b.node("TopK", [logits, k1], 2, axis=-1)
+    else:
+        blocks = vocab_size // block
+        grouped = b.one("Reshape", [logits, b.ints(0, blocks, block)])  # (R, V / b, b)
+        maxima = b.one("ReduceMax", [grouped], axes=[-1], keepdims=0)  # (R, V / b)
+        k_blocks = b.one("Min", [k1, b.ints(blocks)])
+        _, best_blocks = b.node("TopK", [maxima, k_blocks], 2, axis=-1)  # (R, kb)
+        index = b.one("Expand", [b.one("Unsqueeze", [best_blocks, b.ints(2)]), b.ints(1, 1, block)])
+        candidates = b.one("GatherElements", [grouped, index], axis=1)  # (R, kb, b)
+        flat = b.one("Reshape", [candidates, b.ints(0, -1)])  # (R, kb * b)
+        top_logits, position = b.node("TopK", [flat, k1], 2, axis=-1)  # (R, k)
+        size = b.ints(block)
+        chosen = b.one("GatherElements", [best_blocks, b.one("Div", [position, size])], axis=1)
+        top_tokens = b.one("Add", [b.one("Mul", [chosen, size]), b.one("Mod", [position, size])])
+
+    # the normaliser: log sum exp over the kept logits, then with the PAD and BOS logits added in
+    first = [b.ints(0), b.ints(1), b.ints(1)]  # Slice starts, ends, axes: column 0
+    best_logit = b.one("Slice", [top_logits, *first])  # (R, 1)
+    probs = b.one("Softmax", [logits], axis=-1)
+    best_prob = b.one("GatherElements", [probs, b.one("Slice", [top_tokens, *first])], axis=1)
+    kept = b.one("Sub", [best_logit, b.one("Log", [best_prob])])  # (R, 1)
+    normaliser = b.one(
+        "ReduceLogSumExp", [b.one("Concat", [kept, specials], axis=1)], axes=[1], keepdims=1
+    )  # (R, 1)
+
+    b.node("Sub", [top_logits, normaliser], [outputs["top_log_probs"]])
+    b.node("Identity", [top_tokens], [outputs["top_tokens"]])
+    eos = b.one("Gather", [logits, b.ints(EOS_ID)], axis=1)  # (R, 1)
+    b.node("Squeeze", [b.one("Sub", [eos, normaliser]), b.ints(1)], [outputs["eos_log_probs"]])
+
+    # the full log-probabilities: the logits with PAD's and BOS's put back, minus the normaliser
+    special_columns = b.constant("special_columns", np.array([[PAD_ID, BOS_ID]], np.int64))  # (1, 2)
+    full = helper.make_graph(
+        [
+            helper.make_node("Shape", [specials], ["special_shape"]),
+            helper.make_node("Expand", [special_columns, "special_shape"], ["special_index"]),  # (R, 2)
+            helper.make_node("ScatterElements", [logits, "special_index", specials], ["full_logits"], axis=1),
+            helper.make_node("Sub", ["full_logits", normaliser], ["full_log_probs"]),
+        ],
+        "full_log_probs",
+        [],
+        [helper.make_tensor_value_info("full_log_probs", TensorProto.FLOAT, [None, vocab_size])],
+    )
+    empty = helper.make_graph(
+        [
+            helper.make_node(
+                "Constant",
+                [],
+                ["no_log_probs"],
+                value=numpy_helper.from_array(np.zeros((0, vocab_size), np.float32)),
+            )
+        ],
+        "no_log_probs",
+        [],
+        [helper.make_tensor_value_info("no_log_probs", TensorProto.FLOAT, [0, vocab_size])],
+    )
+    b.node("If", [want_log_probs], [outputs["log_probs"]], then_branch=full, else_branch=empty)
