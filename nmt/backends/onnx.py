@@ -133,7 +133,9 @@ def providers_for(device: torch.device) -> list[str | tuple[str, dict[str, str]]
     as PyTorch has them off by default, so both backends compute the same numbers."""
     if device.type == "cuda":
         if "CUDAExecutionProvider" in ort.get_available_providers():
-            options = {"device_id": str(device.index or 0), "use_tf32": "0"}
+            options = {"use_tf32": "0"}
+            if device.index:  # naming device 0 only makes onnxruntime warn it found no plugin for it
+                options["device_id"] = str(device.index)
             return [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
         log.warning("onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu); using the CPU")
     return ["CPUExecutionProvider"]
