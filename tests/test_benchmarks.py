@@ -35,21 +35,23 @@ def test_benchmark_runs_and_gives_a_verdict(script: str, tiny_corpus: Path):
     run_benchmark(script, "--quick", "--data", str(tiny_corpus), *overrides, *SCRIPTS[script], timeout=120)
 
 
+def _on_a_tiny_bundle(bundle: Path, tiny_corpus: Path) -> list[str]:
+    """Arguments running a decoding benchmark on 8 sentences of `bundle`, one thread."""
+    return ["--model", str(bundle), "--data", str(tiny_corpus), "--sentences", "8", "--threads", "1"]
+
+
 @pytest.mark.parametrize("arch", ["transformer", "lstm_attention"])
 def test_decode_benchmark_runs_on_a_tiny_bundle(arch: str, trained_bundles, tiny_corpus: Path):
     """Every engine the architecture has (CTranslate2 for the Transformer only) on 8 sentences."""
-    stdout = run_benchmark(
-        "decode.py",
-        "--quick",
-        "--model",
-        str(trained_bundles[arch]),
-        "--data",
-        str(tiny_corpus),
-        "--sentences",
-        "8",
-        "--threads",
-        "1",
-    )
+    stdout = run_benchmark("decode.py", "--quick", *_on_a_tiny_bundle(trained_bundles[arch], tiny_corpus))
     assert ("CTranslate2 int8" in stdout) == (arch == "transformer")
     assert "ONNX Runtime int8" in stdout and "greedy, batch 32:" in stdout
     assert not any(Path(trained_bundles[arch]).glob("onnx*")), "the benchmark must not touch the bundle"
+
+
+def test_decode_profile_splits_the_time_by_operator_and_bounds_fp32(trained_bundles, tiny_corpus: Path):
+    bundle = trained_bundles["lstm_attention"]
+    stdout = run_benchmark("decode_profile.py", *_on_a_tiny_bundle(bundle, tiny_corpus), verdict=False)
+    assert "share of kernels" in stdout and "Gemm" in stdout
+    assert "output projection" in stdout and "at most" in stdout
+    assert not any(Path(bundle).glob("onnx*")), "it must not touch the bundle"
