@@ -45,7 +45,7 @@ import logging
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnx
@@ -74,6 +74,7 @@ from nmt.data import collate_source
 from nmt.errors import NmtError
 from nmt.export.onnx_head import add_head
 from nmt.models import LSTMSeq2Seq, TransformerSeq2Seq
+from nmt.models.step import ProjectedStep
 from nmt.specials import BOS_ID, EOS_ID, PAD_ID
 
 OPSET = 17
@@ -486,12 +487,13 @@ def export_model(
     memory = list(traced[: len(encoder.memory_keys)])
     state = list(traced[len(encoder.memory_keys) : len(encoder.memory_keys) + len(encoder.state_keys)])
     batch = len(TRACE_LENGTHS)
+    projection = cast(ProjectedStep, model).projection
     prev_tokens = torch.full((batch,), BOS_ID)
     steps = []
     for _ in range(2):  # the state after one step and after two: an axis that grew is the cache
         features, *state = decoder(prev_tokens, torch.arange(batch), *memory, *state)
         steps.append(state)
-        prev_tokens = model.projection(features).argmax(dim=-1)
+        prev_tokens = projection(features).argmax(dim=-1)
     beam_indices = torch.tensor([1, 0, 0])  # traced on a reordering that is not the identity
     decoder_axes: dict[str, dict[int, str]] = {
         "prev_tokens": {0: "batch"},
@@ -516,7 +518,7 @@ def export_model(
         decoder.output_names(),
         decoder_axes,
     )
-    _attach_head(folder / DECODER_FILE, model.projection)
+    _attach_head(folder / DECODER_FILE, projection)
 
     meta: dict[str, Any] = {
         "format": EXPORT_FORMAT,

@@ -16,7 +16,9 @@ from torch import Tensor, nn
 class ProjectedStep:
     """Mixin giving a model with `decode_features` and `projection` its `decode_step`."""
 
-    projection: nn.Linear
+    @property
+    def projection(self) -> nn.Linear:
+        raise NotImplementedError
 
     def decode_features(
         self, prev_tokens: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
