@@ -64,7 +64,6 @@ from nmt.backends.onnx import (
     MEMORY,
     NEW_STATE,
     STATE,
-    TOP_K_OUTPUTS,
     WANT_LOG_PROBS,
     OnnxModel,
 )
@@ -85,7 +84,6 @@ CHECK_LENGTHS = [5, 1]  # the batch they are checked with: B = 2, S = 5, one sou
 CHECK_STEPS = 4
 CHECK_TOP_K = 5
 FEATURES = "features"  # the traced decoder graph's output, which the head takes
-HEAD_OUTPUTS = ("log_probs", *TOP_K_OUTPUTS)
 
 
 class ExportError(NmtError):
@@ -265,7 +263,7 @@ def _attach_head(path: Path, projection: nn.Linear) -> None:
     )
     weight = projection.weight.detach().float().numpy()
     bias = None if projection.bias is None else projection.bias.detach().float().numpy()
-    add_head(graph, FEATURES, "k", WANT_LOG_PROBS, weight, bias, {name: name for name in HEAD_OUTPUTS})
+    add_head(graph, FEATURES, "k", WANT_LOG_PROBS, weight, bias)
     make = onnx.helper.make_tensor_value_info
     head = [
         make("log_probs", onnx.TensorProto.FLOAT, ["log_prob_rows", weight.shape[0]]),

@@ -10,7 +10,8 @@ beam search reads.
 
 It does what `log_softmax(features @ W.T + b)` followed by a top-k over V does, with fewer passes
 over the (R, V) logits, which at V = 8000 and a batch of 32 x 5 beams are 5 MB, more than the
-core's L2 cache; in the shipped Transformer, LogSoftmax and a TopK over them took 23% of a step:
+core's L2 cache; in the shipped Transformer, LogSoftmax and a TopK over them took 23% of the
+graph's kernel time:
 - PAD and BOS are masked by the output layer's bias (-inf there), so no pass masks them, and
   their logits are computed apart (a (R, 2) product) for the normaliser;
 - the top k come from blocks: the V logits viewed as (V / b) blocks of b, each block's maximum
@@ -35,6 +36,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from nmt.backends.onnx import TOP_K_OUTPUTS
 from nmt.specials import BOS_ID, EOS_ID, PAD_ID
 
 BLOCK = 64  # logits per block: 8000 / 64 = 125 blocks
@@ -95,12 +97,12 @@ def add_head(
     want_log_probs: str,
     weight: np.ndarray,
     bias: np.ndarray | None,
-    outputs: dict[str, str],
 ) -> None:
     """Append the head to `graph`, reading the tensors named `features` (R, E), `k` () int64 and
     `want_log_probs` () bool; the output layer is `features @ weight.T + bias` (weight (V, E),
-    bias (V,) or None). `outputs` names the results: keys "log_probs", "top_log_probs",
-    "top_tokens", "eos_log_probs"."""
+    bias (V,) or None). The results are named "log_probs", then the backend's `TOP_K_OUTPUTS`:
+    "top_log_probs", "top_tokens", "eos_log_probs"."""
+    top_log_probs, top_tokens_out, eos_log_probs = TOP_K_OUTPUTS
     b = _Builder(graph)
     vocab_size = weight.shape[0]
     weight = weight.astype(np.float32)
@@ -147,10 +149,10 @@ def add_head(
         "ReduceLogSumExp", [b.one("Concat", [kept, specials], axis=1)], axes=[1], keepdims=1
     )  # (R, 1)
 
-    b.node("Sub", [top_logits, normaliser], [outputs["top_log_probs"]])
-    b.node("Identity", [top_tokens], [outputs["top_tokens"]])
+    b.node("Sub", [top_logits, normaliser], [top_log_probs])
+    b.node("Identity", [top_tokens], [top_tokens_out])
     eos = b.one("Gather", [logits, b.ints(EOS_ID)], axis=1)  # (R, 1)
-    b.node("Squeeze", [b.one("Sub", [eos, normaliser]), b.ints(1)], [outputs["eos_log_probs"]])
+    b.node("Squeeze", [b.one("Sub", [eos, normaliser]), b.ints(1)], [eos_log_probs])
 
     # the full log-probabilities: the logits with PAD's and BOS's put back, minus the normaliser
     special_columns = b.constant("special_columns", np.array([[PAD_ID, BOS_ID]], np.int64))  # (1, 2)
@@ -178,4 +180,4 @@ def add_head(
         [],
         [helper.make_tensor_value_info("no_log_probs", TensorProto.FLOAT, [0, vocab_size])],
     )
-    b.node("If", [want_log_probs], [outputs["log_probs"]], then_branch=full, else_branch=empty)
+    b.node("If", [want_log_probs], ["log_probs"], then_branch=full, else_branch=empty)
