@@ -345,6 +345,12 @@ def cmd_serve(args) -> None:
         workers=args.workers,
         log_level=args.log_level,
         access_log=args.access_log,
+        # connection hygiene: head and body read timeouts, idle keep-alive, a connection limit
+        # (beyond it uvicorn answers 503 with Connection: close), a bounded drain on SIGTERM
+        http="serving.protocol:GuardedHttpToolsProtocol",
+        timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]  (floats work: call_later)
+        limit_concurrency=settings.max_connections,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,  # type: ignore[arg-type]
     )
 
 

@@ -102,11 +102,26 @@ class Translator:
             **kwargs,
         )
 
+    @property
+    def max_source_tokens(self) -> int | None:
+        """The most tokens a source sentence may have (EOS excluded); None: the model sets no limit."""
+        return None if self.max_len_cap is None else self.max_len_cap - 1
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Source token ids of each text (NFC, trimmed), as `translate_ids` takes them."""
+        return self.src_tokenizer.encode([unicodedata.normalize("NFC", text.strip()) for text in texts])
+
     def translate(self, texts: list[str], search: SearchConfig | None = None) -> list[list[Translation]]:
         """An n-best list for each text, in input order. Empty texts translate to ''."""
+        return self.translate_ids(self.encode(texts), search)
+
+    def translate_ids(
+        self, ids: list[list[int]], search: SearchConfig | None = None
+    ) -> list[list[Translation]]:
+        """As `translate`, for texts already encoded by `encode` (a sentence over the model's limit
+        is cut to it, with a warning: callers that must not cut check `max_source_tokens` first)."""
         search = search or self.search
-        texts = [unicodedata.normalize("NFC", text.strip()) for text in texts]
-        ids = self.src_tokenizer.encode(texts)
+        ids = list(ids)
         if self.max_len_cap is not None:  # the model has no positions beyond its cap (EOS included)
             for i, seq in enumerate(ids):
                 if len(seq) >= self.max_len_cap:
@@ -117,7 +132,7 @@ class Translator:
                         self.max_len_cap - 1,
                     )
                     ids[i] = seq[: self.max_len_cap - 1]
-        results: list[list[Translation]] = [[Translation("", 0.0, 0.0)] for _ in texts]
+        results: list[list[Translation]] = [[Translation("", 0.0, 0.0)] for _ in ids]
         todo = [i for i, seq in enumerate(ids) if seq]
         lengths = [len(ids[i]) + 1 for i in todo]
         for batch in length_sorted_batches(lengths, self.batch_size, self.batch_tokens):

@@ -1,42 +1,80 @@
-"""What A/B testing remembers: which variant produced each translation, the references users post
-back for them, and per-variant request counts and latencies; and the report computed from it.
+"""What A/B testing remembers: which variant produced each translation and for whom, the
+references users post back for them, and per-variant request counts and latencies; and the
+report computed from it.
 
 Kept in Redis when the service has one (so every worker and replica sees the same numbers),
 else in-process. Writing is best effort: a Redis failure loses a data point, never a request.
+Requests are recorded without a Redis round trip of their own: records are buffered and written
+in one pipeline every `FLUSH_S` (or every `FLUSH_RECORDS`).
+
+Traffic that the split routed and traffic that pinned a model (`"model"` in the request) are
+kept apart: a pinned request says nothing about how the split's variants compare, so the report
+lists it under `pinned`, never among the split's variants. Everything expires after the
+retention time (`NMT_FEEDBACK_TTL_S`): a served translation can get its reference that long,
+and a reference counts in the report that long after its translation was served.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import statistics
+import time
 from collections import defaultdict, deque
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Protocol
 
+import numpy as np
 from sacrebleu.metrics import BLEU, CHRF
+from sacrebleu.significance import _bootstrap_resample, estimate_ci
 
 from serving.redis_link import RedisLink
 
+log = logging.getLogger("nmt.serving.ab")
+
 LATENCY_SAMPLES = 1000  # the most recent latencies kept per variant for the percentiles
 BOOTSTRAP_SAMPLES = 1000
+FLUSH_S = 0.05
+FLUSH_RECORDS = 512
+DAY_S = 86400
+
+Group = Literal["split", "pinned"]
 
 
 @dataclass(frozen=True)
 class Served:
-    """One translation as served: enough to score it once its reference arrives."""
+    """One translation as served: enough to score it once its reference arrives, and to know
+    who may send that reference (`owner`: the API key's or the client's fingerprint)."""
 
     id: str
     pair: str
     variant: str
     hypothesis: str
+    owner: str
+    group: Group = "split"
+    served_at: float = 0.0  # epoch seconds
 
     def dumps(self) -> str:
-        return json.dumps([self.pair, self.variant, self.hypothesis], ensure_ascii=False)
+        fields = asdict(self)
+        del fields["id"]
+        return json.dumps(fields, ensure_ascii=False)
 
     @classmethod
     def loads(cls, id: str, raw: str) -> Served:
-        pair, variant, hypothesis = json.loads(raw)
-        return cls(id, pair, variant, hypothesis)
+        return cls(id=id, **json.loads(raw))
+
+
+@dataclass(frozen=True)
+class Request:
+    """One translation request, as the report counts it."""
+
+    group: Group
+    pair: str
+    variant: str
+    latency_s: float
+    served: list[Served]
 
 
 class StoreUnavailable(Exception):
@@ -44,73 +82,122 @@ class StoreUnavailable(Exception):
 
 
 class ABStore(Protocol):
-    async def record(self, served: list[Served], pair: str, variant: str, latency_s: float) -> None:
-        """One request: its translations (for later feedback) and its latency."""
+    def record(self, request: Request) -> None:
+        """Remember one request and its translations (for later feedback); never waits."""
 
     async def lookup(self, id: str) -> Served | None:
-        """The translation with this id; raises StoreUnavailable if it cannot be looked up."""
+        """The translation with this id, None once unknown or expired; raises StoreUnavailable."""
 
     async def add_reference(self, served: Served, reference: str) -> None:
-        """Keep (hypothesis, reference) for the variant; a second reference for an id replaces the first."""
+        """Keep (hypothesis, reference); a second reference for an id replaces the first."""
 
-    async def snapshot(self) -> dict[str, dict[str, Any]]:
-        """pair -> variant -> {"requests", "latencies", "pairs": [(hyp, ref)]}."""
+    async def snapshot(self) -> dict[Group, dict[str, dict[str, dict[str, Any]]]]:
+        """group -> pair -> variant -> {"requests", "latencies", "pairs": [(hyp, ref)]}."""
+
+    async def close(self) -> None:
+        """Write what is buffered."""
+
+
+def _empty() -> dict[str, Any]:
+    return {"requests": 0, "latencies": [], "pairs": []}
 
 
 class MemoryABStore:
-    def __init__(self, max_served: int = 100_000) -> None:
+    def __init__(self, retention_s: float, max_served: int = 100_000) -> None:
+        self.retention_s = retention_s
         self._served: dict[str, Served] = {}
         self._max_served = max_served
-        self._requests: dict[tuple[str, str], int] = defaultdict(int)
-        self._latencies: dict[tuple[str, str], deque[float]] = defaultdict(
+        self._requests: dict[tuple[Group, str, str], int] = defaultdict(int)
+        self._latencies: dict[tuple[Group, str, str], deque[float]] = defaultdict(
             lambda: deque(maxlen=LATENCY_SAMPLES)
         )
-        self._references: dict[tuple[str, str], dict[str, tuple[str, str]]] = defaultdict(dict)
+        # (group, pair, variant) -> id -> (served at, hypothesis, reference)
+        self._references: dict[tuple[Group, str, str], dict[str, tuple[float, str, str]]] = defaultdict(dict)
 
-    async def record(self, served: list[Served], pair: str, variant: str, latency_s: float) -> None:
-        for item in served:
+    def record(self, request: Request) -> None:
+        for item in request.served:
             self._served[item.id] = item
         while len(self._served) > self._max_served:  # dicts keep insertion order: drop the oldest
             del self._served[next(iter(self._served))]
-        self._requests[pair, variant] += 1
-        self._latencies[pair, variant].append(latency_s)
+        key = (request.group, request.pair, request.variant)
+        self._requests[key] += 1
+        self._latencies[key].append(request.latency_s)
 
     async def lookup(self, id: str) -> Served | None:
-        return self._served.get(id)
+        served = self._served.get(id)
+        if served is None or served.served_at < time.time() - self.retention_s:
+            return None
+        return served
 
     async def add_reference(self, served: Served, reference: str) -> None:
-        self._references[served.pair, served.variant][served.id] = (served.hypothesis, reference)
+        key = (served.group, served.pair, served.variant)
+        self._references[key][served.id] = (served.served_at, served.hypothesis, reference)
 
-    async def snapshot(self) -> dict[str, dict[str, Any]]:
-        report: dict[str, dict[str, Any]] = defaultdict(dict)
+    async def snapshot(self) -> dict[Group, dict[str, dict[str, dict[str, Any]]]]:
+        oldest = time.time() - self.retention_s
+        report: dict[Group, dict[str, dict[str, dict[str, Any]]]] = {"split": {}, "pinned": {}}
         for key in set(self._requests) | set(self._references):
-            pair, variant = key
-            report[pair][variant] = {
+            group, pair, variant = key
+            references = self._references.get(key, {})
+            for id in [id for id, (at, _, _) in references.items() if at < oldest]:
+                del references[id]
+            report[group].setdefault(pair, {})[variant] = {
                 "requests": self._requests.get(key, 0),
                 "latencies": list(self._latencies.get(key, ())),
-                "pairs": list(self._references.get(key, {}).values()),
+                "pairs": [(hyp, ref) for _, hyp, ref in references.values()],
             }
-        return dict(report)
+        return report
+
+    async def close(self) -> None:
+        return None
 
 
 class RedisABStore:
-    """Keys: nmt:ab:served:ID (JSON, with a TTL), nmt:ab:requests (hash "pair|variant" -> count),
-    nmt:ab:latency:PAIR|VARIANT (list, newest first, trimmed), nmt:ab:refs:PAIR|VARIANT (hash id -> JSON)."""
+    """Keys (all expire after the retention time):
+    nmt:ab:served:ID            the Served record, JSON
+    nmt:ab:requests             hash "group|pair|variant" -> request count
+    nmt:ab:latency:G|P|V        list of recent latencies, newest first, trimmed
+    nmt:ab:refs:G|P|V:DAY       hash id -> [hypothesis, reference], by the day the translation was
+                                served, so whole days expire together and a re-posted reference
+                                lands in the same hash as the first."""
 
-    def __init__(self, link: RedisLink, ttl_s: int) -> None:
+    def __init__(self, link: RedisLink, retention_s: int) -> None:
         self.link = link
-        self.ttl_s = ttl_s
+        self.retention_s = retention_s
+        self._pending: list[Request] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._full = asyncio.Event()
 
-    async def record(self, served: list[Served], pair: str, variant: str, latency_s: float) -> None:
-        key = f"{pair}|{variant}"
+    def record(self, request: Request) -> None:
+        self._pending.append(request)
+        if len(self._pending) >= FLUSH_RECORDS:
+            self._full.set()
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._full.wait(), FLUSH_S)
+        self._full.clear()
+        await self._flush()
+
+    async def _flush(self) -> None:
+        requests, self._pending = self._pending, []
+        if not requests:
+            return
 
         async def work(client: Any) -> None:
             async with client.pipeline(transaction=False) as pipe:
-                for item in served:
-                    pipe.set(f"nmt:ab:served:{item.id}", item.dumps(), ex=self.ttl_s)
-                pipe.hincrby("nmt:ab:requests", key, 1)
-                pipe.lpush(f"nmt:ab:latency:{key}", f"{latency_s:.6f}")
-                pipe.ltrim(f"nmt:ab:latency:{key}", 0, LATENCY_SAMPLES - 1)
+                for request in requests:
+                    key = f"{request.group}|{request.pair}|{request.variant}"
+                    for item in request.served:
+                        pipe.set(f"nmt:ab:served:{item.id}", item.dumps(), ex=self.retention_s)
+                    pipe.hincrby("nmt:ab:requests", key, 1)
+                    pipe.lpush(f"nmt:ab:latency:{key}", f"{request.latency_s:.6f}")
+                for key in {f"{r.group}|{r.pair}|{r.variant}" for r in requests}:
+                    pipe.ltrim(f"nmt:ab:latency:{key}", 0, LATENCY_SAMPLES - 1)
+                    pipe.expire(f"nmt:ab:latency:{key}", self.retention_s)
+                pipe.expire("nmt:ab:requests", self.retention_s)
                 await pipe.execute()
 
         await self.link.call("ab record", work, None)
@@ -127,36 +214,52 @@ class RedisABStore:
             return await client.get(f"nmt:ab:served:{id}")
 
         raw = await self._checked("ab lookup", work)
-        return None if raw is None else Served.loads(id, raw)
+        try:
+            return None if raw is None else Served.loads(id, raw)
+        except (TypeError, ValueError):  # written by an older version: it has no owner to check
+            return None
 
     async def add_reference(self, served: Served, reference: str) -> None:
+        day = int(served.served_at // DAY_S)
+        key = f"nmt:ab:refs:{served.group}|{served.pair}|{served.variant}:{day}"
+
         async def work(client: Any) -> None:
-            await client.hset(
-                f"nmt:ab:refs:{served.pair}|{served.variant}",
-                served.id,
-                json.dumps([served.hypothesis, reference], ensure_ascii=False),
-            )
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.hset(key, served.id, json.dumps([served.hypothesis, reference], ensure_ascii=False))
+                pipe.expireat(key, (day + 1) * DAY_S + self.retention_s)
+                await pipe.execute()
 
         await self._checked("ab feedback", work)
 
-    async def snapshot(self) -> dict[str, dict[str, Any]]:
-        async def work(client: Any) -> dict[str, dict[str, Any]]:
-            requests = await client.hgetall("nmt:ab:requests")
-            ref_keys = [key async for key in client.scan_iter(match="nmt:ab:refs:*", count=1000)]
-            keys = set(requests) | {key.removeprefix("nmt:ab:refs:") for key in ref_keys}
-            report: dict[str, dict[str, Any]] = defaultdict(dict)
-            for key in keys:
-                pair, variant = key.split("|", 1)
+    async def snapshot(self) -> dict[Group, dict[str, dict[str, dict[str, Any]]]]:
+        oldest_day = int((time.time() - self.retention_s) // DAY_S)
+
+        async def work(client: Any) -> dict[Group, dict[str, dict[str, dict[str, Any]]]]:
+            report: dict[Group, dict[str, dict[str, dict[str, Any]]]] = {"split": {}, "pinned": {}}
+
+            def cell(key: str) -> dict[str, Any]:
+                group, pair, variant = key.split("|", 2)
+                return report[group].setdefault(pair, {}).setdefault(variant, _empty())  # type: ignore[index]
+
+            for key, count in (await client.hgetall("nmt:ab:requests")).items():
+                cell(key)["requests"] = int(count)
                 latencies = await client.lrange(f"nmt:ab:latency:{key}", 0, -1)
-                references = await client.hvals(f"nmt:ab:refs:{key}")
-                report[pair][variant] = {
-                    "requests": int(requests.get(key, 0)),
-                    "latencies": [float(x) for x in latencies],
-                    "pairs": [tuple(json.loads(raw)) for raw in references],
-                }
-            return dict(report)
+                cell(key)["latencies"] = [float(x) for x in latencies]
+            async for name in client.scan_iter(match="nmt:ab:refs:*", count=1000):
+                key, _, day = name.removeprefix("nmt:ab:refs:").rpartition(":")
+                if int(day) < oldest_day:
+                    continue
+                cell(key)["pairs"] += [tuple(json.loads(raw)) for raw in await client.hvals(name)]
+            return report
 
         return await self._checked("ab report", work)
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._full.set()
+            with contextlib.suppress(Exception):
+                await self._flusher
+        await self._flush()
 
 
 def _percentile(values: list[float], q: int) -> float | None:
@@ -168,24 +271,31 @@ def _percentile(values: list[float], q: int) -> float | None:
 
 
 def score_variant(pairs: list[tuple[str, str]]) -> dict[str, Any]:
-    """Corpus BLEU and chrF over the references received, each with a 95% bootstrap interval."""
+    """Corpus BLEU and chrF over the references received, each with a 95% bootstrap interval.
+
+    The bootstrap is sacreBLEU's own resampling; its mean and interval are taken with numpy,
+    because sacreBLEU's `Score.estimate_ci` fails (`statistics.mean` of mixed float and float32)
+    as soon as one resample scores exactly 0."""
     if not pairs:
         return {"references": 0, "bleu": None, "chrf": None}
     hypotheses = [hyp for hyp, _ in pairs]
     references = [[ref for _, ref in pairs]]
     result: dict[str, Any] = {"references": len(pairs)}
     for name, metric in (("bleu", BLEU()), ("chrf", CHRF())):
-        score = metric.corpus_score(hypotheses, references, n_bootstrap=BOOTSTRAP_SAMPLES)
+        stats = metric._extract_corpus_statistics(hypotheses, references)
+        score = metric._aggregate_and_compute(stats)
+        _, samples = _bootstrap_resample(stats, metric, BOOTSTRAP_SAMPLES)
+        mean, ci = estimate_ci(np.array([float(sample.score) for sample in samples]))
         result[name] = {
-            "score": round(score.score, 2),
-            "mean": round(float(score._mean), 2),  # sacreBLEU keeps the bootstrap estimate here
-            "ci95": round(float(score._ci), 2),
+            "score": round(float(score.score), 2),
+            "mean": round(float(mean), 2),
+            "ci95": round(float(ci), 2),
             "signature": str(metric.get_signature()),
         }
     return result
 
 
-def build_report(snapshot: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def build_report(snapshot: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """pair -> variant -> requests, latency (ms) and scores."""
     report: dict[str, Any] = {}
     for pair, variants in sorted(snapshot.items()):

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("nmt.serving")
 
@@ -41,7 +42,10 @@ def error_response(request: Request, error: ApiError) -> JSONResponse:
         body = {"error": text}
     else:
         body = {"error": {"type": error.type, "field": error.field, "message": error.message}}
-    return JSONResponse(body, status_code=error.status, headers=error.headers)
+    headers = dict(error.headers or {})
+    if error.status >= 500:  # the server is in trouble: the client should not reuse this connection
+        headers["Connection"] = "close"
+    return JSONResponse(body, status_code=error.status, headers=headers)
 
 
 _UNION_TAGS = {"str", "int", "float", "bool", "none"}  # pydantic names the branch of a union in `loc`
@@ -99,6 +103,11 @@ def install(app: FastAPI) -> None:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(request, ApiError(500, None, "internal error; see the service log", "internal"))
 
+    async def on_gone(request: Request, error: Exception) -> JSONResponse:
+        # the client left while its body was read: nobody reads this answer, and it is no server error
+        return error_response(request, ApiError(499, None, "the client closed the connection", "gone"))
+
+    app.add_exception_handler(ClientDisconnect, on_gone)
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 
 import torch
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from serving import errors
 from serving.ab import MemoryABStore, RedisABStore
@@ -22,6 +23,7 @@ from serving.access import AccessControl
 from serving.cache import MemoryCache, RedisCache
 from serving.metrics import Metrics
 from serving.middleware import BodyLimit, RequestMetrics
+from serving.openapi import document
 from serving.redis_link import RedisLink
 from serving.registry import Registry
 from serving.routers import feedback, libretranslate, ops, translate
@@ -50,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.redis_url,
                 settings.redis_timeout_s,
                 settings.redis_retry_s,
+                settings.redis_max_connections,
                 on_error=lambda operation: metrics.redis_errors.labels(operation).inc(),
             )
             if not await link.ping():
@@ -60,13 +63,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 RedisCache(link, settings.cache_ttl_s),
                 RedisABStore(link, settings.feedback_ttl_s),
             )
+        access = AccessControl(
+            settings.api_keys,
+            settings.rate_limit_per_minute,
+            settings.auth_failures_per_minute,
+            settings.metrics_token,
+            link,
+            on_fallback=metrics.limits_fallbacks.inc,
+        )
         services = Services(
             settings=settings,
             metrics=metrics,
             registry=registry,
             cache=cache or MemoryCache(settings.cache_max_entries, settings.cache_ttl_s),
-            ab_store=ab_store or MemoryABStore(),
-            access=AccessControl(settings.api_keys, settings.rate_limit_per_minute),
+            ab_store=ab_store or MemoryABStore(settings.feedback_ttl_s),
+            access=access,
             redis=link,
         )
         app.state.services = services
@@ -76,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             for entry in registry.entries.values():
                 await entry.batcher.stop()
+            await services.ab_store.close()
             await services.cache.close()
             executor.shutdown(wait=False, cancel_futures=True)
 
@@ -93,7 +105,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     endpoints = {getattr(route, "path", "") for router in routers for route in router.routes}
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", settings.client_id_header],
+        expose_headers=["X-Model-Variant", "X-Model-Version", "Retry-After"],
+        max_age=600,
+    )
     app.add_middleware(RequestMetrics, metrics=metrics, endpoints=endpoints)
+    document(app, settings)
     return app
 
 

@@ -48,6 +48,11 @@ class Metrics:
         self.redis_errors = Counter(
             "nmt_redis_errors", "failed or timed-out Redis calls", ["operation"], registry=r
         )
+        self.limits_fallbacks = Counter(
+            "nmt_limits_fallbacks",
+            "rate-limit and failed-auth checks done in-process because Redis was unavailable",
+            registry=r,
+        )
         self.batch_sentences = Histogram(
             "nmt_batch_sentences", "sentences per decoded batch", ["model"], buckets=BATCH_BUCKETS, registry=r
         )

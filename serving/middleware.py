@@ -3,11 +3,13 @@ a request body size limit, and request counts and latencies for Prometheus."""
 
 from __future__ import annotations
 
+import json
 import time
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.errors import LIBRETRANSLATE_PATHS
 from serving.metrics import Metrics
 
 
@@ -28,7 +30,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                return await self._refuse(send)
+                return await self._refuse(scope, send)
         received = 0
 
         async def counting_receive() -> Message:
@@ -41,12 +43,12 @@ class BodyLimit:
 
         await self.app(scope, counting_receive, send)
 
-    async def _refuse(self, send: Send) -> None:
-        body = (
-            b'{"error":{"type":"too_large","field":"body","message":"request body larger than '
-            + str(self.max_bytes).encode()
-            + b' bytes"}}'
-        )
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        message = f"request body larger than {self.max_bytes} bytes"
+        if scope["path"] in LIBRETRANSLATE_PATHS:
+            body = json.dumps({"error": f"body: {message}"}).encode()
+        else:
+            body = json.dumps({"error": {"type": "too_large", "field": "body", "message": message}}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -72,6 +74,9 @@ class RequestMetrics:
         async def recording_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                if status["code"] >= 500:  # the client should not reuse this connection
+                    headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"]
+                    message = {**message, "headers": [*headers, (b"connection", b"close")]}
             await send(message)
 
         try:

@@ -19,7 +19,6 @@ import torch
 from nmt.bundle import BUNDLE_FILE, Bundle, load_bundle
 from nmt.config import SearchConfig
 from nmt.errors import BundleError, NmtError
-from nmt.tokenizer import Tokenizer
 from nmt.translator import Translation, Translator
 from serving.batcher import MicroBatcher
 from serving.settings import Settings
@@ -108,10 +107,10 @@ def _decode_fn(translator: Translator, settings: Settings):
     """The batcher's decode call; on CUDA the PyTorch model runs under fp16 autocast."""
     autocast = settings.device == "cuda" and settings.backend == "torch"
 
-    def decode(sentences: list[str], search: SearchConfig) -> list[list[Translation]]:
+    def decode(ids: list[list[int]], search: SearchConfig) -> list[list[Translation]]:
         context = torch.autocast("cuda", dtype=torch.float16) if autocast else nullcontext()
         with torch.inference_mode(), context:
-            return translator.translate(sentences, search)
+            return translator.translate_ids(ids, search)
 
     return decode
 
@@ -154,18 +153,13 @@ class Registry:
                 raise NmtError(f"{folder}: a second bundle named {bundle.name!r}")
             names.add(bundle.name)
             translator = _translator(bundle, settings)
-            tokenizer = bundle.src_tokenizer
-
-            def count_tokens(text: str, tokenizer: Tokenizer = tokenizer) -> int:
-                return len(tokenizer.encode([text])[0])
-
             batcher = MicroBatcher(
                 _decode_fn(translator, settings),
                 executor,
-                count_tokens=count_tokens,
                 max_sentences=settings.batch_max_sentences,
                 max_tokens=settings.batch_max_tokens,
                 max_wait_s=settings.batch_max_wait_ms / 1000,
+                max_queued=settings.queue_max_sentences,
                 on_batch=batch_observer(bundle.name) if batch_observer else None,
                 slots=settings.slots,
             )

@@ -3,7 +3,7 @@ for the LibreTranslate-compatible shapes."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
@@ -15,7 +15,10 @@ class TranslateRequest(BaseModel):
     source: StrictStr = Field(min_length=2, max_length=16, examples=["en"])
     target: StrictStr = Field(min_length=2, max_length=16, examples=["de"])
     model: StrictStr | None = Field(
-        None, description="a model name or version; default: A/B split or the pair's default"
+        None,
+        max_length=256,
+        description="a model name or version; default: A/B split or the pair's default "
+        "(a request that names its model is reported outside the A/B split)",
     )
     beam_size: int | None = Field(None, ge=1)
     n_best: int | None = Field(None, ge=1)
@@ -49,7 +52,47 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: StrictStr = Field(min_length=1, max_length=64)
-    reference: StrictStr = Field(min_length=1)
+    reference: StrictStr = Field(
+        min_length=1, description="a reference translation (at most NMT_MAX_REFERENCE_CHARS characters)"
+    )
+
+
+class LibreTranslateRequest(BaseModel):
+    """LibreTranslate's /translate fields, as JSON or as a form (where every value is a string)."""
+
+    model_config = ConfigDict(extra="ignore")  # its clients send fields of newer versions too
+
+    q: StrictStr | list[StrictStr] = Field(description="a text, or a list of texts")
+    source: StrictStr = Field(min_length=1, max_length=16, description="a language code, or 'auto'")
+    target: StrictStr = Field(min_length=1, max_length=16)
+    format: Literal["text"] = Field("text", description="only plain text for now")
+    alternatives: int = Field(0, ge=0, le=63, description="alternative translations to return")
+    api_key: StrictStr | None = Field(None, max_length=1024)
+    model: StrictStr | None = Field(None, max_length=256, description="nmt extension: pin a model")
+
+
+class LibreTranslateResponse(BaseModel):
+    translatedText: str | list[str]
+    alternatives: list[str] | list[list[str]] | None = None
+    detectedLanguage: dict[str, Any] | None = None
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="e.g. invalid_request, unauthorized, rate_limited, overloaded, timeout")
+    field: str | None = Field(description="the field at fault, dotted (text.3), or null")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """The native API's errors."""
+
+    error: ErrorDetail
+
+
+class LibreTranslateError(BaseModel):
+    """The LibreTranslate-compatible endpoints' errors, the shape its clients read."""
+
+    error: str
 
 
 class FeedbackResponse(BaseModel):

@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from serving.ab import ABStore
 from serving.access import AccessControl
@@ -28,10 +25,3 @@ class Services:
     ab_store: ABStore
     access: AccessControl
     redis: RedisLink | None = None
-    background: set[asyncio.Task[None]] = field(default_factory=set)
-
-    def in_background(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        """Run a best-effort coroutine (A/B bookkeeping) without making the response wait for it."""
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)

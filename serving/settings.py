@@ -44,22 +44,54 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_000_000, ge=1024)
     max_beam_size: int = Field(16, ge=1, le=64)
     max_length: int = Field(512, ge=1, description="upper bound of a request's max_length")
+    max_sentence_tokens: int = Field(
+        1000, ge=1, description="source tokens in one sentence (lower where the model's own limit is)"
+    )
+
+    # backpressure: what one request may cost, and how much may wait
+    request_timeout_s: float = Field(
+        60.0, gt=0.0, description="a translation not done by then is abandoned and answered 504"
+    )
+    queue_max_sentences: int = Field(
+        4096, ge=1, description="sentences waiting per model; beyond it requests get 503 + Retry-After"
+    )
+
+    # connections (uvicorn): limits and timeouts a slow or hostile client cannot outlast
+    max_connections: int = Field(1000, ge=1, description="open connections + requests; beyond it 503")
+    header_timeout_s: float = Field(10.0, gt=0.0, description="to receive a request's headers")
+    body_timeout_s: float = Field(30.0, gt=0.0, description="to receive a request's body")
+    keep_alive_s: float = Field(5.0, gt=0.0, description="an idle keep-alive connection is closed after")
+    shutdown_timeout_s: float = Field(30.0, ge=0.0, description="drain in-flight work this long on SIGTERM")
 
     # cache: Redis when a URL is given, else an in-process LRU
     redis_url: str | None = None
     redis_timeout_s: float = Field(0.25, gt=0.0, description="per Redis call; then serve uncached")
     redis_retry_s: float = Field(2.0, ge=0.0, description="after a Redis error, skip Redis this long")
+    redis_max_connections: int = Field(64, ge=1, description="Redis connections per process (pooled)")
     cache_ttl_s: int = Field(7 * 24 * 3600, ge=1)
     cache_max_entries: int = Field(100_000, ge=1, description="in-process LRU size")
 
     # A/B testing: per language pair "src-tgt", model name -> weight
     ab_split: dict[str, dict[str, float]] = Field(default_factory=dict)
     client_id_header: str = "X-Client-Id"
-    feedback_ttl_s: int = Field(30 * 24 * 3600, ge=1, description="how long a translation id stays known")
+    feedback_ttl_s: int = Field(
+        30 * 24 * 3600, ge=1, description="retention of A/B data: served translations and their references"
+    )
+    max_reference_chars: int = Field(5000, ge=1, description="characters in one posted reference")
 
-    # access: API keys (Authorization: Bearer KEY); none configured = open service
+    # access: API keys (Authorization: Bearer KEY, or api_key in JSON, form or query string);
+    # none configured = open service
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     rate_limit_per_minute: int = Field(0, ge=0, description="requests per key and minute; 0 = no limit")
+    auth_failures_per_minute: int = Field(
+        10, ge=1, description="failed authentications per client address and minute, then 429"
+    )
+    metrics_token: str | None = Field(
+        None, description="a bearer token for /metrics alone (with API keys set, any key works too)"
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["*"], description="origins browsers may call from; '*' = any"
+    )
 
     @property
     def slots(self) -> int:
@@ -74,7 +106,7 @@ class Settings(BaseSettings):
         """Intra-op threads of each decode."""
         return self.threads or max(1, _cores() // self.slots)
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

@@ -1,22 +1,38 @@
-"""One translation request from validated input to results: split texts into sentences, look
-every sentence up in the cache, decode only the misses (deduplicated) through the model's
-micro-batcher, write them back, and join each text's sentences again.
+"""One translation request from validated input to results, top to bottom: split texts into
+sentences, look every sentence up in the cache, encode the misses once (deduplicated) and refuse
+any over the model's limit, decode them through the model's micro-batcher within the request's
+deadline (and not at all once the client has gone), write them back, join each text's sentences
+again, and record the request for the A/B report.
 
-Both the native API and the LibreTranslate-compatible endpoint translate through `translate_texts`.
+Both the native API and the LibreTranslate-compatible endpoint translate through `run_translation`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+from pydantic import ValidationError
 
 from nmt.config import SearchConfig
+from serving.ab import Group, Request, Served
+from serving.batcher import QueueFull, ShuttingDown
 from serving.cache import TranslationCache, cache_key, normalise
 from serving.errors import ApiError
-from serving.metrics import Metrics
+from serving.metrics import VariantMetrics
 from serving.registry import ModelEntry
 from serving.sentences import join_sentences, split_sentences
+from serving.services import Services
 from serving.settings import Settings
+
+T = TypeVar("T")
+
+ENCODE_INLINE_CHARS = 20_000  # bigger jobs are tokenized off the event loop
 
 
 @dataclass(frozen=True)
@@ -25,6 +41,16 @@ class TextResult:
     score: float
     cached: bool
     alternatives: list[tuple[str, float]]  # the n-best, best first (the best is `text`)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asked: `owner` may post references for the translations; `until_gone` completes when
+    the client has closed its connection (then the work is dropped)."""
+
+    owner: str
+    pinned: bool = False  # the request named its model: reported outside the A/B split
+    until_gone: Callable[[], Awaitable[object]] | None = None
 
 
 def search_options(
@@ -36,9 +62,9 @@ def search_options(
     length_penalty: float | None = None,
 ) -> SearchConfig:
     """The model's search defaults with the request's options; limits are errors naming the field."""
-    if beam_size is not None and beam_size > settings.max_beam_size:
+    if beam_size is not None and not 1 <= beam_size <= settings.max_beam_size:
         raise ApiError(422, "beam_size", f"must be between 1 and {settings.max_beam_size}")
-    if max_length is not None and max_length > settings.max_length:
+    if max_length is not None and not 1 <= max_length <= settings.max_length:
         raise ApiError(422, "max_length", f"must be between 1 and {settings.max_length}")
     if beam_size is None and n_best is None and max_length is None and length_penalty is None:
         return entry.bundle.search
@@ -52,7 +78,11 @@ def search_options(
     options.update((key, value) for key, value in given.items() if value is not None)
     if options["n_best"] > options["beam_size"]:
         raise ApiError(422, "n_best", f"must not exceed beam_size ({options['beam_size']})")
-    return SearchConfig(**options)
+    try:
+        return SearchConfig(**options)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise ApiError(422, ".".join(map(str, first["loc"])) or "body", first["msg"]) from None
 
 
 def check_texts(texts: list[str], settings: Settings, field: str) -> None:
@@ -69,15 +99,44 @@ def check_texts(texts: list[str], settings: Settings, field: str) -> None:
             raise ApiError(422, name, f"at most {settings.max_chars} characters, got {len(text)}")
 
 
-async def translate_texts(
+async def run_translation(
+    services: Services,
     entry: ModelEntry,
-    variant: str,
     texts: list[str],
     search: SearchConfig,
-    cache: TranslationCache,
-    metrics: Metrics,
+    field: str,
+    caller: Caller,
+) -> tuple[list[TextResult], list[str]]:
+    """Translate, count and remember for feedback: (results, translation ids)."""
+    started = time.perf_counter()
+    group: Group = "pinned" if caller.pinned else "split"
+    variant = entry.name if group == "split" else "pinned"
+    counters = services.metrics.variant(entry.name, variant)
+    results = await translate_texts(entry, texts, search, services, counters, field, caller)
+    latency = time.perf_counter() - started
+    ids = [uuid.uuid4().hex for _ in results]
+    counters.translations.inc(len(results))
+    counters.latency.observe(latency)
+    now = time.time()
+    served = [
+        Served(id, entry.pair, entry.name, result.text, caller.owner, group, now)
+        for id, result in zip(ids, results, strict=True)
+    ]
+    services.ab_store.record(Request(group, entry.pair, entry.name, latency, served))
+    return results, ids
+
+
+async def translate_texts(
+    entry: ModelEntry,
+    texts: list[str],
+    search: SearchConfig,
+    services: Services,
+    counters: VariantMetrics,
+    field: str,
+    caller: Caller,
 ) -> list[TextResult]:
     src, tgt = entry.bundle.src_lang, entry.bundle.tgt_lang
+    cache: TranslationCache = services.cache
     options = search.model_dump_json()
     split = [split_sentences(text) for text in texts]
     keys = [cache_key(entry.version, src, tgt, s, options) for pieces, _ in split for s in pieces]
@@ -88,17 +147,18 @@ async def translate_texts(
         if raw is not None:
             found[key] = [(text, score) for text, score in json.loads(raw)]
     hit = [key in found for key in keys]
-    misses: dict[str, str] = {}  # key -> sentence, once per key
-    for key, sentence in zip(keys, sentences, strict=True):
+    misses: dict[str, int] = {}  # key -> the index of its first sentence
+    for index, key in enumerate(keys):
         if key not in found and key not in misses:
-            misses[key] = normalise(sentence)
-    counters = metrics.variant(entry.name, variant)
+            misses[key] = index
     counters.cache_hits.inc(sum(hit))
-    if not all(hit):
-        counters.cache_misses.inc(len(hit) - sum(hit))
-
     if misses:
-        decoded = await entry.batcher.translate(list(misses.values()), search)
+        counters.cache_misses.inc(len(hit) - sum(hit))
+        ids = await _encode(entry, [normalise(sentences[i]) for i in misses.values()])
+        _check_lengths(entry, ids, list(misses.values()), split, field, services.settings.max_sentence_tokens)
+        decoded = await _within_deadline(
+            entry.batcher.translate(ids, search), services.settings.request_timeout_s, caller.until_gone
+        )
         fresh = {
             key: [(t.text, round(t.score, 6)) for t in nbest]
             for key, nbest in zip(misses, decoded, strict=True)
@@ -121,3 +181,76 @@ async def translate_texts(
         )
         start += n
     return results
+
+
+async def _encode(entry: ModelEntry, sentences: list[str]) -> list[list[int]]:
+    if sum(map(len, sentences)) <= ENCODE_INLINE_CHARS:
+        return entry.translator.encode(sentences)
+    return await asyncio.to_thread(entry.translator.encode, sentences)
+
+
+def _check_lengths(
+    entry: ModelEntry,
+    ids: list[list[int]],
+    indices: list[int],
+    split: list[tuple[list[str], list[str]]],
+    field: str,
+    service_limit: int,
+) -> None:
+    """Refuse a sentence longer than the model (or the service) takes: 422 naming the text."""
+    model_limit = entry.translator.max_source_tokens
+    limit = min(service_limit, model_limit) if model_limit else service_limit
+    for tokens, index in zip(ids, indices, strict=True):
+        if len(tokens) <= limit:
+            continue
+        text, sentence = _locate(split, index)
+        name = field if len(split) == 1 else f"{field}.{text}"
+        raise ApiError(
+            422,
+            name,
+            f"sentence {sentence + 1} has {len(tokens)} tokens; {entry.name} translates at most "
+            f"{limit} per sentence (split it, e.g. at punctuation or line breaks)",
+            "too_long",
+        )
+
+
+def _locate(split: list[tuple[list[str], list[str]]], index: int) -> tuple[int, int]:
+    """(text, sentence within it) of the index-th sentence of all texts."""
+    for text, (pieces, _) in enumerate(split):
+        if index < len(pieces):
+            return text, index
+        index -= len(pieces)
+    raise IndexError(index)
+
+
+async def _within_deadline(
+    work: Awaitable[T], timeout_s: float, until_gone: Callable[[], Awaitable[object]] | None
+) -> T:
+    """`work`'s result; cancelled (and its sentences dropped) once the client is gone (499) or the
+    deadline passes (504). A full queue is a 503 with Retry-After."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(until_gone()) if until_gone else None
+    waiting = {task} if gone is None else {task, gone}
+    try:
+        done, _ = await asyncio.wait(waiting, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for future in waiting:
+            future.cancel()
+    if task in done:
+        try:
+            return task.result()
+        except QueueFull as full:
+            raise ApiError(
+                503,
+                None,
+                f"the service is busy ({full}); try again later",
+                "overloaded",
+                {"Retry-After": str(round(full.retry_after_s))},
+            ) from None
+        except ShuttingDown as stopping:
+            raise ApiError(503, None, str(stopping), "unavailable", {"Retry-After": "5"}) from None
+    if gone is not None and gone in done:
+        raise ApiError(499, None, "the client closed the connection", "gone")
+    raise ApiError(
+        504, None, f"not translated within {timeout_s:g} s; send fewer or shorter texts", "timeout"
+    )

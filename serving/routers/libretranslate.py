@@ -14,11 +14,16 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from pydantic_core import from_json
+from starlette.formparsers import MultiPartException
 
-from serving.deps import ServicesDep
-from serving.errors import ApiError
-from serving.routers.translate import route, run_translation, variant_headers
-from serving.translation import check_texts, search_options
+from serving.deps import ServicesDep, authorize, owner, until_gone
+from serving.errors import ApiError, validation_error
+from serving.routers.translate import route, variant_headers
+from serving.schemas import LibreTranslateRequest, LibreTranslateResponse
+from serving.services import Services
+from serving.translation import Caller, check_texts, run_translation, search_options
 
 router = APIRouter(tags=["LibreTranslate compatible"])
 
@@ -40,10 +45,10 @@ async def _fields(request: Request) -> dict[str, Any]:
     """The request's fields from JSON, a urlencoded form or a multipart form."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
-        try:
-            body = await request.json()
-        except ValueError:
-            raise ApiError(400, "body", "malformed JSON") from None
+        try:  # pydantic's parser: no NaN/Infinity, a bounded nesting depth, no lone surrogates
+            body = from_json(await request.body(), allow_inf_nan=False)
+        except ValueError as error:
+            raise ApiError(400, "body", f"malformed JSON ({error})") from None
         if not isinstance(body, dict):
             raise ApiError(400, "body", "must be a JSON object")
         return body
@@ -55,63 +60,84 @@ async def _fields(request: Request) -> dict[str, Any]:
             form = await request.form()
         except AssertionError:  # Starlette without python-multipart
             raise ApiError(415, "Content-Type", "multipart forms need python-multipart; send JSON") from None
+        except MultiPartException as error:
+            raise ApiError(400, "body", f"malformed form ({error.message})") from None
         return {key: value for key, value in form.items() if isinstance(value, str)}
     raise ApiError(415, "Content-Type", "must be application/json or a form", "unsupported_media_type")
 
 
-def _string(fields: dict[str, Any], name: str) -> str:
-    value = fields.get(name)
-    if value is None or value == "":
-        raise ApiError(400, name, "required")
-    if not isinstance(value, str):
-        raise ApiError(400, name, "must be a string")
-    return value
-
-
-@router.post("/translate", summary="LibreTranslate: translate q from source to target")
-async def translate(request: Request, services: ServicesDep) -> JSONResponse:
-    fields = await _fields(request)
-    api_key = fields.get("api_key")
-    services.access.check(request.headers.get("authorization"), api_key if isinstance(api_key, str) else None)
-    q = fields.get("q")
-    if q is None or q == "" or q == []:
-        raise ApiError(400, "q", "required")
-    if not (isinstance(q, str) or (isinstance(q, list) and all(isinstance(item, str) for item in q))):
-        raise ApiError(400, "q", "must be a string or a list of strings")
-    texts = [q] if isinstance(q, str) else q
-    check_texts(texts, services.settings, "q")
-    if fields.get("format", "text") not in ("text", None):
-        raise ApiError(400, "format", "only format 'text' is supported")
+def _parse(fields: dict[str, Any]) -> LibreTranslateRequest:
     try:
-        alternatives = int(fields.get("alternatives") or 0)
-    except (TypeError, ValueError):
-        raise ApiError(400, "alternatives", "must be an integer") from None
-    source, target = _string(fields, "source"), _string(fields, "target")
+        return LibreTranslateRequest.model_validate(fields)
+    except ValidationError as error:
+        raise validation_error(error.errors()) from None
+
+
+_FORM_SCHEMA = LibreTranslateRequest.model_json_schema()
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": _FORM_SCHEMA},
+            "application/x-www-form-urlencoded": {"schema": _FORM_SCHEMA},
+            "multipart/form-data": {"schema": _FORM_SCHEMA},
+        },
+    }
+}
+
+
+@router.post(
+    "/translate",
+    summary="LibreTranslate: translate q from source to target",
+    response_model=LibreTranslateResponse,
+    response_model_exclude_none=True,
+    openapi_extra=_BODY,
+)
+async def translate(request: Request, services: ServicesDep) -> JSONResponse:
+    try:
+        return await _translate(request, services)
+    except ApiError as error:
+        if error.status != 422:
+            raise
+        # LibreTranslate answers every invalid field with 400, and its clients look for that
+        raise ApiError(400, error.field, error.message, error.type, error.headers) from None
+
+
+async def _translate(request: Request, services: Services) -> JSONResponse:
+    fields = await _fields(request)
+    key = await authorize(request, services, fields.get("api_key"))
+    body = _parse(fields)
+    texts = [body.q] if isinstance(body.q, str) else body.q
+    check_texts(texts, services.settings, "q")
+    source, target = body.source, body.target
     detected = None
     if source == "auto":
         sources = [src for src, tgts in services.registry.languages().items() if target in tgts]
         if len(sources) != 1:
             raise ApiError(400, "source", "'auto' needs exactly one language that translates into the target")
         source = detected = sources[0]
-    model = fields.get("model")
     client_id = request.headers.get(services.settings.client_id_header)
-    entry = route(services, source, target, model if isinstance(model, str) else None, client_id)
-    n_best = alternatives + 1
-    beam = max(entry.bundle.search.beam_size, n_best)
-    search = search_options(entry, services.settings, beam_size=beam, n_best=n_best)
-    results, _ = await run_translation(services, entry, texts, search)
-    body: dict[str, Any]
-    if isinstance(q, str):
-        body = {"translatedText": results[0].text}
-        if alternatives:
-            body["alternatives"] = [text for text, _ in results[0].alternatives[1:]]
+    entry = route(services, source, target, body.model, client_id)
+    n_best = body.alternatives + 1
+    if n_best > services.settings.max_beam_size:
+        raise ApiError(400, "alternatives", f"at most {services.settings.max_beam_size - 1}")
+    search = search_options(
+        entry, services.settings, beam_size=max(entry.bundle.search.beam_size, n_best), n_best=n_best
+    )
+    caller = Caller(owner(request, services, key), body.model is not None, until_gone(request))
+    results, _ = await run_translation(services, entry, texts, search, "q", caller)
+    response: dict[str, Any]
+    if isinstance(body.q, str):
+        response = {"translatedText": results[0].text}
+        if body.alternatives:
+            response["alternatives"] = [text for text, _ in results[0].alternatives[1:]]
     else:
-        body = {"translatedText": [r.text for r in results]}
-        if alternatives:
-            body["alternatives"] = [[text for text, _ in r.alternatives[1:]] for r in results]
+        response = {"translatedText": [r.text for r in results]}
+        if body.alternatives:
+            response["alternatives"] = [[text for text, _ in r.alternatives[1:]] for r in results]
     if detected:
-        body["detectedLanguage"] = {"language": detected, "confidence": 100.0}
-    return JSONResponse(body, headers=variant_headers(entry))
+        response["detectedLanguage"] = {"language": detected, "confidence": 100.0}
+    return JSONResponse(response, headers=variant_headers(entry))
 
 
 @router.get("/languages", summary="LibreTranslate: the languages served and their targets")

@@ -6,9 +6,11 @@ import os
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from serving.deps import authorize, get_services
 
 router = APIRouter(tags=["operations"])
 
@@ -36,8 +38,15 @@ async def ready(request: Request) -> JSONResponse | dict[str, Any]:
     }
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    description="With API keys or NMT_METRICS_TOKEN set, scrapers send `Authorization: Bearer TOKEN`.",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
+)
 async def metrics(request: Request) -> Response:
+    await authorize(request, await get_services(request), metrics=True)
     registry = request.app.state.metrics.registry
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # several workers: add up what each one wrote
         registry = CollectorRegistry()

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-import time
-import uuid
 
 from fastapi import APIRouter, Request, Response
 
-from nmt.config import SearchConfig
-from serving.ab import Served
-from serving.deps import ServicesDep, json_services, parse_json
+from serving.deps import ServicesDep, authorize, get_services, owner, parse_json, require_json, until_gone
 from serving.errors import ApiError
 from serving.registry import ModelEntry, RoutingError
 from serving.schemas import ModelsResponse, TranslateRequest, TranslateResponse
 from serving.services import Services
-from serving.translation import TextResult, check_texts, search_options, translate_texts
+from serving.translation import Caller, check_texts, run_translation, search_options
 
 router = APIRouter(tags=["translate"])
 
@@ -35,23 +31,6 @@ def variant_headers(entry: ModelEntry) -> dict[str, str]:
 def finite(score: float) -> float | None:
     """JSON has no infinity: the score of an empty translation is null."""
     return score if math.isfinite(score) else None
-
-
-async def run_translation(
-    services: Services, entry: ModelEntry, texts: list[str], search: SearchConfig
-) -> tuple[list[TextResult], list[str]]:
-    """Translate, count and remember for feedback: (results, translation ids)."""
-    started = time.perf_counter()
-    variant = entry.name
-    results = await translate_texts(entry, variant, texts, search, services.cache, services.metrics)
-    latency = time.perf_counter() - started
-    ids = [uuid.uuid4().hex for _ in results]
-    counters = services.metrics.variant(entry.name, variant)
-    counters.translations.inc(len(results))
-    counters.latency.observe(latency)
-    served = [Served(id, entry.pair, variant, result.text) for id, result in zip(ids, results, strict=True)]
-    services.in_background(services.ab_store.record(served, entry.pair, variant, latency))
-    return results, ids
 
 
 # The body is parsed here rather than declared as a parameter: FastAPI's parameter and dependency
@@ -73,7 +52,9 @@ _TRANSLATE_BODY = {
     summary="Translate one text or a list of texts",
 )
 async def translate(request: Request) -> Response:
-    services = await json_services(request)
+    services = await get_services(request)
+    key = await authorize(request, services)
+    require_json(request)
     body = parse_json(TranslateRequest, await request.body())
     settings = services.settings
     texts = [body.text] if isinstance(body.text, str) else body.text
@@ -83,7 +64,8 @@ async def translate(request: Request) -> Response:
     search = search_options(
         entry, settings, body.beam_size, body.n_best, body.max_length, body.length_penalty
     )
-    results, ids = await run_translation(services, entry, texts, search)
+    caller = Caller(owner(request, services, key), body.model is not None, until_gone(request))
+    results, ids = await run_translation(services, entry, texts, search, "text", caller)
     # serialised here, once, from plain dicts: returning the pydantic model would make FastAPI
     # validate it a second time (TranslateResponse still documents the shape)
     translations = []

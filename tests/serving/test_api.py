@@ -14,8 +14,8 @@ from nmt.translator import Translator
 SENTENCES = ["A man is riding a bike.", "Two dogs play in the snow.", "A woman sings on a stage."]
 
 
-def post(client, **body):
-    return client.post("/v1/translate", json={"source": "en", "target": "de", **body})
+def post(client, headers=None, **body):
+    return client.post("/v1/translate", json={"source": "en", "target": "de", **body}, headers=headers)
 
 
 def test_single_and_list_translation_match_the_library(ab_server, models_dir):
@@ -47,7 +47,8 @@ def test_partial_cache_hits_decode_only_the_rest(ab_server):
         beam1 = post(client, text=texts[0], model="tiny-transformer", beam_size=1).json()["translations"][0]
         assert beam1["cached"] is False
         metrics = client.get("/metrics").text
-    assert 'nmt_cache_hits_total{model="tiny-transformer",variant="tiny-transformer"}' in metrics
+    # a request that names its model is counted apart from the A/B split's variants
+    assert 'nmt_cache_hits_total{model="tiny-transformer",variant="pinned"}' in metrics
 
 
 def test_a_text_of_several_sentences_is_split_and_joined(ab_server):
@@ -163,25 +164,40 @@ def test_ab_split_is_weighted_sticky_and_overridable(ab_server):
 
 
 def test_feedback_and_report(ab_server, tiny_corpus):
+    """References reach the variant that served the translation; only its client may post them;
+    requests that pinned their model are reported apart from the split."""
     src = (tiny_corpus / "test_2016_flickr.en").read_text().splitlines()[:12]
     refs = (tiny_corpus / "test_2016_flickr.de").read_text().splitlines()[:12]
+    served = collections.Counter()
     with ab_server.client() as client:
-        for name in ("tiny-transformer", "tiny-lstm_attention"):
-            items = post(client, text=src, model=name).json()["translations"]
-            for item, ref in zip(items, refs, strict=True):
-                reply = client.post("/v1/feedback", json={"id": item["id"], "reference": ref})
-                assert reply.status_code == 200 and reply.json()["variant"] == name
+        for i, (text, ref) in enumerate(zip(src, refs, strict=True)):
+            for c in range(2):  # each client id draws its variant from the 50/50 split
+                who = {"X-Client-Id": f"reporter-{i}-{c}"}
+                item = post(client, text=text, headers=who).json()["translations"][0]
+                reply = client.post("/v1/feedback", json={"id": item["id"], "reference": ref}, headers=who)
+                assert reply.status_code == 200 and reply.json()["variant"] == item["variant"]
+                served[item["variant"]] += 1
+        stolen = client.post(
+            "/v1/feedback", json={"id": item["id"], "reference": "Hallo"}, headers={"X-Client-Id": "other"}
+        )
+        assert stolen.status_code == 403 and stolen.json()["error"]["field"] == "id"
+        pinned = post(client, text=src[0], model="tiny-transformer").json()["translations"][0]
+        assert client.post("/v1/feedback", json={"id": pinned["id"], "reference": refs[0]}).status_code == 200
         unknown = client.post("/v1/feedback", json={"id": "f" * 32, "reference": "Hallo"})
         assert unknown.status_code == 404 and unknown.json()["error"]["field"] == "id"
         empty = client.post("/v1/feedback", json={"id": "f" * 32, "reference": ""})
         assert empty.status_code == 422 and empty.json()["error"]["field"] == "reference"
+        huge = client.post("/v1/feedback", json={"id": pinned["id"], "reference": "x" * 5001})
+        assert huge.status_code == 422 and huge.json()["error"]["field"] == "reference"
         report = client.get("/v1/ab/report").json()
-    for name in ("tiny-transformer", "tiny-lstm_attention"):
+    assert set(served) == {"tiny-transformer", "tiny-lstm_attention"}
+    for name, count in served.items():
         variant = report["pairs"]["en-de"][name]
-        assert variant["references"] == 12 and variant["requests"] >= 1
+        assert variant["references"] == count and variant["requests"] >= count
         assert 0 <= variant["bleu"]["score"] <= 100 and variant["bleu"]["ci95"] >= 0
         assert variant["bleu"]["signature"].startswith("nrefs:1|")
         assert variant["latency_ms"]["p50"] > 0
+    assert report["pinned"]["en-de"]["tiny-transformer"]["references"] == 1
 
 
 def test_health_ready_models_metrics_docs(ab_server):
