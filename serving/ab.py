@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import statistics
 import time
 from collections import defaultdict, deque
@@ -39,6 +40,7 @@ BOOTSTRAP_SAMPLES = 1000
 FLUSH_S = 0.05
 FLUSH_RECORDS = 512
 DAY_S = 86400
+SERVED_BUCKET_S = 600  # served records are kept in one Redis hash per 10 minutes
 
 Group = Literal["split", "pinned"]
 
@@ -75,6 +77,22 @@ class Request:
     variant: str
     latency_s: float
     served: list[Served]
+
+
+def new_id(now: float) -> str:
+    """A translation id: 32 hex digits, the first 8 the 10-minute slot it was served in (so the
+    Redis store finds its record's hash without a key per translation), the rest random."""
+    return f"{int(now // SERVED_BUCKET_S):08x}{secrets.token_hex(12)}"
+
+
+def _slot(id: str) -> int | None:
+    """The slot of an id from `new_id`, None for anything else."""
+    if len(id) != 32:
+        return None
+    try:
+        return int(id[:8], 16)
+    except ValueError:
+        return None
 
 
 class StoreUnavailable(Exception):
@@ -154,12 +172,13 @@ class MemoryABStore:
 
 class RedisABStore:
     """Keys (all expire after the retention time):
-    nmt:ab:served:ID            the Served record, JSON
+    nmt:ab:served:SLOT          hash id -> the Served record (JSON), one per 10-minute slot
     nmt:ab:requests             hash "group|pair|variant" -> request count
     nmt:ab:latency:G|P|V        list of recent latencies, newest first, trimmed
     nmt:ab:refs:G|P|V:DAY       hash id -> [hypothesis, reference], by the day the translation was
                                 served, so whole days expire together and a re-posted reference
-                                lands in the same hash as the first."""
+                                lands in the same hash as the first.
+    One flush writes any number of requests with a handful of commands."""
 
     def __init__(self, link: RedisLink, retention_s: int) -> None:
         self.link = link
@@ -185,16 +204,21 @@ class RedisABStore:
         requests, self._pending = self._pending, []
         if not requests:
             return
+        served: dict[int, dict[str, str]] = defaultdict(dict)
+        latencies: dict[str, list[str]] = defaultdict(list)
+        for request in requests:
+            for item in request.served:
+                served[_slot(item.id) or 0][item.id] = item.dumps()
+            latencies[f"{request.group}|{request.pair}|{request.variant}"].append(f"{request.latency_s:.6f}")
 
         async def work(client: Any) -> None:
             async with client.pipeline(transaction=False) as pipe:
-                for request in requests:
-                    key = f"{request.group}|{request.pair}|{request.variant}"
-                    for item in request.served:
-                        pipe.set(f"nmt:ab:served:{item.id}", item.dumps(), ex=self.retention_s)
-                    pipe.hincrby("nmt:ab:requests", key, 1)
-                    pipe.lpush(f"nmt:ab:latency:{key}", f"{request.latency_s:.6f}")
-                for key in {f"{r.group}|{r.pair}|{r.variant}" for r in requests}:
+                for slot, records in served.items():
+                    pipe.hset(f"nmt:ab:served:{slot}", mapping=records)
+                    pipe.expireat(f"nmt:ab:served:{slot}", (slot + 1) * SERVED_BUCKET_S + self.retention_s)
+                for key, values in latencies.items():
+                    pipe.hincrby("nmt:ab:requests", key, len(values))
+                    pipe.lpush(f"nmt:ab:latency:{key}", *values)
                     pipe.ltrim(f"nmt:ab:latency:{key}", 0, LATENCY_SAMPLES - 1)
                     pipe.expire(f"nmt:ab:latency:{key}", self.retention_s)
                 pipe.expire("nmt:ab:requests", self.retention_s)
@@ -210,8 +234,12 @@ class RedisABStore:
         return result
 
     async def lookup(self, id: str) -> Served | None:
+        slot = _slot(id)
+        if slot is None or (slot + 1) * SERVED_BUCKET_S + self.retention_s < time.time():
+            return None
+
         async def work(client: Any) -> str | None:
-            return await client.get(f"nmt:ab:served:{id}")
+            return await client.hget(f"nmt:ab:served:{slot}", id)
 
         raw = await self._checked("ab lookup", work)
         try:

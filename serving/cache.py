@@ -8,6 +8,7 @@ language pair, the normalised sentence and the decoding options. Hashing a JSON 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -80,19 +81,51 @@ class MemoryCache:
 
 
 class RedisCache:
-    """MGET to read, one pipelined SET ... EX per batch to write; failures read as misses."""
+    """Reads are pipelined across requests: a request's keys join the next MGET, and while one
+    MGET is in flight the keys of the requests arriving meanwhile gather for the following one.
+    Under load one round trip serves many requests (the client library's cost per command, not
+    Redis, is what limits cache hits), and a lone request still gets its own MGET at once.
+    Writes: one pipelined SET ... EX per batch. Failures read as misses."""
 
     kind = "redis"
 
     def __init__(self, link: RedisLink, ttl_s: int) -> None:
         self.link = link
         self.ttl_s = ttl_s
+        self._waiting: list[tuple[list[str], asyncio.Future[list[str | None]]]] = []
+        self._reader: asyncio.Task[None] | None = None
 
     async def get_many(self, keys: list[str]) -> list[str | None]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[str | None]] = loop.create_future()
+        self._waiting.append((keys, future))
+        if self._reader is None:
+            self._reader = loop.create_task(self._read())
+        return await future
+
+    async def _read(self) -> None:
+        try:
+            while self._waiting:
+                waiting, self._waiting = self._waiting, []
+                values = await self._mget([key for request_keys, _ in waiting for key in request_keys])
+                start = 0
+                for request_keys, future in waiting:
+                    if not future.done():
+                        future.set_result(values[start : start + len(request_keys)])
+                    start += len(request_keys)
+        finally:
+            self._reader = None
+            for request_keys, future in self._waiting:  # only if this task was cancelled
+                if not future.done():
+                    future.set_result([None] * len(request_keys))
+            self._waiting.clear()
+
+    async def _mget(self, keys: list[str]) -> list[str | None]:
         async def work(client: Any) -> list[str | None]:
             return list(await client.mget(keys))
 
-        return await self.link.call("get", work, [None] * len(keys))
+        missing: list[str | None] = [None] * len(keys)
+        return await self.link.call("get", work, missing)
 
     async def set_many(self, items: dict[str, str]) -> None:
         async def work(client: Any) -> None:
@@ -105,4 +138,6 @@ class RedisCache:
             await self.link.call("set", work, None)
 
     async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
         await self.link.close()

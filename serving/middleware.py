@@ -3,6 +3,7 @@ a request body size limit, and request counts and latencies for Prometheus."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -45,13 +46,27 @@ class BodyLimit:
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         message = f"request body larger than {self.max_bytes} bytes"
-        if scope["path"] in LIBRETRANSLATE_PATHS:
-            body = json.dumps({"error": f"body: {message}"}).encode()
-        else:
-            body = json.dumps({"error": {"type": "too_large", "field": "body", "message": message}}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send(_response_start(413, scope["path"]))
+        await send(_response_body(413, scope["path"], message, "too_large", "body"))
+
+
+def _error_body(path: str, message: str, type: str, field: str | None) -> bytes:
+    """An error in the endpoint's shape (see serving.errors), for answers sent below FastAPI."""
+    if path in LIBRETRANSLATE_PATHS:
+        return json.dumps({"error": f"{field}: {message}" if field else message}).encode()
+    return json.dumps({"error": {"type": type, "field": field, "message": message}}).encode()
+
+
+def _response_start(status: int, path: str, headers: dict[str, str] | None = None) -> Message:
+    fields = [(b"content-type", b"application/json"), (b"connection", b"close")]
+    fields += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    return {"type": "http.response.start", "status": status, "headers": fields}
+
+
+def _response_body(
+    status: int, path: str, message: str, type: str = "unavailable", field: str | None = None
+) -> Message:
+    return {"type": "http.response.body", "body": _error_body(path, message, type, field)}
 
 
 class RequestMetrics:
@@ -68,7 +83,7 @@ class RequestMetrics:
             return await self.app(scope, receive, send)
         path = scope["path"]
         endpoint = path if path in self.endpoints else "other"
-        status = {"code": 500}
+        status = {"code": 0}
         started = time.perf_counter()
 
         async def recording_send(message: Message) -> None:
@@ -81,8 +96,15 @@ class RequestMetrics:
 
         try:
             await self.app(scope, receive, recording_send)
+        except asyncio.CancelledError:
+            # the server's drain time ran out (SIGTERM): a 503 the client can retry elsewhere,
+            # rather than uvicorn's bare 500
+            if not status["code"]:
+                await recording_send(_response_start(503, scope["path"], {"Retry-After": "1"}))
+                await recording_send(_response_body(503, scope["path"], "the service is shutting down"))
+            raise
         finally:
-            key = (endpoint, status["code"])
+            key = (endpoint, status["code"] or 500)
             children = self._children.get(key)
             if children is None:
                 children = (

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -28,6 +29,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout
+else:  # redis-py depends on async-timeout there
+    from async_timeout import timeout
 
 log = logging.getLogger("nmt.serving.redis")
 
@@ -72,7 +78,9 @@ class RedisLink:
             return fallback
         try:
             # a pool wait, a command and its one retry each have the timeout: bound them together
-            return await asyncio.wait_for(work(self.client), self.timeout_s * 3)
+            # (a timeout context, not wait_for: no task per call)
+            async with timeout(self.timeout_s * 3):
+                return await work(self.client)
         except Exception as error:
             self.on_error(operation)
             if isinstance(error, RedisConnectionError) and str(error) == _POOL_EXHAUSTED:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -20,7 +19,7 @@ from typing import TypeVar
 from pydantic import ValidationError
 
 from nmt.config import SearchConfig
-from serving.ab import Group, Request, Served
+from serving.ab import Group, Request, Served, new_id
 from serving.batcher import QueueFull, ShuttingDown
 from serving.cache import TranslationCache, cache_key, normalise
 from serving.errors import ApiError
@@ -114,10 +113,10 @@ async def run_translation(
     counters = services.metrics.variant(entry.name, variant)
     results = await translate_texts(entry, texts, search, services, counters, field, caller)
     latency = time.perf_counter() - started
-    ids = [uuid.uuid4().hex for _ in results]
+    now = time.time()
+    ids = [new_id(now) for _ in results]
     counters.translations.inc(len(results))
     counters.latency.observe(latency)
-    now = time.time()
     served = [
         Served(id, entry.pair, entry.name, result.text, caller.owner, group, now)
         for id, result in zip(ids, results, strict=True)
