@@ -7,7 +7,9 @@
 
 `version` is a content hash of the weights, tokenizers and model config: the cache and the
 exports key on it, and `load_bundle` checks it, so an edited or torn bundle is refused rather
-than served. Translate, evaluate, export and the service all load through `load_bundle`.
+than served. Every file a bundle names, exports included, must lie inside its folder
+(`bundle_file`): a bundle may come from elsewhere, and its names must not reach out of it.
+Translate, evaluate, export and the service all load through `load_bundle`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
@@ -161,17 +163,49 @@ def save_bundle(
     return atomic_folder(path, fill)
 
 
-def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
-    """The one loader: read and check a bundle folder. Raises BundleError naming what is wrong."""
-    path = Path(path)
-    if not path.is_dir():
-        raise BundleError(f"{path}: model bundle not found (expected a folder with {BUNDLE_FILE})")
-    meta_file = path / BUNDLE_FILE
-    if not meta_file.is_file():
-        raise BundleError(f"{path}: incomplete bundle, {BUNDLE_FILE} is missing")
+def bundle_file(bundle_path: Path, name: object, key: str) -> Path:
+    """`bundle_path / name`, refused with a BundleError naming `key` unless it lies inside the bundle.
+
+    Names come from files that whoever made the bundle wrote (bundle.json): one that is
+    absolute, climbs out with `..`, or leaves through a symlink would make every loader, the
+    service included, read any file of the machine. The content hash is no guard: it is
+    computed by reading the named files (and is skipped with verify=False), so this check
+    must run before anything is opened."""
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise BundleError(f"{bundle_path}: {key} must name a file inside the bundle, not {name!r}")
+    relative = PurePosixPath(name)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise BundleError(f"{bundle_path}: {key} {name!r} points outside the bundle")
+    path = bundle_path / relative
+    try:
+        resolved = path.resolve()
+        inside = resolved.is_relative_to(bundle_path.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        resolved, inside = path, False
+    if not inside:
+        raise BundleError(f"{bundle_path}: {key} {name!r} resolves to {resolved}, outside the bundle")
+    return path
+
+
+def bundle_folder(bundle_path: Path, name: str, key: str) -> Path:
+    """A folder of the bundle (an export), checked by `bundle_file` along with every entry in it:
+    the backends open files there by fixed names, and any of them could be a link out."""
+    folder = bundle_file(bundle_path, name, key)
+    if folder.is_dir():
+        for entry in sorted(folder.iterdir()):
+            bundle_file(bundle_path, f"{name}/{entry.name}", key)
+    return folder
+
+
+def _read_meta(meta_file: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """bundle.json, checked for the keys every loader relies on, and the files it names by key."""
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        files = [WEIGHTS_FILE, meta["tokenizer"]["src"], meta["tokenizer"]["tgt"]]
+        named = {
+            "weights": WEIGHTS_FILE,
+            "tokenizer.src": meta["tokenizer"]["src"],
+            "tokenizer.tgt": meta["tokenizer"]["tgt"],
+        }
         keys = ("name", "src_lang", "tgt_lang", "model", "search", "version")
         missing_key = next((key for key in keys if key not in meta), None)
     except (json.JSONDecodeError, KeyError, TypeError) as error:
@@ -180,10 +214,23 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         ) from None
     if missing_key:
         raise BundleError(f"{meta_file}: missing key {missing_key!r}")
-    for name in files:
-        if not (path / name).is_file():
-            raise BundleError(f"{path}: incomplete bundle, {name} is missing")
-    if verify and content_hash(path, files, meta["model"]) != meta["version"]:
+    return meta, named
+
+
+def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
+    """The one loader: read and check a bundle folder. Raises BundleError naming what is wrong."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"{path}: model bundle not found (expected a folder with {BUNDLE_FILE})")
+    meta_file = bundle_file(path, BUNDLE_FILE, BUNDLE_FILE)
+    if not meta_file.is_file():
+        raise BundleError(f"{path}: incomplete bundle, {BUNDLE_FILE} is missing")
+    meta, named = _read_meta(meta_file)
+    files = {key: bundle_file(path, name, key) for key, name in named.items()}  # before any is read
+    for key, file in files.items():
+        if not file.is_file():
+            raise BundleError(f"{path}: incomplete bundle, {named[key]} ({key}) is missing")
+    if verify and content_hash(path, list(named.values()), meta["model"]) != meta["version"]:
         raise BundleError(
             f"{path}: files do not match the bundle's version {meta['version']} (edited or corrupt)"
         )
@@ -197,6 +244,6 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         meta=meta,
         model_config=model_config,
         search=search,
-        src_tokenizer=Tokenizer.load(path / files[1]),
-        tgt_tokenizer=Tokenizer.load(path / files[2]),
+        src_tokenizer=Tokenizer.load(files["tokenizer.src"]),
+        tgt_tokenizer=Tokenizer.load(files["tokenizer.tgt"]),
     )

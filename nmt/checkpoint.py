@@ -2,8 +2,10 @@
 
 A checkpoint is one `torch.save` file holding the model, optimizer, scheduler and scaler
 states, the RNG states and the position in the data, so `--resume` continues exactly where
-the run stopped. Files are written to a temporary name, flushed to disk and renamed, so a
-kill at any moment leaves either the old file or the new one, never a torn one.
+the run stopped. It holds tensors and plain data only and is read with `weights_only=True`,
+so loading a crafted file cannot run code. Files are written to a temporary name, flushed
+to disk and renamed, so a kill at any moment leaves either the old file or the new one,
+never a torn one.
 
 Layout of a run's `checkpoints/` folder: `step-00001234.pt` (the last `keep_last` of them)
 and `best.pt` (the best validation BLEU so far).
@@ -12,9 +14,11 @@ and `best.pt` (the best validation BLEU so far).
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,8 @@ import torch
 from nmt.errors import NmtError
 
 _STEP_FILE = re.compile(r"step-(\d+)\.pt$")
+# what `Trainer.save` writes; `average` and `--resume` read these
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "progress", "recipe")
 
 
 def readable_mode(directory: bool = False) -> int:
@@ -79,16 +85,35 @@ def atomic_folder(path: Path, fill: Callable[[Path], object]) -> Path:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write `payload` atomically. It must hold only tensors and plain data (dict, list, tuple,
+    str, int, float, bool, None): `load_checkpoint` reads with `weights_only=True` and refuses
+    anything else, so a numpy array or a Python object here would make the run unresumable."""
     atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint written by `save_checkpoint`, refusing any other kind of pickle.
+
+    `weights_only=True` rebuilds tensors and plain data only: a full unpickler would run
+    whatever code a crafted file names (`nmt average` and `--resume` read files that may come
+    from elsewhere). Raises NmtError naming the file, never a traceback."""
     if not path.is_file():
         raise NmtError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():  # torch warns about foreign pickles: the error says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # an object weights_only does not allow: nothing of it ran
+        raise NmtError(
+            f"{path}: not a plain-tensor checkpoint (it holds objects other than tensors and "
+            "plain data); refused without running it"
+        ) from None
     except Exception as error:  # a truncated or foreign file: name it, never a traceback
         raise NmtError(f"{path}: not a readable checkpoint ({error.__class__.__name__})") from None
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise NmtError(f"{path}: not a checkpoint of nmt train (no {missing[0]!r})")
+    return state
 
 
 def step_checkpoints(folder: Path) -> list[Path]:

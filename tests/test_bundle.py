@@ -1,13 +1,17 @@
-"""Bundles: save and load round trip, fp16 storage, the content-hash version."""
+"""Bundles: save and load round trip, fp16 storage, the content-hash version, and every file a
+bundle names kept inside its folder."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
 
-from nmt.bundle import load_bundle, save_bundle
+from nmt.backends.ctranslate2 import CTranslate2Model
+from nmt.backends.onnx import OnnxModel
+from nmt.bundle import WEIGHTS_FILE, content_hash, load_bundle, save_bundle
 from nmt.config import SearchConfig, TokenizerConfig, TransformerConfig
 from nmt.errors import BundleError
 from nmt.models import build_model
@@ -84,3 +88,78 @@ def test_saving_over_a_bundle_replaces_it_whole(parts, tmp_path):
     _save(path, parts)
     assert not (path / "stray.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def _name_tokenizer(path, name) -> None:
+    """Point both tokenizer keys of bundle.json at `name` (both: the version then still matches
+    when `name` holds the same bytes, see below)."""
+    meta = json.loads((path / "bundle.json").read_text())
+    meta["tokenizer"] = {"src": name, "tgt": name}
+    (path / "bundle.json").write_text(json.dumps(meta))
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("a file was read before the bundle's names were checked")
+
+
+@pytest.mark.parametrize("how", ["parent", "absolute", "symlink"])
+def test_a_tokenizer_outside_the_bundle_is_refused(parts, tmp_path, monkeypatch, how):
+    path = _save(tmp_path / "b", parts)
+    outside = tmp_path / "outside.model"
+    shutil.copyfile(path / "spm.model", outside)  # the same bytes as the bundle's own tokenizer
+    name = {"parent": "../outside.model", "absolute": str(outside), "symlink": "link.model"}[how]
+    if how == "symlink":
+        (path / "link.model").symlink_to(outside)
+    _name_tokenizer(path, name)
+    meta = json.loads((path / "bundle.json").read_text())
+    # the content hash covers bytes, not names: it would have let this bundle through
+    assert content_hash(path, [WEIGHTS_FILE, name, name], meta["model"]) == meta["version"]
+    monkeypatch.setattr("nmt.bundle.content_hash", _never)
+    monkeypatch.setattr("nmt.bundle.Tokenizer.load", _never)
+    for verify in (True, False):
+        with pytest.raises(BundleError, match="tokenizer.src") as caught:
+            load_bundle(path, verify=verify)
+        assert name in str(caught.value) and "outside the bundle" in str(caught.value)
+
+
+@pytest.mark.parametrize("name", [None, 5, "", "spm\0.model"])
+def test_a_tokenizer_name_that_is_no_file_name_is_refused(parts, tmp_path, name):
+    path = _save(tmp_path / "b", parts)
+    _name_tokenizer(path, name)
+    with pytest.raises(BundleError, match="tokenizer.src"):
+        load_bundle(path)
+
+
+def test_weights_linked_from_outside_are_refused(parts, tmp_path):
+    path = _save(tmp_path / "b", parts)
+    (path / WEIGHTS_FILE).rename(tmp_path / "elsewhere.safetensors")
+    (path / WEIGHTS_FILE).symlink_to(tmp_path / "elsewhere.safetensors")
+    with pytest.raises(BundleError, match="weights 'weights.safetensors' resolves to .*elsewhere"):
+        load_bundle(path)
+
+
+def test_links_that_stay_inside_the_bundle_are_fine(parts, tmp_path):
+    path = _save(tmp_path / "b", parts)
+    version = load_bundle(path).version
+    (path / "sub").mkdir()
+    (path / "sub" / "link.model").symlink_to(path / "spm.model")
+    _name_tokenizer(path, "sub/link.model")
+    assert load_bundle(path).version == version
+    linked = tmp_path / "linked"  # the bundle folder itself may be a link (models/current -> v3)
+    linked.symlink_to(path)
+    assert load_bundle(linked).version == version
+
+
+@pytest.mark.parametrize(("backend", "folder"), [(OnnxModel, "onnx"), (CTranslate2Model, "ct2")])
+def test_an_export_linked_from_outside_is_refused(parts, tmp_path, backend, folder):
+    bundle = load_bundle(_save(tmp_path / "b", parts))
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "export.json").write_text("{}")
+    (bundle.path / folder).mkdir()
+    (bundle.path / folder / "export.json").symlink_to(tmp_path / "elsewhere" / "export.json")
+    with pytest.raises(BundleError, match=f"{folder} export '{folder}/export.json' resolves"):
+        backend.from_bundle(bundle)
+    shutil.rmtree(bundle.path / folder)
+    (bundle.path / folder).symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(BundleError, match=f"{folder} export '{folder}' resolves"):
+        backend.from_bundle(bundle)

@@ -14,6 +14,7 @@ import pytest
 
 from nmt.bundle import load_bundle
 from tests.conftest import TINY_MODELS, run_nmt, tiny_recipe, write_recipe
+from tests.test_checkpoint import write_crafted_checkpoint
 
 
 @pytest.mark.parametrize("arch", list(TINY_MODELS))
@@ -92,6 +93,36 @@ def test_average_checkpoints_into_a_bundle(trained_bundles, tmp_path):
     assert bundle.meta["dtype"] == "float16"
     assert bundle.meta["training"]["averaged"] == ["step-00000004.pt", "step-00000006.pt"]
     run_nmt("translate", "--model", str(out), stdin="A dog runs.\n")
+
+
+def test_average_refuses_a_crafted_checkpoint_without_running_it(trained_bundles, tmp_path):
+    real = trained_bundles["transformer"].parent / "checkpoints" / "step-00000006.pt"
+    crafted = write_crafted_checkpoint(tmp_path / "step-00000001.pt", tmp_path / "pwned")
+    out = tmp_path / "averaged"
+    result = run_nmt("average", "--checkpoints", str(crafted), str(real), "--out", str(out), check=False)
+    assert_one_line_error(result, str(crafted), "not a plain-tensor checkpoint")
+    assert not (tmp_path / "pwned").exists() and not out.exists()
+
+
+def test_resume_refuses_a_crafted_checkpoint_without_running_it(trained_bundles, tiny_corpus, tmp_path):
+    run_dir = shutil.copytree(trained_bundles["transformer"].parent, tmp_path / "run")
+    crafted = write_crafted_checkpoint(run_dir / "checkpoints" / "step-99999999.pt", tmp_path / "pwned")
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_corpus, run_dir, "transformer", max_steps=8))
+    result = run_nmt("train", "--config", str(recipe), "--resume", check=False)
+    # training logs its data summary first; the error is the last line, and one line
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert str(crafted) in last and "not a plain-tensor checkpoint" in last, result.stderr
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_bundle_naming_a_file_outside_itself_is_one_line(trained_bundles, tmp_path):
+    bundle = shutil.copytree(trained_bundles["lstm"], tmp_path / "bundle")
+    meta = json.loads((bundle / "bundle.json").read_text())
+    meta["tokenizer"]["src"] = "../../../etc/hostname"
+    (bundle / "bundle.json").write_text(json.dumps(meta))
+    result = run_nmt("translate", "--model", str(bundle), stdin="", check=False)
+    assert_one_line_error(result, "tokenizer.src", "../../../etc/hostname", "outside the bundle")
 
 
 def test_data_download_from_a_local_copy(multi30k, tmp_path):

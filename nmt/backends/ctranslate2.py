@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nmt.bundle import Bundle
+from nmt.bundle import Bundle, bundle_folder
 from nmt.config import SearchConfig
 from nmt.errors import BundleError
 from nmt.search import Hypothesis, max_lengths
@@ -75,7 +75,7 @@ class CTranslate2Model:
         cls, bundle: Bundle, device: str | torch.device = "cpu", **kwargs: Any
     ) -> CTranslate2Model:
         """The export in BUNDLE/ct2/, refused unless it was made from this very bundle version."""
-        folder = bundle.path / EXPORT_DIR
+        folder = bundle_folder(bundle.path, EXPORT_DIR, "ct2 export")
         meta_file = folder / EXPORT_FILE
         if not meta_file.is_file():
             raise BundleError(

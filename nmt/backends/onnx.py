@@ -51,7 +51,7 @@ import onnxruntime as ort
 import torch
 from torch import Tensor
 
-from nmt.bundle import Bundle
+from nmt.bundle import Bundle, bundle_folder
 from nmt.errors import BundleError
 
 log = logging.getLogger("nmt.backends.onnx")
@@ -225,7 +225,7 @@ class OnnxModel:
     @classmethod
     def from_bundle(cls, bundle: Bundle, device: str | torch.device = "cpu", **kwargs: Any) -> OnnxModel:
         """The export in BUNDLE/onnx/, refused unless it was made from this very bundle version."""
-        folder = bundle.path / EXPORT_DIR
+        folder = bundle_folder(bundle.path, EXPORT_DIR, "onnx export")
         if not (folder / EXPORT_FILE).is_file():
             raise BundleError(f"{bundle.path}: no ONNX export; run {_export_command(bundle.path)} first")
         try:
