@@ -348,7 +348,8 @@ def cmd_serve(args) -> None:
         # connection hygiene: head and body read timeouts, idle keep-alive, a connection limit
         # (beyond it uvicorn answers 503 with Connection: close), a bounded drain on SIGTERM
         http="serving.protocol:GuardedHttpToolsProtocol",
-        timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]  (floats work: call_later)
+        # uvicorn annotates these two as int; it only hands them to call_later and wait_for
+        timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]
         limit_concurrency=settings.max_connections,
         timeout_graceful_shutdown=settings.shutdown_timeout_s,  # type: ignore[arg-type]
     )

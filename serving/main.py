@@ -8,10 +8,12 @@ Run it with `nmt serve` (uvicorn, `serving.main:create_app` as a factory), or
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 import torch
 from fastapi import FastAPI
@@ -57,7 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             if not await link.ping():
                 log.warning(
-                    "Redis at %s is not answering; serving uncached until it does", settings.redis_url
+                    "Redis at %s is not answering; serving uncached until it does",
+                    _redacted(settings.redis_url),
                 )
             cache, ab_store = (
                 RedisCache(link, settings.cache_ttl_s),
@@ -81,6 +84,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             redis=link,
         )
         app.state.services = services
+        # the millions of objects loaded so far (torch, ONNX Runtime, models) live as long as the
+        # process: keep them out of the garbage collector's full passes, which otherwise stall
+        # every request for tens of milliseconds now and then (the p99 of cache hits)
+        gc.collect()
+        gc.freeze()
         log.info("serving %s with a %s cache", ", ".join(registry.entries), services.cache.kind)
         try:
             yield
@@ -127,3 +135,12 @@ def _batch_observer(metrics: Metrics, model: str):
         seconds_hist.observe(seconds)
 
     return observe
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password (logs are read by more people than secrets are)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
