@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import time
 import unicodedata
 from collections import OrderedDict
 from typing import Any, Protocol
+
+import orjson
 
 from serving.redis_link import RedisLink
 
@@ -28,8 +29,8 @@ def normalise(sentence: str) -> str:
 
 def cache_key(version: str, src: str, tgt: str, sentence: str, options: str) -> str:
     """`options`: the decoding options as JSON (`SearchConfig.model_dump_json()`)."""
-    payload = json.dumps([version, src, tgt, normalise(sentence), options], ensure_ascii=False)
-    return KEY_PREFIX + hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    payload = orjson.dumps([version, src, tgt, normalise(sentence), options])
+    return KEY_PREFIX + hashlib.sha256(payload).hexdigest()
 
 
 class TranslationCache(Protocol):

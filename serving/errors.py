@@ -78,37 +78,41 @@ def validation_error(errors: Sequence[Any]) -> ApiError:
     return ApiError(422, field, message)
 
 
-def install(app: FastAPI) -> None:
-    async def on_api_error(request: Request, error: Exception) -> JSONResponse:
-        assert isinstance(error, ApiError)
+def _from_http_exception(error: StarletteHTTPException) -> ApiError:
+    kinds = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+    return ApiError(
+        error.status_code,
+        "body" if error.status_code == 413 else None,
+        str(error.detail),
+        kinds.get(error.status_code, "http_error"),
+        dict(error.headers or {}),
+    )
+
+
+def expected_error_response(request: Request, error: Exception) -> JSONResponse | None:
+    """The answer to an exception that is no server bug, None for anything else."""
+    if isinstance(error, ApiError):
         return error_response(request, error)
-
-    async def on_validation(request: Request, error: Exception) -> JSONResponse:
-        assert isinstance(error, RequestValidationError)
+    if isinstance(error, RequestValidationError):
         return error_response(request, validation_error(error.errors()))
+    if isinstance(error, StarletteHTTPException):
+        return error_response(request, _from_http_exception(error))
+    if isinstance(error, ClientDisconnect):
+        # the client left while its body was read: nobody reads this answer, and it is no server error
+        return error_response(request, ApiError(499, None, "the client closed the connection", "gone"))
+    return None
 
-    async def on_http(request: Request, error: Exception) -> JSONResponse:
-        assert isinstance(error, StarletteHTTPException)
-        kinds = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-        api_error = ApiError(
-            error.status_code,
-            "body" if error.status_code == 413 else None,
-            str(error.detail),
-            kinds.get(error.status_code, "http_error"),
-            dict(error.headers or {}),
-        )
-        return error_response(request, api_error)
+
+def install(app: FastAPI) -> None:
+    async def on_expected(request: Request, error: Exception) -> JSONResponse:
+        response = expected_error_response(request, error)
+        assert response is not None
+        return response
 
     async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(request, ApiError(500, None, "internal error; see the service log", "internal"))
 
-    async def on_gone(request: Request, error: Exception) -> JSONResponse:
-        # the client left while its body was read: nobody reads this answer, and it is no server error
-        return error_response(request, ApiError(499, None, "the client closed the connection", "gone"))
-
-    app.add_exception_handler(ClientDisconnect, on_gone)
-    app.add_exception_handler(ApiError, on_api_error)
-    app.add_exception_handler(RequestValidationError, on_validation)
-    app.add_exception_handler(StarletteHTTPException, on_http)
+    for kind in (ApiError, RequestValidationError, StarletteHTTPException, ClientDisconnect):
+        app.add_exception_handler(kind, on_expected)
     app.add_exception_handler(Exception, on_unexpected)

@@ -17,14 +17,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import torch
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from serving import errors
 from serving.ab import MemoryABStore, RedisABStore
 from serving.access import AccessControl
 from serving.cache import MemoryCache, RedisCache
 from serving.metrics import Metrics
-from serving.middleware import BodyLimit, RequestMetrics
+from serving.middleware import BodyLimit, BrowserCors, DirectRoutes, RequestMetrics
 from serving.openapi import document
 from serving.redis_link import RedisLink
 from serving.registry import Registry
@@ -112,9 +111,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in routers:
         app.include_router(router)
     endpoints = {getattr(route, "path", "") for router in routers for route in router.routes}
+    app.add_middleware(
+        DirectRoutes, endpoints={"/v1/translate": translate.translate, "/translate": libretranslate.translate}
+    )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(
-        CORSMiddleware,
+        BrowserCors,
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", settings.client_id_header],

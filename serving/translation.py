@@ -10,12 +10,13 @@ Both the native API and the LibreTranslate-compatible endpoint translate through
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TypeVar
 
+import orjson
 from pydantic import ValidationError
 
 from nmt.config import SearchConfig
@@ -84,6 +85,12 @@ def search_options(
         raise ApiError(422, ".".join(map(str, first["loc"])) or "body", first["msg"]) from None
 
 
+@lru_cache(maxsize=1024)
+def options_json(search: SearchConfig) -> str:
+    """The search options as JSON, for cache keys (a frozen config: made once per distinct one)."""
+    return search.model_dump_json()
+
+
 def check_texts(texts: list[str], settings: Settings, field: str) -> None:
     """Refuse empty or over-long texts and over-long lists, naming the field (and the item)."""
     if not texts:
@@ -96,6 +103,10 @@ def check_texts(texts: list[str], settings: Settings, field: str) -> None:
             raise ApiError(422, name, "must not be empty")
         if len(text) > settings.max_chars:
             raise ApiError(422, name, f"at most {settings.max_chars} characters, got {len(text)}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:  # a lone surrogate, from a form's or a query's escapes
+            raise ApiError(422, name, f"not valid Unicode (character {error.start})") from None
 
 
 async def run_translation(
@@ -136,7 +147,7 @@ async def translate_texts(
 ) -> list[TextResult]:
     src, tgt = entry.bundle.src_lang, entry.bundle.tgt_lang
     cache: TranslationCache = services.cache
-    options = search.model_dump_json()
+    options = options_json(search)
     split = [split_sentences(text) for text in texts]
     keys = [cache_key(entry.version, src, tgt, s, options) for pieces, _ in split for s in pieces]
     sentences = [s for pieces, _ in split for s in pieces]
@@ -144,7 +155,7 @@ async def translate_texts(
     found: dict[str, list[tuple[str, float]]] = {}
     for key, raw in zip(keys, await cache.get_many(keys), strict=True):
         if raw is not None:
-            found[key] = [(text, score) for text, score in json.loads(raw)]
+            found[key] = [(text, score) for text, score in orjson.loads(raw)]
     hit = [key in found for key in keys]
     misses: dict[str, int] = {}  # key -> the index of its first sentence
     for index, key in enumerate(keys):
@@ -163,7 +174,7 @@ async def translate_texts(
             for key, nbest in zip(misses, decoded, strict=True)
         }
         found.update(fresh)
-        await cache.set_many({key: json.dumps(value, ensure_ascii=False) for key, value in fresh.items()})
+        await cache.set_many({key: orjson.dumps(value).decode() for key, value in fresh.items()})
 
     results, start = [], 0
     for pieces, separators in split:

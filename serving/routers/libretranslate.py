@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from pydantic_core import from_json
 from starlette.formparsers import MultiPartException
 
-from serving.deps import ServicesDep, authorize, owner, until_gone
+from serving.deps import ServicesDep, authorize, get_services, owner, until_gone
 from serving.errors import ApiError, validation_error
 from serving.routers.translate import route, variant_headers
 from serving.schemas import LibreTranslateRequest, LibreTranslateResponse
@@ -93,7 +93,8 @@ _BODY = {
     response_model_exclude_none=True,
     openapi_extra=_BODY,
 )
-async def translate(request: Request, services: ServicesDep) -> JSONResponse:
+async def translate(request: Request) -> JSONResponse:
+    services = await get_services(request)
     try:
         return await _translate(request, services)
     except ApiError as error:

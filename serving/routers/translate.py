@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import math
 
+import orjson
 from fastapi import APIRouter, Request, Response
 
 from serving.deps import ServicesDep, authorize, get_services, owner, parse_json, require_json, until_gone
@@ -82,7 +82,7 @@ async def translate(request: Request) -> Response:
         if search.n_best > 1:
             item["alternatives"] = [{"text": t, "score": finite(score)} for t, score in result.alternatives]
         translations.append(item)
-    content = json.dumps({"translations": translations}, ensure_ascii=False).encode()
+    content = orjson.dumps({"translations": translations})
     return Response(content, media_type="application/json", headers=variant_headers(entry))
 
 
