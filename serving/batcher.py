@@ -24,7 +24,8 @@ thread, so the event loop keeps serving (health checks, cache hits).
   whose answers just went out and who send their next sentences over the following milliseconds.
 
 With `slots` > 1, that many batches decode at once, each in its own executor thread (give the
-executor as many threads, and each decode 1/slots of the cores). On a few CPU cores this beats
+executor as many threads, and each decode 1/slots of the cores); the work waiting is shared out
+between the slots that are idle. On a few CPU cores this beats
 one batch on all cores: a beam search ends with a few long sentences left, steps too small to keep
 several cores busy, and the other slot's batch fills the gap.
 """
@@ -114,6 +115,7 @@ class MicroBatcher:
         self._busy = False  # requests were waiting when the last decode finished
         self._rate = 0.0  # sentences per second per slot, a moving average (for Retry-After)
         self._workers: list[asyncio.Task[None]] = []
+        self._idle = 0  # workers waiting for a batch (not decoding)
         self._in_flight: set[_Job] = set()
 
     @property
@@ -185,7 +187,11 @@ class MicroBatcher:
                 await asyncio.wait_for(self._wakeup.wait(), remaining)
 
     def _take(self) -> list[_Piece]:
-        """The next batch: pieces of the least-served jobs with the same search options."""
+        """The next batch: pieces of the least-served jobs with the same search options, and no
+        more than this worker's share of what waits when other slots are idle too (32 waiting
+        sentences and two idle slots make two batches of 16 decoding side by side, not one of 32
+        beside an idle slot)."""
+        share = min(self.max_sentences, -(-self._queued // max(1, self._idle)))
         light = [job for job in self._jobs if job.handed < self.max_sentences]
         candidates = sorted(light or self._jobs, key=lambda job: (job.handed, job.arrived))
         options = candidates[0].options
@@ -195,7 +201,7 @@ class MicroBatcher:
             if job.options != options:
                 continue
             start = end = job.handed
-            while end < len(job.ids) and count < self.max_sentences:
+            while end < len(job.ids) and count < share:
                 length = len(job.ids[end]) + 1  # with EOS
                 if count and (count + 1) * max(longest, length) > self.max_tokens:
                     break
@@ -213,10 +219,14 @@ class MicroBatcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._window()
-            if not self._jobs:  # another slot took them
-                continue
-            pieces = self._take()
+            self._idle += 1
+            try:
+                await self._window()
+                if not self._jobs:  # another slot took them
+                    continue
+                pieces = self._take()
+            finally:
+                self._idle -= 1
             ids = [s for piece in pieces for s in piece.job.ids[piece.start : piece.end]]
             jobs = {piece.job for piece in pieces}
             self._in_flight |= jobs

@@ -213,3 +213,19 @@ def test_two_slots_decode_two_batches_at_once():
     assert texts(asyncio.run(scenario())) == ["SECOND"]
     (start_a, end_a), (start_b, _) = sorted(spans)
     assert start_b < end_a, "the second batch waited for the first"
+
+
+def test_waiting_work_is_shared_between_idle_slots():
+    """Eight sentences waiting and two idle slots: two batches of four side by side, not one of
+    eight beside an idle slot."""
+    recorder = Recorder(delay=0.1)
+
+    async def scenario():
+        batcher = MicroBatcher(recorder, ThreadPoolExecutor(2), max_wait_s=0.02, slots=2)
+        batcher.start()
+        await asyncio.sleep(0.01)  # both workers wait for work
+        await asyncio.gather(*(batcher.translate([ids(f"s{i}")], BEAM5) for i in range(8)))
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert sorted(len(batch) for batch, _ in recorder.calls) == [4, 4]
