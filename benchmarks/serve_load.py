@@ -18,13 +18,13 @@ levels  At 1, 8, 32 and 64 concurrent clients (--levels; each cell bounded by --
         test sentences; each level asks with its own `max_length`, which changes the cache key
         and nothing else, so every request decodes), and the offline throughput of the same
         backend and beam (the translator `nmt translate` uses, batch 32). Targets: miss at 32
-        >= 4x miss at 1 and >= 0.8x offline; hit >= 0.4x hello at 32; hit p50 <= 3 ms at 1;
-        no errors.
+        >= 4x miss at 1 and >= 0.8x offline; hit p50 <= 3 ms at 1; no errors. (Hits against
+        hello are judged in the hits phase: this Python client is the bottleneck at ~10k req/s.)
 hits    wrk, 32 connections, --seconds per run, contenders interleaved (hello, redis hit, memory
         hit, hello, redis hit, memory hit) after a 1 s warm-up each, POST bodies cycling over
-        64 cached sentences. Targets: Redis hits >= 0.5x hello-world req/s; Redis-hit p99 <= 5x
-        its p50 (in every round); no non-2xx answers and no socket errors. Memory hits / hello
-        is printed for reference.
+        64 cached sentences. Targets: Redis hits >= 0.5x hello-world req/s; in-process (memory)
+        hits >= 0.4x; Redis-hit p99 <= 5x its p50 (in every round); no non-2xx answers and no
+        socket errors.
 redis-outage
         wrk, 300 connections (30 s timeout, so slow answers are not errors) for --outage-seconds
         against the redis server, cycling over 200 test sentences cached beforehand; the
@@ -590,14 +590,14 @@ def phase_levels(args: argparse.Namespace, services: Services, sentences: list[s
     low, high = min(results), 32 if 32 in results else max(results)
     miss_scaling = results[high]["miss"]["rps"] / results[low]["miss"]["rps"]
     miss_offline = results[high]["miss"]["rps"] / offline
-    hit_hello = results[high]["hit"]["rps"] / results[high]["hello"]["rps"]
     hit_p50 = results[low]["hit"]["p50"]
     errors = sum(cell["errors"] for cells in results.values() for cell in cells.values())
+    # hits against hello-world are judged in the hits phase, with wrk: this Python client is itself
+    # the bottleneck at the hello-world's ~10,000 req/s, and a cell of 3,000 requests lasts 0.3 s
     judge(
         f"levels: miss {high} >= 4x miss {low} ({miss_scaling:.2f}x), >= 0.8x offline ({miss_offline:.2f}x), "
-        f"hit {high} >= 0.4x hello {high} ({hit_hello:.2f}x), hit p50 at {low} <= 3 ms ({hit_p50:.2f}), "
-        f"no errors ({errors})",
-        miss_scaling >= 4 and miss_offline >= 0.8 and hit_hello >= 0.4 and hit_p50 <= 3 and errors == 0,
+        f"hit p50 at {low} <= 3 ms ({hit_p50:.2f}), no errors ({errors})",
+        miss_scaling >= 4 and miss_offline >= 0.8 and hit_p50 <= 3 and errors == 0,
     )
 
 
@@ -655,12 +655,13 @@ def report_hits(runs: dict[str, list[dict]]) -> None:
     redis_hello, memory_hello = rate("redis hit") / rate("hello"), rate("memory hit") / rate("hello")
     print(
         f"req/s over both rounds: hello {rate('hello'):.0f}, redis hit {rate('redis hit'):.0f}, "
-        f"memory hit {rate('memory hit'):.0f}; memory hit / hello {memory_hello:.2f}x (reference)"
+        f"memory hit {rate('memory hit'):.0f}"
     )
     worst = max(runs["redis hit"], key=lambda r: r["p99"] / max(r["p50"], 1e-3))
     tail = worst["p99"] / max(worst["p50"], 1e-3)
     errors = sum(r["http_errors"] + r["socket_errors"] + r["timeouts"] for rs in runs.values() for r in rs)
     judge(f"hits: Redis hits >= 0.5x hello-world req/s ({redis_hello:.2f}x)", redis_hello >= 0.5)
+    judge(f"hits: in-process hits >= 0.4x hello-world req/s ({memory_hello:.2f}x)", memory_hello >= 0.4)
     judge(
         f"hits: Redis-hit p99 <= 5x p50 in every round (worst {tail:.1f}x: p50 {worst['p50']:.2f} ms, "
         f"p99 {worst['p99']:.2f} ms)",
