@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import gzip
 import os
+import pathlib
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+
+from nmt.checkpoint import CHECKPOINT_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 MULTI30K = Path(os.environ.get("NMT_MULTI30K", ROOT.parent / "shared" / "data" / "multi30k"))
@@ -141,3 +145,31 @@ def trained_bundles(tiny_corpus: Path, tmp_path_factory) -> dict[str, Path]:
         result = run_nmt("train", "--config", str(recipe))
         bundles[arch] = Path(result.stdout.strip().splitlines()[-1])
     return bundles
+
+
+def assert_one_line_error(result, *needles: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+class _TouchOnLoad:
+    """Unpickles by calling `Path(target).touch()`: stands for any code a crafted file runs."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.target),))
+
+
+def write_crafted_checkpoint(path: Path, target: Path) -> Path:
+    """A checkpoint with every key the trainer writes, whose model weights create `target` when
+    a full unpickler reads them."""
+    payload: dict = {key: {} for key in CHECKPOINT_KEYS}
+    payload["model"] = {"weight": _TouchOnLoad(target)}
+    torch.save(payload, path)
+    return path

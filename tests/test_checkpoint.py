@@ -4,33 +4,13 @@ refused without running it; torn and foreign files are one-line errors naming th
 from __future__ import annotations
 
 import math
-import pathlib
-from pathlib import Path
 
 import pytest
 import torch
 
-from nmt.checkpoint import CHECKPOINT_KEYS, load_checkpoint, save_checkpoint
+from nmt.checkpoint import load_checkpoint, save_checkpoint
 from nmt.errors import NmtError
-
-
-class _TouchOnLoad:
-    """Unpickles by calling `Path(target).touch()`: stands for any code a crafted file runs."""
-
-    def __init__(self, target: Path):
-        self.target = target
-
-    def __reduce__(self):
-        return (pathlib.Path.touch, (pathlib.Path(self.target),))
-
-
-def write_crafted_checkpoint(path: Path, target: Path) -> Path:
-    """A checkpoint with every key the trainer writes, whose model weights create `target` when
-    a full unpickler reads them."""
-    payload: dict = {key: {} for key in CHECKPOINT_KEYS}
-    payload["model"] = {"weight": _TouchOnLoad(target)}
-    torch.save(payload, path)
-    return path
+from tests.conftest import write_crafted_checkpoint
 
 
 def _plain_payload() -> dict:

@@ -13,8 +13,14 @@ from pathlib import Path
 import pytest
 
 from nmt.bundle import load_bundle
-from tests.conftest import TINY_MODELS, run_nmt, tiny_recipe, write_recipe
-from tests.test_checkpoint import write_crafted_checkpoint
+from tests.conftest import (
+    TINY_MODELS,
+    assert_one_line_error,
+    run_nmt,
+    tiny_recipe,
+    write_crafted_checkpoint,
+    write_recipe,
+)
 
 
 @pytest.mark.parametrize("arch", list(TINY_MODELS))
@@ -152,15 +158,6 @@ def test_every_subcommand_has_help():
         ["data", "download"],
     ):
         assert "usage:" in run_nmt(*command, "--help").stdout
-
-
-def assert_one_line_error(result, *needles: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 @pytest.fixture

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from tests.conftest import run_nmt
-from tests.test_cli import assert_one_line_error
+from tests.conftest import assert_one_line_error, run_nmt
 
 
 def test_compare_three_architectures(trained_bundles, tiny_corpus, tmp_path):

@@ -18,9 +18,8 @@ from nmt.errors import BundleError
 from nmt.export.ctranslate2 import build_spec
 from nmt.search import beam_search
 from nmt.translator import Translator
-from tests.conftest import run_nmt
+from tests.conftest import assert_one_line_error, run_nmt
 from tests.models.conftest import SRC_VOCAB, TGT_VOCAB, VARIANTS, make_config, make_model
-from tests.test_cli import assert_one_line_error
 
 TRANSFORMERS = [name for name, (arch, _) in VARIANTS.items() if arch == "transformer"]
 

@@ -21,9 +21,8 @@ from nmt.export.onnx import export_model, export_onnx
 from nmt.search import beam_search, select
 from nmt.specials import BOS_ID, EOS_ID, PAD_ID
 from nmt.translator import Translator
-from tests.conftest import TINY_MODELS, run_nmt
+from tests.conftest import TINY_MODELS, assert_one_line_error, run_nmt
 from tests.models.conftest import VARIANTS, make_batch, make_config, make_model
-from tests.test_cli import assert_one_line_error
 
 ARCHS = list(TINY_MODELS)
 

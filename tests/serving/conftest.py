@@ -156,3 +156,20 @@ def ab_server(models_dir: Path, tmp_path_factory) -> Iterator[Server]:
     server = start_server(models_dir, tmp_path_factory.mktemp("ab"), ab_split=split)
     yield server
     stop_server(server)
+
+
+def metric(text: str, name: str) -> float:
+    """The sum of every sample of a Prometheus metric whose line starts with `name`."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def big_job(texts: int = 64, sentences: int = 40, tag: str = "") -> dict:
+    """`texts` texts of `sentences` distinct sentences each (distinct: nothing comes from the cache)."""
+    text = [
+        " ".join(
+            f"A man with {i * sentences + j}{tag} red balloons walks down the street."
+            for j in range(sentences)
+        )
+        for i in range(texts)
+    ]
+    return {"text": text, "source": "en", "target": "de", "model": "tiny-transformer"}

@@ -10,6 +10,7 @@ import pytest
 
 from nmt.bundle import load_bundle
 from nmt.translator import Translator
+from tests.serving.conftest import metric
 
 SENTENCES = ["A man is riding a bike.", "Two dogs play in the snow.", "A woman sings on a stage."]
 
@@ -73,13 +74,9 @@ def test_concurrent_requests_are_batched(ab_server):
         replies = list(pool.map(lambda text: post(client, text=text, model="tiny-lstm_attention"), unique))
         assert all(reply.status_code == 200 for reply in replies)
         metrics = client.get("/metrics").text
-    count = _metric(metrics, 'nmt_batch_sentences_count{model="tiny-lstm_attention"}')
-    total = _metric(metrics, 'nmt_batch_sentences_sum{model="tiny-lstm_attention"}')
+    count = metric(metrics, 'nmt_batch_sentences_count{model="tiny-lstm_attention"}')
+    total = metric(metrics, 'nmt_batch_sentences_sum{model="tiny-lstm_attention"}')
     assert total >= 24 and count < total  # fewer decodes than sentences: requests shared batches
-
-
-def _metric(text: str, name: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from tests.serving.test_limits import big_job
+from tests.serving.conftest import big_job
 
 
 def connect(url: str) -> socket.socket:

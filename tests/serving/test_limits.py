@@ -11,25 +11,13 @@ from urllib.parse import urlparse
 
 import httpx
 
-from tests.serving.test_api import _metric
+from tests.serving.conftest import big_job, metric
 
 SENTENCES = ["A man is riding a bike.", "Two dogs play in the snow.", "A woman sings on a stage."]
 
 
-def big_job(texts: int = 64, sentences: int = 40, tag: str = "") -> dict:
-    """`texts` texts of `sentences` distinct sentences each (distinct: nothing comes from the cache)."""
-    text = [
-        " ".join(
-            f"A man with {i * sentences + j}{tag} red balloons walks down the street."
-            for j in range(sentences)
-        )
-        for i in range(texts)
-    ]
-    return {"text": text, "source": "en", "target": "de", "model": "tiny-transformer"}
-
-
 def decoded(client: httpx.Client) -> float:
-    return _metric(client.get("/metrics").text, 'nmt_batch_sentences_sum{model="tiny-transformer"}')
+    return metric(client.get("/metrics").text, 'nmt_batch_sentences_sum{model="tiny-transformer"}')
 
 
 def test_a_full_queue_answers_503_with_retry_after(serve):

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from tests.serving.test_api import _metric
+from tests.serving.conftest import metric
 
 
 def test_redis_backed_cache_and_feedback(serve, redis_server):
@@ -45,7 +45,7 @@ def test_killing_redis_during_requests_fails_none_of_them(serve, redis_server):
         during = [ask(client, text) for text in texts[:5]]
         assert all(r.status_code == 200 and not r.json()["translations"][0]["cached"] for r in during)
         assert client.get("/ready").status_code == 200  # degraded, still ready
-        assert _metric(client.get("/metrics").text, "nmt_redis_errors_total") >= 1
+        assert metric(client.get("/metrics").text, "nmt_redis_errors_total") >= 1
         feedback = client.post("/v1/feedback", json={"id": "a" * 32, "reference": "x"})
         assert feedback.status_code == 503 and feedback.headers["Retry-After"]
 
@@ -65,4 +65,4 @@ def test_workers_share_the_redis_cache_and_add_up_their_metrics(serve, redis_ser
     assert all(r.status_code == 200 for r in replies)
     assert [r.json()["translations"][0]["cached"] for r in replies][1:] == [True] * 11
     metrics = httpx.get(server.url + "/metrics").text
-    assert _metric(metrics, 'nmt_requests_total{endpoint="/v1/translate",status="200"}') == 12
+    assert metric(metrics, 'nmt_requests_total{endpoint="/v1/translate",status="200"}') == 12
