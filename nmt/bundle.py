@@ -41,7 +41,7 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16}
 class Bundle:
     path: Path
     meta: dict[str, Any]
-    model_config: Any  # TransformerConfig | LSTMConfig | AttentionLSTMConfig
+    model_config: Any  # TransformerConfig | RNNConfig | AttentionRNNConfig
     search: SearchConfig
     src_tokenizer: Tokenizer
     tgt_tokenizer: Tokenizer
@@ -147,7 +147,7 @@ def save_bundle(
         bundle = {
             "format": FORMAT,
             **meta,
-            "architecture": model_config.arch,
+            "architecture": model_config.architecture,
             "model": model_dict,
             "src_vocab_size": src_tokenizer.vocab_size,
             "tgt_vocab_size": tgt_tokenizer.vocab_size,

@@ -154,7 +154,7 @@ def markdown(rows: list[dict[str, Any]], systems: list[System], sentences: int) 
         bleu = row["BLEU"]
         p_value = "baseline" if bleu["p_value"] is None else f"{bleu['p_value']:.4f}"
         lines.append(
-            f"| {system.name} | {system.bundle.model_config.arch} | {bleu['score']:.2f} (±{bleu['ci']:.2f}) | {p_value} "
+            f"| {system.name} | {system.bundle.model_config.architecture} | {bleu['score']:.2f} (±{bleu['ci']:.2f}) | {p_value} "
             f"| {row['chrF2']['score']:.2f} | {row['TER']['score']:.2f} | {sentences / system.seconds:.1f} "
             f"| {system.bundle.meta.get('parameters', 0):,} | {system.size_bytes / 1e6:.1f} MB |"
         )
@@ -212,7 +212,7 @@ def compare(
         row |= {
             "bundle": str(system.bundle.path),
             "version": system.bundle.version,
-            "architecture": system.bundle.model_config.arch,
+            "architecture": system.bundle.model_config.architecture,
             "sentences_per_s": len(src) / system.seconds,
             "parameters": system.bundle.meta.get("parameters"),
             "size_bytes": system.size_bytes,

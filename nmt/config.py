@@ -5,8 +5,10 @@ wrong types are errors that name the key (``model.hidden_size: Input should be a
 raised as `ConfigError`. pydantic does the validation: it gives typed, frozen objects and precise
 messages for free, which a hand-written checker would only approximate.
 
-`model` is one of three shapes, chosen by `arch`:
-``transformer``, ``lstm`` (no attention) and ``lstm_attention``.
+`model` is one of three shapes, chosen by `arch`: ``transformer``, ``rnn`` (no attention) and
+``rnn_attention``; the recurrent two take a `cell`: ``lstm`` (the default), ``gru`` or ``rnn``
+(Elman). The names from before cells, ``lstm`` and ``lstm_attention``, are read as ``rnn`` and
+``rnn_attention`` with cell ``lstm``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from nmt.errors import ConfigError
 
@@ -56,6 +66,7 @@ class TokenizerConfig(_Section):
 
 
 class _RNNBase(_Section):
+    cell: Literal["lstm", "gru", "rnn"] = "lstm"  # rnn: Elman's, with tanh
     embed_dim: int = Field(256, ge=1)
     hidden_size: int = Field(512, ge=1)
     layers: int = Field(2, ge=1)
@@ -64,19 +75,29 @@ class _RNNBase(_Section):
     tie_embeddings: bool = True  # target embedding shared with the output projection
 
 
-class LSTMConfig(_RNNBase):
+class RNNConfig(_RNNBase):
     """Encoder-decoder without attention (Sutskever 2014; Cho 2014 with `context_every_step`)."""
 
-    arch: Literal["lstm"]
+    arch: Literal["rnn"]
     context_every_step: bool = True  # feed the encoder summary at every decoder step (Cho 2014)
 
+    @property
+    def architecture(self) -> str:
+        """The name reports show: the cell ("lstm", "gru", "rnn")."""
+        return self.cell
 
-class AttentionLSTMConfig(_RNNBase):
+
+class AttentionRNNConfig(_RNNBase):
     """Encoder-decoder with attention (Bahdanau additive or Luong dot/general scores)."""
 
-    arch: Literal["lstm_attention"]
+    arch: Literal["rnn_attention"]
     attention: Literal["bahdanau", "luong_dot", "luong_general"] = "bahdanau"
     input_feeding: bool = True
+
+    @property
+    def architecture(self) -> str:
+        """The name reports show: "lstm_attention", "gru_attention" or "rnn_attention"."""
+        return f"{self.cell}_attention"
 
 
 class TransformerConfig(_Section):
@@ -98,9 +119,35 @@ class TransformerConfig(_Section):
             raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
         return self
 
+    @property
+    def architecture(self) -> str:
+        """The name reports show."""
+        return self.arch
 
-ModelConfig = Annotated[TransformerConfig | LSTMConfig | AttentionLSTMConfig, Field(discriminator="arch")]
-ARCHS = ("transformer", "lstm", "lstm_attention")
+
+# the recurrent archs before cells were a choice: `arch: lstm` is `arch: rnn` with `cell: lstm`.
+# Stored configs keep the old spelling (a bundle's version hashes its config as written), so the
+# old names are mapped when a config is read, never rewritten.
+LEGACY_ARCHS = {"lstm": "rnn", "lstm_attention": "rnn_attention"}
+
+
+def _legacy_arch(raw: Any) -> Any:
+    """A raw `model` section with an old arch name -> the same section in today's names."""
+    if not isinstance(raw, dict) or raw.get("arch") not in LEGACY_ARCHS:
+        return raw
+    if raw.get("cell", "lstm") != "lstm":
+        raise ValueError(
+            f"cell {raw['cell']!r} needs arch: {LEGACY_ARCHS[raw['arch']]} "
+            f"(arch {raw['arch']!r} means cell 'lstm')"
+        )
+    return {**raw, "arch": LEGACY_ARCHS[raw["arch"]], "cell": "lstm"}
+
+
+ModelConfig = Annotated[
+    Annotated[TransformerConfig | RNNConfig | AttentionRNNConfig, Field(discriminator="arch")],
+    BeforeValidator(_legacy_arch),
+]
+ARCHS = ("transformer", "rnn", "rnn_attention")
 
 
 class SearchConfig(_Section):

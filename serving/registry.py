@@ -58,7 +58,7 @@ class ModelEntry:
         return {
             "name": self.name,
             "version": self.version,
-            "architecture": self.bundle.model_config.arch,
+            "architecture": self.bundle.model_config.architecture,
             "source": self.bundle.src_lang,
             "target": self.bundle.tgt_lang,
             "parameters": meta.get("parameters"),

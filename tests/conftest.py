@@ -21,6 +21,8 @@ from nmt.checkpoint import CHECKPOINT_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 MULTI30K = Path(os.environ.get("NMT_MULTI30K", ROOT.parent / "shared" / "data" / "multi30k"))
+SHIPPED_MODELS = ROOT / "models"  # the bundles committed to the repository
+DEFAULT_BUNDLE = SHIPPED_MODELS / "transformer-en-de"  # the one `make serve` and the docs use
 
 # one tiny model per architecture: trains a few steps in seconds on a CPU core
 TINY_MODELS = {
@@ -32,13 +34,23 @@ TINY_MODELS = {
         "encoder_layers": 2,
         "decoder_layers": 2,
     },
+    # written as recipes from before cells were a choice: `arch: lstm` still reads as rnn + lstm
     "lstm": {"arch": "lstm", "embed_dim": 32, "hidden_size": 32, "layers": 2},
     "lstm_attention": {
-        "arch": "lstm_attention",
+        "arch": "rnn_attention",
+        "cell": "lstm",
         "embed_dim": 32,
         "hidden_size": 32,
         "layers": 1,
         "attention": "luong_general",
+    },
+    "gru_attention": {
+        "arch": "rnn_attention",
+        "cell": "gru",
+        "embed_dim": 32,
+        "hidden_size": 32,
+        "layers": 1,
+        "attention": "bahdanau",
     },
 }
 

@@ -6,8 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from nmt.config import (
-    AttentionLSTMConfig,
-    LSTMConfig,
+    AttentionRNNConfig,
+    RNNConfig,
     TransformerConfig,
     load_recipe,
     parse_recipe,
@@ -36,9 +36,24 @@ def recipe(**sections) -> dict:
 def test_defaults_and_model_kinds():
     r = parse_recipe(recipe())
     assert isinstance(r.model, TransformerConfig) and r.search.beam_size == 5 and r.tokenizer.joint
-    assert isinstance(parse_recipe(recipe(model={"arch": "lstm"})).model, LSTMConfig)
-    lstm = parse_recipe(recipe(model={"arch": "lstm_attention", "attention": "luong_dot"})).model
-    assert isinstance(lstm, AttentionLSTMConfig) and lstm.attention == "luong_dot"
+    rnn = parse_recipe(recipe(model={"arch": "rnn"})).model
+    assert isinstance(rnn, RNNConfig) and rnn.cell == "lstm" and rnn.architecture == "lstm"
+    gru = parse_recipe(recipe(model={"arch": "rnn_attention", "cell": "gru", "attention": "luong_dot"})).model
+    assert isinstance(gru, AttentionRNNConfig) and gru.attention == "luong_dot"
+    assert (gru.cell, gru.architecture) == ("gru", "gru_attention")
+    elman = parse_recipe(recipe(model={"arch": "rnn", "cell": "rnn"})).model
+    assert (elman.cell, elman.architecture) == ("rnn", "rnn")
+
+
+@pytest.mark.parametrize(("old", "new"), [("lstm", RNNConfig), ("lstm_attention", AttentionRNNConfig)])
+def test_the_archs_from_before_cells_are_lstm_cells(old, new):
+    """Recipes and bundles written before cells were a choice keep their meaning and their name."""
+    model = parse_recipe(recipe(model={"arch": old, "hidden_size": 64})).model
+    assert isinstance(model, new) and model.cell == "lstm" and model.architecture == old
+    assert model.hidden_size == 64
+    assert parse_section("model", {"arch": old, "cell": "lstm"}) == model.model_copy(
+        update={"hidden_size": 512}
+    )
 
 
 @pytest.mark.parametrize(
@@ -46,6 +61,14 @@ def test_defaults_and_model_kinds():
     [
         ({"model": {"arch": "transformer", "hidden_size": 3}}, "model.hidden_size: unknown key"),
         ({"model": {"arch": "lstm", "attention": "bahdanau"}}, "model.attention: unknown key"),
+        (
+            {"model": {"arch": "rnn", "cell": "gru", "input_feeding": True}},
+            "model.input_feeding: unknown key",
+        ),
+        ({"model": {"arch": "rnn", "cell": "lstmx"}}, "model.cell: Input should be 'lstm', 'gru' or 'rnn'"),
+        ({"model": {"arch": "rnn_attention", "cell": 3}}, "model.cell"),
+        ({"model": {"arch": "lstm", "cell": "gru"}}, "model: cell 'gru' needs arch: rnn"),
+        ({"model": {"arch": "transformer", "cell": "gru"}}, "model.cell: unknown key"),
         ({"model": {"arch": "gru"}}, "model"),
         ({"model": {"arch": "transformer", "heads": "four"}}, "model.heads: Input should be a valid integer"),
         ({"model": {"arch": "transformer", "d_model": 100, "heads": 3}}, "divisible by heads"),
@@ -98,9 +121,10 @@ def test_every_shipped_recipe_loads():
     from tests.conftest import ROOT
 
     recipes = sorted((ROOT / "training" / "configs").glob("*.yaml"))
-    assert len(recipes) == 6
-    archs = {(r.model.arch, r.data.src_lang) for r in map(load_recipe, recipes)}
-    assert archs == {(a, s) for a in ("transformer", "lstm", "lstm_attention") for s in ("en", "de")}
+    archs = {(r.model.architecture, r.data.src_lang) for r in map(load_recipe, recipes)}
+    assert archs == {(a, s) for a in ("transformer", "lstm", "lstm_attention") for s in ("en", "de")} | {
+        ("gru_attention", "en")
+    }
 
 
 def test_section_parsing_for_bundles():

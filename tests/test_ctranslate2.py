@@ -123,7 +123,7 @@ def test_missing_or_foreign_export_is_refused(trained_bundles, exported, tmp_pat
 
 def test_the_shipped_export_is_of_the_shipped_bundle(multi30k):
     from nmt.data import read_lines
-    from tests.test_shipped_models import DEFAULT
+    from tests.conftest import DEFAULT_BUNDLE as DEFAULT
 
     bundle = load_bundle(DEFAULT)
     texts = read_lines(multi30k / "test_2016_flickr.en.gz")[:16]

@@ -377,7 +377,7 @@ def test_the_shipped_export_is_of_the_shipped_bundle_and_translates_as_pytorch(m
     """models/transformer-en-de/onnx/ is committed beside its bundle (the service loads it): it must
     be of the bundle's version and give PyTorch's translations."""
     from nmt.data import read_lines
-    from tests.test_shipped_models import DEFAULT
+    from tests.conftest import DEFAULT_BUNDLE as DEFAULT
 
     bundle = load_bundle(DEFAULT)
     texts = read_lines(multi30k / "test_2016_flickr.en.gz")[:24]

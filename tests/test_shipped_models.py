@@ -7,10 +7,10 @@ import shutil
 import subprocess
 
 from nmt.bundle import load_bundle
+from tests.conftest import DEFAULT_BUNDLE as DEFAULT
 from tests.conftest import ROOT, run_nmt
+from tests.conftest import SHIPPED_MODELS as MODELS
 
-MODELS = ROOT / "models"
-DEFAULT = MODELS / "transformer-en-de"
 MAX_BYTES = 80_000_000
 
 

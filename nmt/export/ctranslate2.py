@@ -154,7 +154,7 @@ def export_ctranslate2(bundle: Bundle, quantize: str | None = None) -> Path:
     if not isinstance(cfg, TransformerConfig):
         raise CTranslate2ExportError(
             f"{bundle.path}: --format ctranslate2 supports the Transformer only, "
-            f"this bundle is {cfg.arch!r} (use --format onnx)"
+            f"this bundle is {cfg.architecture!r} (use --format onnx)"
         )
     model = bundle.load_model("cpu")
     assert isinstance(model, TransformerSeq2Seq)

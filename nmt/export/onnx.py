@@ -72,7 +72,7 @@ from nmt.checkpoint import atomic_folder
 from nmt.data import collate_source
 from nmt.errors import NmtError
 from nmt.export.onnx_head import add_head
-from nmt.models import LSTMSeq2Seq, TransformerSeq2Seq
+from nmt.models import RNNSeq2Seq, TransformerSeq2Seq
 from nmt.models.step import ProjectedStep
 from nmt.specials import BOS_ID, EOS_ID, PAD_ID
 
@@ -97,7 +97,7 @@ class _EncoderGraph(nn.Module):
     def __init__(self, model: Any) -> None:  # a model of nmt.models
         super().__init__()
         self.model = model
-        self.keep_encoder_outputs = isinstance(model, LSTMSeq2Seq)  # see the module docstring
+        self.keep_encoder_outputs = isinstance(model, RNNSeq2Seq)  # see the module docstring
         self.memory_keys: list[str] = []
         self.state_keys: list[str] = []
 

@@ -1,4 +1,5 @@
-"""The three model families behind one seam, and `build_model`, which picks one from its config.
+"""The three model families (recurrent without and with attention, each with an LSTM, GRU or
+Elman RNN cell; the Transformer) behind one seam, and `build_model`, which picks one from its config.
 
 Every model offers (B batch, S source length, T target length, V target vocabulary):
 - ``forward(src (B, S), src_lengths (B,), tgt_in (B, T)) -> logits (B, T, V)``: teacher forcing;
@@ -15,22 +16,22 @@ from __future__ import annotations
 
 from torch import nn
 
-from nmt.config import AttentionLSTMConfig, LSTMConfig, TransformerConfig
-from nmt.models.rnn import AttentionLSTMSeq2Seq, LSTMSeq2Seq
+from nmt.config import AttentionRNNConfig, RNNConfig, TransformerConfig
+from nmt.models.rnn import AttentionRNNSeq2Seq, RNNSeq2Seq
 from nmt.models.transformer import TransformerSeq2Seq
 
-__all__ = ["AttentionLSTMSeq2Seq", "LSTMSeq2Seq", "TransformerSeq2Seq", "build_model"]
+__all__ = ["AttentionRNNSeq2Seq", "RNNSeq2Seq", "TransformerSeq2Seq", "build_model"]
 
 
 def build_model(
-    cfg: TransformerConfig | LSTMConfig | AttentionLSTMConfig, src_vocab_size: int, tgt_vocab_size: int
+    cfg: TransformerConfig | RNNConfig | AttentionRNNConfig, src_vocab_size: int, tgt_vocab_size: int
 ) -> nn.Module:
     """The model described by `cfg` (the recipe's `model` section), freshly initialised."""
     match cfg:
         case TransformerConfig():
             return TransformerSeq2Seq(cfg, src_vocab_size, tgt_vocab_size)
-        case LSTMConfig():
-            return LSTMSeq2Seq(cfg, src_vocab_size, tgt_vocab_size)
-        case AttentionLSTMConfig():
-            return AttentionLSTMSeq2Seq(cfg, src_vocab_size, tgt_vocab_size)
+        case RNNConfig():
+            return RNNSeq2Seq(cfg, src_vocab_size, tgt_vocab_size)
+        case AttentionRNNConfig():
+            return AttentionRNNSeq2Seq(cfg, src_vocab_size, tgt_vocab_size)
     raise TypeError(f"not a model config: {type(cfg).__name__}")

@@ -1,12 +1,14 @@
-"""Recurrent encoder-decoders: `LSTMSeq2Seq` (no attention) and `AttentionLSTMSeq2Seq`.
+"""Recurrent encoder-decoders: `RNNSeq2Seq` (no attention) and `AttentionRNNSeq2Seq`.
 
-Both share the encoder (a multi-layer, optionally bidirectional LSTM over packed sequences), the
-bridge from the encoder's final states to the decoder's initial states, and the output layer.
+Both share the encoder (a multi-layer, optionally bidirectional recurrent network over packed
+sequences), the bridge from the encoder's final states to the decoder's initial states, and the
+output layer. The cell, LSTM, GRU or Elman RNN, is a parameter of both (`nmt.models.cells`): it
+decides only which modules are built and which keys the state has, "h" and "c" for the LSTM,
+"h" alone for the others.
 
 Letters: B batch, S source length, T target length, E embedding size, H decoder hidden size,
 K encoder output size (2H when bidirectional, else H), L layers, V target vocabulary.
-Decoder states in `state` are batch first, (B, L, H), so the search can reorder them on dim 0;
-`nn.LSTM` wants (L, B, H), hence the transposes around each call.
+Decoder states in `state` are batch first, (B, L, H), so the search can reorder them on dim 0.
 """
 
 from __future__ import annotations
@@ -15,58 +17,61 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from nmt.config import AttentionLSTMConfig, LSTMConfig
+from nmt.config import AttentionRNNConfig, RNNConfig
 from nmt.models.attention import build_attention, padding_mask
+from nmt.models.cells import build_cell, final_state, run_cell, state_keys
 from nmt.models.step import ProjectedStep
 from nmt.specials import PAD_ID
 
 
-class LSTMEncoder(nn.Module):
-    """Embeds the source and runs a multi-layer (bi)LSTM over it, skipping padding."""
+class RNNEncoder(nn.Module):
+    """Embeds the source and runs a multi-layer, optionally bidirectional recurrent network over
+    it, skipping padding."""
 
-    def __init__(self, cfg: LSTMConfig | AttentionLSTMConfig, vocab_size: int) -> None:
+    def __init__(self, cfg: RNNConfig | AttentionRNNConfig, vocab_size: int) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=PAD_ID)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.lstm = nn.LSTM(
-            cfg.embed_dim,
-            cfg.hidden_size,
-            cfg.layers,
-            batch_first=True,
-            bidirectional=cfg.bidirectional,
-            dropout=cfg.dropout if cfg.layers > 1 else 0.0,
+        self.rnn = build_cell(
+            cfg.cell, cfg.embed_dim, cfg.hidden_size, cfg.layers, cfg.dropout, cfg.bidirectional
         )
         self.output_size = cfg.hidden_size * (2 if cfg.bidirectional else 1)  # K
+        self.register_load_state_dict_pre_hook(_rename_legacy_weights)
 
-    def forward(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """src (B, S), src_lengths (B,) -> outputs (B, S, K) (zeros at padding), final h and c (B, L, K).
-
-        The final states of both directions of a layer are concatenated."""
+    def forward(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """src (B, S), src_lengths (B,) -> outputs (B, S, K) (zeros at padding) and the final
+        state {"h" (B, L, K), "c" (B, L, K) for the LSTM}."""
         embedded = self.dropout(self.embed(src))  # (B, S, E)
         packed = pack_padded_sequence(embedded, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
-        packed_outputs, (h, c) = self.lstm(packed)  # h, c: (L * directions, B, H)
+        packed_outputs, final = self.rnn(packed)  # final: (L * directions, B, H), a pair for the LSTM
         outputs, _ = pad_packed_sequence(packed_outputs, batch_first=True, total_length=src.size(1))
-        return outputs, _per_layer(h, self.lstm.num_layers), _per_layer(c, self.lstm.num_layers)
+        return outputs, final_state(self.rnn, final)
 
 
-def _per_layer(final: Tensor, layers: int) -> Tensor:
-    """nn.LSTM's final states (L * directions, B, H) -> (B, L, directions * H)."""
-    return final.unflatten(0, (layers, -1)).permute(2, 0, 1, 3).flatten(2)
+def _rename_legacy_weights(module: nn.Module, state_dict: dict[str, Tensor], prefix: str, *_: object) -> None:
+    """Weights saved before cells were a choice name the encoder's network "lstm"; today it is
+    "rnn". The shipped bundles and old checkpoints load through this renaming."""
+    for key in [key for key in state_dict if key.startswith(prefix + "lstm.")]:
+        state_dict[prefix + "rnn." + key.removeprefix(prefix + "lstm.")] = state_dict.pop(key)
 
 
 class Bridge(nn.Module):
-    """Encoder final states (B, L, K) -> decoder initial states (B, L, H): h0 = tanh(W_h h), c0 = W_c c.
+    """Encoder final state -> decoder initial state, key by key ({key: (B, L, K)} -> {key: (B, L, H)}):
+    h0 = tanh(W_h h), and for the LSTM c0 = W_c c.
 
     Layer l of the decoder starts from layer l of the encoder, through maps shared by all layers.
     No tanh on c: the cell state of an LSTM is not bounded to (-1, 1)."""
 
-    def __init__(self, encoder_size: int, hidden_size: int) -> None:
+    def __init__(self, encoder_size: int, hidden_size: int, keys: tuple[str, ...]) -> None:
         super().__init__()
         self.h = nn.Linear(encoder_size, hidden_size)
-        self.c = nn.Linear(encoder_size, hidden_size)
+        self.c = nn.Linear(encoder_size, hidden_size) if "c" in keys else None
 
-    def forward(self, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-        return torch.tanh(self.h(h)), self.c(c)
+    def forward(self, final: dict[str, Tensor]) -> dict[str, Tensor]:
+        state = {"h": torch.tanh(self.h(final["h"]))}
+        if self.c is not None:
+            state["c"] = self.c(final["c"])
+        return state
 
 
 class OutputLayer(nn.Module):
@@ -94,13 +99,6 @@ class OutputLayer(nn.Module):
         return self.pre_output(x)
 
 
-def _lstm_step(lstm: nn.LSTM, x: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-    """Run `lstm` on x (B, T, *) from state["h"], state["c"] (B, L, H) -> outputs (B, T, H), h, c (B, L, H)."""
-    initial = (state["h"].transpose(0, 1).contiguous(), state["c"].transpose(0, 1).contiguous())
-    outputs, (h, c) = lstm(x, initial)
-    return outputs, h.transpose(0, 1), c.transpose(0, 1)
-
-
 def _init_uniform(model: nn.Module, embeddings: list[nn.Embedding]) -> None:
     """Every weight uniform in [-0.1, 0.1] (Sutskever et al. 2014), padding rows zero."""
     for param in model.parameters():
@@ -110,15 +108,12 @@ def _init_uniform(model: nn.Module, embeddings: list[nn.Embedding]) -> None:
             embedding.weight[PAD_ID].zero_()
 
 
-def _decoder_lstm(cfg: LSTMConfig | AttentionLSTMConfig, extra_input: int) -> nn.LSTM:
-    """The decoder's LSTM: input = target embedding (E) + `extra_input` (context or input feeding)."""
-    dropout = cfg.dropout if cfg.layers > 1 else 0.0
-    return nn.LSTM(
-        cfg.embed_dim + extra_input, cfg.hidden_size, cfg.layers, batch_first=True, dropout=dropout
-    )
+def _decoder_cell(cfg: RNNConfig | AttentionRNNConfig, extra_input: int) -> nn.RNNBase:
+    """The decoder's network: input = target embedding (E) + `extra_input` (context or input feeding)."""
+    return build_cell(cfg.cell, cfg.embed_dim + extra_input, cfg.hidden_size, cfg.layers, cfg.dropout)
 
 
-class LSTMSeq2Seq(ProjectedStep, nn.Module):
+class RNNSeq2Seq(ProjectedStep, nn.Module):
     """Encoder-decoder without attention (Sutskever et al. 2014; Cho et al. 2014).
 
     The decoder sees the source only through its initial state, the bridged final encoder states.
@@ -127,17 +122,17 @@ class LSTMSeq2Seq(ProjectedStep, nn.Module):
     together with the decoder output: o_t = tanh(W_o [h_t; c]).
 
     memory: {"src_mask" (B, S), "context" (B, H) when context_every_step}
-    state: {"h" (B, L, H), "c" (B, L, H)}
+    state: {"h" (B, L, H), "c" (B, L, H) with the LSTM cell}
     """
 
-    def __init__(self, cfg: LSTMConfig, src_vocab_size: int, tgt_vocab_size: int) -> None:
+    def __init__(self, cfg: RNNConfig, src_vocab_size: int, tgt_vocab_size: int) -> None:
         super().__init__()
         self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
         self.context_every_step = cfg.context_every_step
-        self.encoder = LSTMEncoder(cfg, src_vocab_size)
-        self.bridge = Bridge(self.encoder.output_size, cfg.hidden_size)
+        self.encoder = RNNEncoder(cfg, src_vocab_size)
+        self.bridge = Bridge(self.encoder.output_size, cfg.hidden_size, state_keys(self.encoder.rnn))
         self.tgt_embed = nn.Embedding(tgt_vocab_size, cfg.embed_dim, padding_idx=PAD_ID)
-        self.decoder = _decoder_lstm(cfg, extra_input=cfg.hidden_size if cfg.context_every_step else 0)
+        self.decoder = _decoder_cell(cfg, extra_input=cfg.hidden_size if cfg.context_every_step else 0)
         self.readout = nn.Linear(2 * cfg.hidden_size, cfg.hidden_size) if cfg.context_every_step else None
         self.dropout = nn.Dropout(cfg.dropout)
         self.output = OutputLayer(cfg.hidden_size, self.tgt_embed, cfg.tie_embeddings)
@@ -145,12 +140,12 @@ class LSTMSeq2Seq(ProjectedStep, nn.Module):
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """src (B, S), src_lengths (B,) -> (memory, state); see the class docstring for the keys."""
-        _, h, c = self.encoder(src, src_lengths)
-        h, c = self.bridge(h, c)  # (B, L, H)
+        _, final = self.encoder(src, src_lengths)
+        state = self.bridge(final)  # (B, L, H) each
         memory = {"src_mask": padding_mask(src_lengths, src.size(1))}
         if self.context_every_step:
-            memory["context"] = h[:, -1]  # (B, H)
-        return memory, {"h": h, "c": c}
+            memory["context"] = state["h"][:, -1]  # (B, H)
+        return memory, state
 
     @property
     def projection(self) -> nn.Linear:
@@ -164,10 +159,10 @@ class LSTMSeq2Seq(ProjectedStep, nn.Module):
         if self.readout is not None:  # Cho 2014: the source summary enters every step
             context = memory["context"].unsqueeze(1).expand(-1, tgt.size(1), -1)  # (B, T, H)
             x = torch.cat([x, context], dim=-1)
-        outputs, h, c = _lstm_step(self.decoder, x, state)  # (B, T, H)
+        outputs, state = run_cell(self.decoder, x, state)  # (B, T, H)
         if self.readout is not None:
             outputs = torch.tanh(self.readout(torch.cat([outputs, context], dim=-1)))
-        return self.output.features(self.dropout(outputs)), {"h": h, "c": c}
+        return self.output.features(self.dropout(outputs)), state
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing: src (B, S), src_lengths (B,), tgt_in (B, T) -> logits (B, T, V)."""
@@ -182,12 +177,12 @@ class LSTMSeq2Seq(ProjectedStep, nn.Module):
         return features[:, 0], state
 
 
-class AttentionLSTMSeq2Seq(ProjectedStep, nn.Module):
+class AttentionRNNSeq2Seq(ProjectedStep, nn.Module):
     """Encoder-decoder with attention, Luong et al. (2015)'s flow with input feeding.
 
     At step t, with a_{t-1} the previous attentional vector (zeros at the first step):
         x_t = [emb(y_{t-1}); a_{t-1}]              (just emb(y_{t-1}) without `input_feeding`)
-        h_t = LSTM(x_t, state)                     (top layer's output is the query)
+        h_t = RNN(x_t, state)                      (the cell's top layer's output is the query)
         context_t = attention(h_t, encoder outputs)
         a_t = tanh(W_c [context_t; h_t])           -> output layer -> logits
     `attention` picks the score: "luong_dot", "luong_general", or "bahdanau", which is Bahdanau's
@@ -195,17 +190,17 @@ class AttentionLSTMSeq2Seq(ProjectedStep, nn.Module):
     OpenNMT-py do. The source half of every score is precomputed in `encode` ("keys").
 
     memory: {"src_mask" (B, S), "encoder_outputs" (B, S, K), "keys" (B, S, *)}
-    state: {"h" (B, L, H), "c" (B, L, H), "feed" (B, H) when input_feeding}
+    state: {"h" (B, L, H), "c" (B, L, H) with the LSTM cell, "feed" (B, H) when input_feeding}
     """
 
-    def __init__(self, cfg: AttentionLSTMConfig, src_vocab_size: int, tgt_vocab_size: int) -> None:
+    def __init__(self, cfg: AttentionRNNConfig, src_vocab_size: int, tgt_vocab_size: int) -> None:
         super().__init__()
         self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
         self.input_feeding = cfg.input_feeding
-        self.encoder = LSTMEncoder(cfg, src_vocab_size)
-        self.bridge = Bridge(self.encoder.output_size, cfg.hidden_size)
+        self.encoder = RNNEncoder(cfg, src_vocab_size)
+        self.bridge = Bridge(self.encoder.output_size, cfg.hidden_size, state_keys(self.encoder.rnn))
         self.tgt_embed = nn.Embedding(tgt_vocab_size, cfg.embed_dim, padding_idx=PAD_ID)
-        self.decoder = _decoder_lstm(cfg, extra_input=cfg.hidden_size if cfg.input_feeding else 0)
+        self.decoder = _decoder_cell(cfg, extra_input=cfg.hidden_size if cfg.input_feeding else 0)
         self.attention = build_attention(cfg.attention, cfg.hidden_size, self.encoder.output_size)
         self.combine = nn.Linear(self.encoder.output_size + cfg.hidden_size, cfg.hidden_size)  # W_c
         self.dropout = nn.Dropout(cfg.dropout)
@@ -214,15 +209,15 @@ class AttentionLSTMSeq2Seq(ProjectedStep, nn.Module):
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """src (B, S), src_lengths (B,) -> (memory, state); see the class docstring for the keys."""
-        outputs, h, c = self.encoder(src, src_lengths)  # (B, S, K), (B, L, K)
-        h, c = self.bridge(h, c)  # (B, L, H)
+        outputs, final = self.encoder(src, src_lengths)  # (B, S, K), (B, L, K) each
+        state = self.bridge(final)  # (B, L, H) each
         memory = {
             "src_mask": padding_mask(src_lengths, src.size(1)),
             "encoder_outputs": outputs,
             "keys": self.attention.project_keys(outputs),
         }
-        state = {"h": h, "c": c}
         if self.input_feeding:
+            h = state["h"]
             state["feed"] = h.new_zeros(h.size(0), h.size(2))  # (B, H)
         return memory, state
 
@@ -240,17 +235,17 @@ class AttentionLSTMSeq2Seq(ProjectedStep, nn.Module):
     def _steps(
         self, x: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Decoder inputs x (B, T, *) -> attentional vectors (B, T, H) and the LSTM state after step T."""
-        queries, h, c = _lstm_step(self.decoder, x, state)  # (B, T, H)
+        """Decoder inputs x (B, T, *) -> attentional vectors (B, T, H) and the cell's state after step T."""
+        queries, new_state = run_cell(self.decoder, x, state)  # (B, T, H)
         context, _ = self.attention(queries, memory["keys"], memory["encoder_outputs"], memory["src_mask"])
         attentional = torch.tanh(self.combine(torch.cat([context, queries], dim=-1)))  # (B, T, H)
-        return attentional, {"h": h, "c": c}
+        return attentional, new_state
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing: src (B, S), src_lengths (B,), tgt_in (B, T) -> logits (B, T, V).
 
         Input feeding makes each step depend on the last, so the decoder loops over T; without it,
-        the LSTM and the attention each run once over all T steps."""
+        the recurrent network and the attention each run once over all T steps."""
         memory, state = self.encode(src, src_lengths)
         embedded = self.dropout(self.tgt_embed(tgt_in))  # (B, T, E)
         if self.input_feeding:

@@ -1,8 +1,9 @@
 """Tiny models of every architecture and one padded batch, shared by the model tests as fixtures.
 
-- `tiny_config(arch, **overrides)`: a tiny config of "transformer", "lstm" or "lstm_attention";
+- `tiny_config(arch, **overrides)`: a tiny config of "transformer", "rnn" or "rnn_attention" (LSTM
+  cells unless `cell` says otherwise);
 - `tiny_model(cfg)`: a freshly initialised model in eval mode, the same for the same seed;
-- `cfg` / `model`: parametrized over every variant in `VARIANTS`;
+- `cfg` / `model`: parametrized over every variant in `VARIANTS` (every recurrent one for each cell);
 - `batch`: four sentences of different source and target lengths.
 """
 
@@ -16,14 +17,14 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from nmt.config import AttentionLSTMConfig, LSTMConfig, TransformerConfig
+from nmt.config import AttentionRNNConfig, RNNConfig, TransformerConfig
 from nmt.models import build_model
 from nmt.specials import BOS_ID, EOS_ID, PAD_ID
 
 SRC_VOCAB = 37
 TGT_VOCAB = 41  # differs from SRC_VOCAB unless the config shares one vocabulary
 
-ModelCfg = TransformerConfig | LSTMConfig | AttentionLSTMConfig
+ModelCfg = TransformerConfig | RNNConfig | AttentionRNNConfig
 
 # embed_dim != hidden_size, so tying the RNN output layer to the embedding needs the pre-output projection
 _RNN = {"embed_dim": 16, "hidden_size": 24, "layers": 2, "dropout": 0.3}
@@ -33,8 +34,8 @@ _DEFAULTS: dict[str, tuple[type, dict[str, Any]]] = {
         {"d_model": 32, "heads": 4, "ff_dim": 48, "encoder_layers": 2, "decoder_layers": 2, "dropout": 0.1}
         | {"attention_dropout": 0.1, "max_positions": 64},
     ),
-    "lstm": (LSTMConfig, _RNN),
-    "lstm_attention": (AttentionLSTMConfig, _RNN),
+    "rnn": (RNNConfig, _RNN),
+    "rnn_attention": (AttentionRNNConfig, _RNN),
 }
 
 
@@ -49,24 +50,35 @@ def make_model(cfg: ModelCfg, seed: int = 0) -> nn.Module:
     return build_model(cfg, SRC_VOCAB, SRC_VOCAB if shared else TGT_VOCAB).eval()
 
 
+CELLS = ("lstm", "gru", "rnn")
+
+
+def _recurrent_variants(cell: str) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The recurrent variants with one cell: without attention and with each score, uni- and
+    bidirectional encoders, with and without input feeding, tied and untied output layers."""
+    uni = {"bidirectional": False, "tie_embeddings": False}
+    variants: dict[str, tuple[str, dict[str, Any]]] = {
+        "context": ("rnn", {"context_every_step": True}),
+        "plain": ("rnn", {"context_every_step": False}),
+        "unidirectional-untied": ("rnn", {**uni, "layers": 1}),
+        "bahdanau-feed": ("rnn_attention", {"attention": "bahdanau", "input_feeding": True}),
+        "bahdanau-nofeed": ("rnn_attention", {"attention": "bahdanau", "input_feeding": False}),
+        "bahdanau-unidirectional-untied": ("rnn_attention", {"attention": "bahdanau", **uni, "layers": 1}),
+        "luong_dot-feed": ("rnn_attention", {"attention": "luong_dot", "input_feeding": True}),
+        "luong_dot-nofeed": ("rnn_attention", {"attention": "luong_dot", "input_feeding": False}),
+        "luong_dot-unidirectional-untied": ("rnn_attention", {"attention": "luong_dot", **uni}),
+        "luong_general-feed": ("rnn_attention", {"attention": "luong_general", "input_feeding": True}),
+        "luong_general-nofeed": ("rnn_attention", {"attention": "luong_general", "input_feeding": False}),
+    }
+    return {f"{cell}-{name}": (arch, {"cell": cell, **options}) for name, (arch, options) in variants.items()}
+
+
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "transformer-prenorm-shared": ("transformer", {"pre_norm": True, "share_embeddings": True}),
     "transformer-prenorm-separate": ("transformer", {"pre_norm": True, "share_embeddings": False}),
     "transformer-postnorm-shared": ("transformer", {"pre_norm": False, "share_embeddings": True}),
     "transformer-postnorm-separate": ("transformer", {"pre_norm": False, "share_embeddings": False}),
-    "lstm-context": ("lstm", {"context_every_step": True}),
-    "lstm-plain": ("lstm", {"context_every_step": False}),
-    "lstm-unidirectional-untied": ("lstm", {"bidirectional": False, "tie_embeddings": False, "layers": 1}),
-    "bahdanau-feed": ("lstm_attention", {"attention": "bahdanau", "input_feeding": True}),
-    "bahdanau-nofeed": ("lstm_attention", {"attention": "bahdanau", "input_feeding": False}),
-    "luong_dot-feed": ("lstm_attention", {"attention": "luong_dot", "input_feeding": True}),
-    "luong_dot-nofeed": ("lstm_attention", {"attention": "luong_dot", "input_feeding": False}),
-    "luong_dot-unidirectional-untied": (
-        "lstm_attention",
-        {"attention": "luong_dot", "bidirectional": False, "tie_embeddings": False},
-    ),
-    "luong_general-feed": ("lstm_attention", {"attention": "luong_general", "input_feeding": True}),
-    "luong_general-nofeed": ("lstm_attention", {"attention": "luong_general", "input_feeding": False}),
+    **{name: variant for cell in CELLS for name, variant in _recurrent_variants(cell).items()},
 }
 
 

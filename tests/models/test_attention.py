@@ -57,7 +57,7 @@ def test_dot_projects_keys_only_when_sizes_differ():
 
 @pytest.mark.parametrize("kind", ["bahdanau", "luong_dot", "luong_general"])
 def test_model_gives_padded_source_positions_zero_weight(kind, batch, tiny_config, tiny_model):
-    model = tiny_model(tiny_config("lstm_attention", attention=kind))
+    model = tiny_model(tiny_config("rnn_attention", attention=kind))
     seen = []
     model.attention.register_forward_hook(lambda module, args, output: seen.append(output[1]))
     with torch.no_grad():

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import pytest
+from torch import nn
 
-from nmt.models import AttentionLSTMSeq2Seq, LSTMSeq2Seq, TransformerSeq2Seq, build_model
+from nmt.models import AttentionRNNSeq2Seq, RNNSeq2Seq, TransformerSeq2Seq, build_model
 from nmt.specials import PAD_ID
 
 
@@ -10,8 +11,8 @@ from nmt.specials import PAD_ID
     ("arch", "overrides", "cls"),
     [
         ("transformer", {"share_embeddings": False}, TransformerSeq2Seq),
-        ("lstm", {}, LSTMSeq2Seq),
-        ("lstm_attention", {}, AttentionLSTMSeq2Seq),
+        ("rnn", {}, RNNSeq2Seq),
+        ("rnn_attention", {}, AttentionRNNSeq2Seq),
     ],
 )
 def test_build_model_picks_the_class(arch, overrides, cls, tiny_config):
@@ -42,7 +43,17 @@ def test_transformer_separate_embeddings_still_tie_the_output(tiny_config, tiny_
     assert (model.src_embed.num_embeddings, model.tgt_embed.num_embeddings) == (37, 41)
 
 
-@pytest.mark.parametrize("arch", ["lstm", "lstm_attention"])
+@pytest.mark.parametrize("arch", ["rnn", "rnn_attention"])
+@pytest.mark.parametrize(("cell", "module"), [("lstm", nn.LSTM), ("gru", nn.GRU), ("rnn", nn.RNN)])
+def test_the_cell_picks_the_encoder_and_decoder_networks(arch, cell, module, tiny_config, tiny_model):
+    model = tiny_model(tiny_config(arch, cell=cell))
+    assert type(model.encoder.rnn) is module and type(model.decoder) is module
+    if cell == "rnn":
+        assert model.decoder.nonlinearity == "tanh"  # Elman's network
+    assert (model.bridge.c is not None) == (cell == "lstm")  # only the LSTM carries a cell state
+
+
+@pytest.mark.parametrize("arch", ["rnn", "rnn_attention"])
 def test_rnn_tie_embeddings(arch, tiny_config, tiny_model):
     tied = tiny_model(tiny_config(arch, tie_embeddings=True))
     assert tied.tgt_embed.weight.data_ptr() == tied.output.proj.weight.data_ptr()

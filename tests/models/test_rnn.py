@@ -3,19 +3,24 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nmt.models.rnn import LSTMEncoder
+from nmt.models.rnn import RNNEncoder
+
+STATE_KEYS = {"lstm": ["h", "c"], "gru": ["h"], "rnn": ["h"]}
 
 
+@pytest.mark.parametrize("cell", list(STATE_KEYS))
 @pytest.mark.parametrize("bidirectional", [True, False])
-def test_encoder_skips_padding_and_returns_final_states_per_layer(bidirectional, batch, tiny_config):
-    cfg = tiny_config("lstm", bidirectional=bidirectional, layers=2)
+def test_encoder_skips_padding_and_returns_final_states_per_layer(cell, bidirectional, batch, tiny_config):
+    cfg = tiny_config("rnn", cell=cell, bidirectional=bidirectional, layers=2)
     torch.manual_seed(0)
-    encoder = LSTMEncoder(cfg, vocab_size=37).eval()
+    encoder = RNNEncoder(cfg, vocab_size=37).eval()
     with torch.no_grad():
-        outputs, h, c = encoder(batch.src, batch.src_lengths)
+        outputs, final = encoder(batch.src, batch.src_lengths)
     size = 48 if bidirectional else 24
     assert outputs.shape == (4, batch.src.size(1), size)
-    assert h.shape == c.shape == (4, 2, size)
+    assert list(final) == STATE_KEYS[cell]
+    assert all(tensor.shape == (4, 2, size) for tensor in final.values())
+    h = final["h"]
     assert (outputs[batch.src == 0] == 0).all()
     last = batch.src_lengths - 1
     forward_top = outputs[torch.arange(4), last, :24]  # forward direction at each sentence's last token
@@ -24,23 +29,25 @@ def test_encoder_skips_padding_and_returns_final_states_per_layer(bidirectional,
         torch.testing.assert_close(h[:, -1, 24:], outputs[:, 0, 24:])
 
 
+@pytest.mark.parametrize("cell", list(STATE_KEYS))
 @pytest.mark.parametrize("context_every_step", [True, False])
-def test_lstm_keys(context_every_step, batch, tiny_config, tiny_model):
-    model = tiny_model(tiny_config("lstm", context_every_step=context_every_step))
+def test_rnn_keys(cell, context_every_step, batch, tiny_config, tiny_model):
+    model = tiny_model(tiny_config("rnn", cell=cell, context_every_step=context_every_step))
     memory, state = model.encode(batch.src, batch.src_lengths)
     assert list(memory) == (["src_mask", "context"] if context_every_step else ["src_mask"])
-    assert list(state) == ["h", "c"]
-    assert state["h"].shape == state["c"].shape == (4, 2, 24)
+    assert list(state) == STATE_KEYS[cell]
+    assert all(tensor.shape == (4, 2, 24) for tensor in state.values())
     if context_every_step:
         torch.testing.assert_close(memory["context"], state["h"][:, -1])
 
 
+@pytest.mark.parametrize("cell", list(STATE_KEYS))
 @pytest.mark.parametrize("input_feeding", [True, False])
-def test_attention_lstm_keys(input_feeding, batch, tiny_config, tiny_model):
-    model = tiny_model(tiny_config("lstm_attention", attention="bahdanau", input_feeding=input_feeding))
-    memory, state = model.encode(batch.src, batch.src_lengths)
+def test_attention_rnn_keys(cell, input_feeding, batch, tiny_config, tiny_model):
+    cfg = tiny_config("rnn_attention", cell=cell, attention="bahdanau", input_feeding=input_feeding)
+    memory, state = tiny_model(cfg).encode(batch.src, batch.src_lengths)
     assert list(memory) == ["src_mask", "encoder_outputs", "keys"]
-    assert list(state) == (["h", "c", "feed"] if input_feeding else ["h", "c"])
+    assert list(state) == STATE_KEYS[cell] + (["feed"] if input_feeding else [])
     assert memory["encoder_outputs"].shape == (4, batch.src.size(1), 48)
     assert memory["keys"].shape == (4, batch.src.size(1), 24)
     if input_feeding:
@@ -48,7 +55,7 @@ def test_attention_lstm_keys(input_feeding, batch, tiny_config, tiny_model):
 
 
 def test_attention_keys_are_projected_once_in_encode(batch, tiny_config, tiny_model):
-    model = tiny_model(tiny_config("lstm_attention", attention="bahdanau"))
+    model = tiny_model(tiny_config("rnn_attention", attention="bahdanau"))
     memory, state = model.encode(batch.src, batch.src_lengths)
     calls = []
     model.attention.key_proj.register_forward_hook(lambda *args: calls.append(1))
@@ -56,11 +63,22 @@ def test_attention_keys_are_projected_once_in_encode(batch, tiny_config, tiny_mo
     assert calls == []
 
 
-def test_lstm_without_attention_sees_the_source_only_through_its_state(batch, tiny_config, tiny_model):
+def test_rnn_without_attention_sees_the_source_only_through_its_state(batch, tiny_config, tiny_model):
     """Two different sources with the same bridged state must give the same predictions."""
-    model = tiny_model(tiny_config("lstm", context_every_step=False))
+    model = tiny_model(tiny_config("rnn", context_every_step=False))
     memory, state = model.encode(batch.src, batch.src_lengths)
     other_memory, _ = model.encode(batch.src.flip(0), batch.src_lengths.flip(0))
     first, _ = model.decode_step(batch.tgt_in[:, 0], memory, state)
     second, _ = model.decode_step(batch.tgt_in[:, 0], other_memory, state)
     torch.testing.assert_close(first, second)
+
+
+def test_weights_saved_before_cells_load(tiny_config, tiny_model):
+    """Bundles and checkpoints from before cells name the encoder's network "lstm" ("rnn" today)."""
+    model = tiny_model(tiny_config("rnn_attention"))
+    old = {key.replace("encoder.rnn.", "encoder.lstm."): value for key, value in model.state_dict().items()}
+    assert any(key.startswith("encoder.lstm.") for key in old)
+    fresh = tiny_model(tiny_config("rnn_attention"), seed=1)
+    fresh.load_state_dict(old, strict=True)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[key], value)
