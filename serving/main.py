@@ -102,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="nmt translation service",
         version="1",
         lifespan=lifespan,
-        description="Beam-search translation with LSTM, attention-LSTM and Transformer models; "
+        description="Beam-search translation with recurrent (LSTM, GRU, RNN) and Transformer models; "
         "a LibreTranslate-compatible API beside the native one.",
     )
     app.state.metrics = metrics

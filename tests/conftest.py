@@ -49,7 +49,7 @@ TINY_MODELS = {
         "cell": "gru",
         "embed_dim": 32,
         "hidden_size": 32,
-        "layers": 1,
+        "layers": 2,
         "attention": "bahdanau",
     },
 }

@@ -27,7 +27,8 @@ from tests.models.conftest import VARIANTS, make_batch, make_config, make_model
 ARCHS = list(TINY_MODELS)
 
 # the graphs' names for the tiny models of tests/conftest.py (2 Transformer decoder layers; the
-# LSTM feeds the source summary at every step; the attention LSTM uses input feeding)
+# LSTM feeds the source summary at every step; the attention LSTM uses input feeding, and so does
+# the attention GRU, whose state has no cell state "c")
 ENCODER_OUTPUTS = {
     "transformer": ["memory.src_mask"]
     + [f"memory.cross_{kv}{i}" for i in range(2) for kv in "kv"]
@@ -41,12 +42,14 @@ ENCODER_OUTPUTS = {
         "state.c",
         "state.feed",
     ],
+    "gru_attention": ["memory.src_mask", "memory.encoder_outputs", "memory.keys", "state.h", "state.feed"],
 }
 STEP_INPUTS = ["prev_tokens", "beam_indices", "k", "want_log_probs"]
 DECODER_INPUTS = {
     "transformer": [*STEP_INPUTS, *ENCODER_OUTPUTS["transformer"]],
     "lstm": [*STEP_INPUTS, "memory.context", "state.h", "state.c"],  # src_mask is never read
     "lstm_attention": [*STEP_INPUTS, *ENCODER_OUTPUTS["lstm_attention"]],
+    "gru_attention": [*STEP_INPUTS, *ENCODER_OUTPUTS["gru_attention"]],
 }
 
 
@@ -159,7 +162,7 @@ def test_step_log_probs_match_pytorch(arch, exported, sentences):
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_every_model_variant_exports_exactly(variant, tmp_path):
-    """Random-weight tiny models of every variant (1-layer unidirectional LSTMs, post-norm, untied...)."""
+    """Random-weight tiny models of every variant (each cell, 1-layer unidirectional, post-norm, untied...)."""
     arch, overrides = VARIANTS[variant]
     model = make_model(make_config(arch, **overrides))
     meta = export_model(model, tmp_path)
@@ -290,6 +293,38 @@ def test_int8_export_translates(arch, trained_bundles, sentences, tmp_path):
     translations = translator.translate_best(sentences + [""])
     assert len(translations) == len(sentences) + 1 and translations[-1] == ""
     assert all(isinstance(text, str) for text in translations)
+
+
+# what ONNX Runtime's dynamic quantization makes of each cell: it has an int8 LSTM kernel
+# (DynamicQuantizeLSTM) and none for GRU or RNN, which stay float32 beside the int8 MatMuls
+INT8_RECURRENT_OPS = {"lstm": "DynamicQuantizeLSTM", "gru": "GRU", "rnn": "RNN"}
+
+
+@pytest.mark.parametrize("cell", list(INT8_RECURRENT_OPS))
+@pytest.mark.parametrize("variant", ["bahdanau-feed", "unidirectional-untied"])
+def test_int8_export_of_every_cell(cell, variant, tmp_path):
+    arch, overrides = VARIANTS[f"{cell}-{variant}"]
+    model = make_model(make_config(arch, **overrides))
+    meta = export_model(model, tmp_path, quantize="int8")
+    assert meta["quantization"] == "int8" and meta["check"]["max_abs_log_prob_difference"]["int8"] < 0.05
+    ops = {
+        node.op_type
+        for name in (ENCODER_FILE, DECODER_FILE)
+        for node in onnx.load(str(tmp_path / name)).graph.node
+    }
+    assert INT8_RECURRENT_OPS[cell] in ops and "MatMulInteger" in ops
+    assert not ops & ({"LSTM", "GRU", "RNN"} - {INT8_RECURRENT_OPS[cell]})
+    batch = make_batch(src_lengths=[9, 1, 6], tgt_lengths=[1] * 3, seed=5)
+    onnx_model = OnnxModel(tmp_path)
+    with torch.inference_mode():
+        _, expected_state = model.encode(batch.src, batch.src_lengths)
+        memory, state = onnx_model.encode(batch.src, batch.src_lengths)
+        assert state.keys() == expected_state.keys()  # (h, c) for the LSTM, h alone otherwise
+        prev_tokens = torch.full((3,), BOS_ID)
+        for _ in range(3):
+            log_probs, state = onnx_model.decode_step(prev_tokens, memory, state)
+            assert log_probs.shape == (3, model.tgt_vocab_size) and torch.isfinite(log_probs[:, 4:]).all()
+            prev_tokens = log_probs.argmax(dim=-1)
 
 
 def test_cli_int8_export_and_evaluate(trained_bundles, tiny_corpus, tmp_path):

@@ -14,7 +14,7 @@ An export (written by `nmt.export.onnx`) is a folder, BUNDLE/onnx/:
                    opset, quantization, memory_per_sentence, the export-time check
 
 KEY are the model's own memory and state keys (see `nmt.models`). Graph inputs a model does not
-use (the no-attention LSTM never reads "memory.src_mask") are dropped by the exporter, so only the
+use (the no-attention RNN never reads "memory.src_mask") are dropped by the exporter, so only the
 inputs a session declares are fed.
 
 What crosses between Python and ONNX Runtime at each decoding step, and what does not:

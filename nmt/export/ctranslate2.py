@@ -21,7 +21,7 @@ The weights are stored in float32 (or int8 with `quantize="int8"`); CTranslate2 
 the compute type asked for when the model is loaded (`ctranslate2.Translator(...,
 compute_type="int8")`), so one float32 export serves both.
 
-Only the Transformer exists in CTranslate2; an LSTM bundle is refused with a one-line error.
+Only the Transformer exists in CTranslate2; a recurrent bundle is refused with a one-line error.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ described in `nmt.backends.onnx`, which reads it), replacing an earlier export a
     encoder.onnx   encode():      src, src_lengths -> memory.KEY..., state.KEY...
     decoder.onnx   decode_step(): prev_tokens, memory.KEY..., state.KEY... -> log_probs, new_state.KEY...
 
-LSTM states (h, c), the input-feeding vector and the Transformer's self-attention key/value caches
+Recurrent states (h and c for the LSTM cell, h alone for GRU and RNN cells: whatever keys the
+model's state has), the input-feeding vector and the Transformer's self-attention key/value caches
 are explicit inputs and outputs; the Transformer's cross-attention keys/values are computed once,
 by the encoder graph. KEY are the model's own keys (see `nmt.models`).
 
@@ -25,11 +26,13 @@ How: the TorchScript-based exporter (`dynamo=False`; the dynamo one needs onnxsc
   the machine and provider it was optimized for.
 - `quantize="int8"`: dynamic quantization (onnxruntime.quantization.quantize_dynamic): int8
   weights, activations quantized on the fly, for MatMul, Gemm (rewritten as MatMul + Add first:
-  quantize_dynamic skips Gemm, which holds the LSTM models' output layers), LSTM and Gather.
+  quantize_dynamic skips Gemm, which holds the recurrent models' output layers), LSTM and Gather.
+  ONNX Runtime has no int8 GRU or RNN node: with those cells the recurrence stays float32 and
+  only the MatMuls around it are quantized (docs/decode.md lists what each cell gets).
 
 Exporter pitfalls met, and their workarounds:
 - A packed 1-layer LSTM whose per-step outputs are unused makes the exporter fail
-  (`vector::_M_range_check`): the no-attention LSTM's encode() drops the encoder outputs, so
+  (`vector::_M_range_check`): the no-attention model's encode() drops the encoder outputs, so
   its encoder graph also returns them, as "encoder_outputs", which the backend does not fetch.
 - The exporter folds a zero-size tensor (the Transformer's empty cache after encode) into a
   constant with the traced batch size; rebuilt from the source's batch size, it stays dynamic.
@@ -92,7 +95,7 @@ class ExportError(NmtError):
 
 class _EncoderGraph(nn.Module):
     """`encode` as a graph: src (B, S), src_lengths (B,) -> the memory tensors, then the state
-    tensors, in the model's key order (then "encoder_outputs" for the no-attention LSTM)."""
+    tensors, in the model's key order (then "encoder_outputs" for the no-attention RNN)."""
 
     def __init__(self, model: Any) -> None:  # a model of nmt.models
         super().__init__()
