@@ -47,15 +47,11 @@ def _device(value: str) -> str:
 
 def _search_options(args, defaults):
     """The bundle's search options with the ones given on the command line."""
-    from nmt.config import parse_section
-
-    given = {
-        "beam_size": args.beam_size,
-        "n_best": getattr(args, "n_best", None),
-        "length_penalty": args.length_penalty,
-    }
-    merged = {**defaults.model_dump(), **{k: v for k, v in given.items() if v is not None}}
-    return parse_section("search", merged)
+    return defaults.with_overrides(
+        beam_size=args.beam_size,
+        n_best=getattr(args, "n_best", None),  # only `translate` has --n-best
+        length_penalty=args.length_penalty,
+    )
 
 
 def _translator(args):

@@ -24,6 +24,8 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -161,11 +163,35 @@ class SearchConfig(_Section):
     n_best: int = Field(1, ge=1)
     no_repeat_ngram: int = Field(0, ge=0, description="block repeated n-grams of this size; 0 = off")
 
-    @model_validator(mode="after")
-    def _n_best_fits(self) -> SearchConfig:
-        if self.n_best > self.beam_size:
-            raise ValueError(f"n_best ({self.n_best}) cannot exceed beam_size ({self.beam_size})")
-        return self
+    # the one place the search options' limits live: recipes, bundles, `nmt translate` and the
+    # service all go through this class (the service adds its own caps first, as policy)
+
+    @field_validator("n_best")
+    @classmethod
+    def _n_best_fits(cls, n_best: int, info: ValidationInfo) -> int:
+        beam_size = info.data.get("beam_size")  # absent when beam_size itself was invalid
+        if beam_size is not None and n_best > beam_size:
+            raise ValueError(f"must not exceed beam_size ({beam_size})")
+        return n_best
+
+    def with_overrides(self, **given: Any) -> SearchConfig:
+        """These options with the given ones replaced, validated; None means "not given".
+
+        Raises ConfigError naming the first bad option, e.g. ``n_best: must not exceed
+        beam_size (5)``, with that option in `ConfigError.key`.
+        """
+        changes = {key: value for key, value in given.items() if value is not None}
+        if not changes:
+            return self
+        try:
+            return SearchConfig.model_validate({**self.model_dump(), **changes})
+        except ValidationError as error:
+            item = error.errors()[0]
+            key = ".".join(str(part) for part in item["loc"]) or "search"
+            message = item["msg"].removeprefix("Value error, ")
+            if item["type"] == "extra_forbidden":
+                message = "unknown search option"
+            raise ConfigError(f"{key}: {message}", key=key) from None
 
 
 class TrainConfig(_Section):

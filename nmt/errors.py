@@ -11,7 +11,15 @@ class NmtError(Exception):
 
 
 class ConfigError(NmtError):
-    """A recipe or option is invalid; the message names the key."""
+    """A recipe or option is invalid; the message names the key.
+
+    `key` is that key on its own where one option is at fault (``n_best``), so a caller that
+    reports fields, like the service, need not parse the message.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class DataError(NmtError):

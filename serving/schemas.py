@@ -20,10 +20,11 @@ class TranslateRequest(BaseModel):
         description="a model name or version; default: A/B split or the pair's default "
         "(a request that names its model is reported outside the A/B split)",
     )
-    beam_size: int | None = Field(None, ge=1)
-    n_best: int | None = Field(None, ge=1)
-    max_length: int | None = Field(None, ge=1, description="most target tokens per sentence")
-    length_penalty: float | None = Field(None, ge=0.0, le=10.0)
+    # checked by SearchConfig.with_overrides (and the service's caps), not here: one set of limits
+    beam_size: int | None = None
+    n_best: int | None = None
+    max_length: int | None = Field(None, description="most target tokens per sentence")
+    length_penalty: float | None = Field(None, le=10.0)
 
 
 class Alternative(BaseModel):

@@ -17,9 +17,9 @@ from functools import lru_cache
 from typing import TypeVar
 
 import orjson
-from pydantic import ValidationError
 
 from nmt.config import SearchConfig
+from nmt.errors import ConfigError
 from serving.ab import Group, Request, Served, new_id
 from serving.batcher import QueueFull, ShuttingDown
 from serving.cache import TranslationCache, cache_key, normalise
@@ -61,28 +61,22 @@ def search_options(
     max_length: int | None = None,
     length_penalty: float | None = None,
 ) -> SearchConfig:
-    """The model's search defaults with the request's options; limits are errors naming the field."""
-    if beam_size is not None and not 1 <= beam_size <= settings.max_beam_size:
+    """The model's search defaults with the request's options; errors name the field.
+
+    The service's caps (NMT_MAX_BEAM_SIZE, NMT_MAX_LENGTH) are policy and checked here; what makes
+    options valid at all is `SearchConfig.with_overrides`'s to say.
+    """
+    if beam_size is not None and beam_size > settings.max_beam_size:
         raise ApiError(422, "beam_size", f"must be between 1 and {settings.max_beam_size}")
-    if max_length is not None and not 1 <= max_length <= settings.max_length:
+    if max_length is not None and max_length > settings.max_length:
         raise ApiError(422, "max_length", f"must be between 1 and {settings.max_length}")
-    if beam_size is None and n_best is None and max_length is None and length_penalty is None:
-        return entry.bundle.search
-    options = entry.bundle.search.model_dump()
-    given = {
-        "beam_size": beam_size,
-        "n_best": n_best,
-        "max_length": max_length,
-        "length_penalty": length_penalty,
-    }
-    options.update((key, value) for key, value in given.items() if value is not None)
-    if options["n_best"] > options["beam_size"]:
-        raise ApiError(422, "n_best", f"must not exceed beam_size ({options['beam_size']})")
     try:
-        return SearchConfig(**options)
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise ApiError(422, ".".join(map(str, first["loc"])) or "body", first["msg"]) from None
+        return entry.bundle.search.with_overrides(
+            beam_size=beam_size, n_best=n_best, max_length=max_length, length_penalty=length_penalty
+        )
+    except ConfigError as error:
+        field = error.key or "body"
+        raise ApiError(422, field, str(error).removeprefix(f"{field}: ")) from None
 
 
 @lru_cache(maxsize=1024)

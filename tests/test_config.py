@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
 from nmt.config import (
     AttentionRNNConfig,
     RNNConfig,
+    SearchConfig,
     TransformerConfig,
     load_recipe,
     parse_recipe,
@@ -75,7 +78,7 @@ def test_the_archs_from_before_cells_are_lstm_cells(old, new):
         ({"model": {"arch": "lstm_attention", "attention": "cosine"}}, "model.attention"),
         ({"train": {"lr": -1}}, "train.lr"),
         ({"train": {"amp": "fp8"}}, "train.amp"),
-        ({"search": {"beam_size": 2, "n_best": 4}}, "n_best (4) cannot exceed beam_size (2)"),
+        ({"search": {"beam_size": 2, "n_best": 4}}, "search.n_best: must not exceed beam_size (2)"),
         ({"data": {"train": {"src": "a"}}}, "data.train: give either both 'src' and 'tgt' or one 'tsv'"),
         ({"tokenizer": {"joint": False}}, "share_embeddings needs tokenizer.joint"),
         ({"extra": {"x": 1}}, "extra: unknown key"),
@@ -131,3 +134,22 @@ def test_section_parsing_for_bundles():
     assert parse_section("search", {"beam_size": 3}).beam_size == 3
     with pytest.raises(ConfigError, match="model"):
         parse_section("model", {"arch": "transformer", "d_model": "x"})
+
+
+def test_search_overrides_are_validated_in_one_place():
+    defaults = SearchConfig(beam_size=5, n_best=1)
+    assert defaults.with_overrides(beam_size=None, n_best=None) is defaults
+    assert defaults.with_overrides(beam_size=3, n_best=2).model_dump() == {
+        **defaults.model_dump(),
+        "beam_size": 3,
+        "n_best": 2,
+    }
+    for given, key, message in [
+        ({"n_best": 6}, "n_best", "n_best: must not exceed beam_size (5)"),
+        ({"beam_size": 0}, "beam_size", "beam_size: Input should be greater than or equal to 1"),
+        ({"length_penalty": -1.0}, "length_penalty", "length_penalty"),
+        ({"colour": "red"}, "colour", "colour: unknown search option"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+            defaults.with_overrides(**given)
+        assert caught.value.key == key
