@@ -59,7 +59,7 @@ def random_translator(args: argparse.Namespace, tmp: Path) -> tuple[Translator, 
     )
     torch.manual_seed(recipe.train.seed)
     model = build_model(recipe.model, src_tok.vocab_size, tgt_tok.vocab_size).eval()
-    cap = getattr(recipe.model, "max_positions", None)
+    cap = recipe.model.position_limit
     translator = Translator(model, src_tok, tgt_tok, recipe.search, "cpu", max_len_cap=cap)
     description = f"RANDOM {recipe.name} model (untrained: decodes to max length, translations are noise)"
     return translator, recipe.data.src_lang, description

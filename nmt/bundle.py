@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from nmt.checkpoint import atomic_folder, readable_mode
-from nmt.config import SearchConfig, parse_section
+from nmt.config import AnyModelConfig, SearchConfig, parse_section
 from nmt.errors import BundleError, ConfigError
 from nmt.models import build_model
 from nmt.tokenizer import Tokenizer
@@ -41,7 +41,7 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16}
 class Bundle:
     path: Path
     meta: dict[str, Any]
-    model_config: Any  # TransformerConfig | RNNConfig | AttentionRNNConfig
+    model_config: AnyModelConfig
     search: SearchConfig
     src_tokenizer: Tokenizer
     tgt_tokenizer: Tokenizer
@@ -123,7 +123,7 @@ def content_hash(folder: Path, files: list[str], model_config: dict[str, Any]) -
 def save_bundle(
     path: Path,
     model: torch.nn.Module,
-    model_config: Any,
+    model_config: AnyModelConfig,
     src_tokenizer: Tokenizer,
     tgt_tokenizer: Tokenizer,
     search: SearchConfig,

@@ -76,6 +76,16 @@ class _RNNBase(_Section):
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
     tie_embeddings: bool = True  # target embedding shared with the output projection
 
+    @property
+    def position_limit(self) -> int | None:
+        """The most tokens a source or target sentence may have, EOS included: none for an RNN."""
+        return None
+
+    @property
+    def preferred_default(self) -> bool:
+        """Whether a language pair's default model should be this kind (see TransformerConfig)."""
+        return False
+
 
 class RNNConfig(_RNNBase):
     """Encoder-decoder without attention (Sutskever 2014; Cho 2014 with `context_every_step`)."""
@@ -126,6 +136,17 @@ class TransformerConfig(_Section):
         """The name reports show."""
         return self.arch
 
+    @property
+    def position_limit(self) -> int | None:
+        """The most tokens a source or target sentence may have, EOS included: the position table's."""
+        return self.max_positions
+
+    @property
+    def preferred_default(self) -> bool:
+        """Whether a language pair's default model should be this kind: yes (the service has always
+        defaulted to a pair's Transformer; name a model in the request to get another)."""
+        return True
+
 
 # the recurrent archs before cells were a choice: `arch: lstm` is `arch: rnn` with `cell: lstm`.
 # Stored configs keep the old spelling (a bundle's version hashes its config as written), so the
@@ -145,8 +166,9 @@ def _legacy_arch(raw: Any) -> Any:
     return {**raw, "arch": LEGACY_ARCHS[raw["arch"]], "cell": "lstm"}
 
 
+AnyModelConfig = TransformerConfig | RNNConfig | AttentionRNNConfig  # what a `model` section becomes
 ModelConfig = Annotated[
-    Annotated[TransformerConfig | RNNConfig | AttentionRNNConfig, Field(discriminator="arch")],
+    Annotated[AnyModelConfig, Field(discriminator="arch")],
     BeforeValidator(_legacy_arch),
 ]
 ARCHS = ("transformer", "rnn", "rnn_attention")

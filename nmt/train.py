@@ -172,7 +172,7 @@ def validate(model: torch.nn.Module, data: Data, recipe: Recipe, device: torch.d
         recipe.search,
         device,
         batch_size=recipe.train.eval_batch_size,
-        max_len_cap=getattr(recipe.model, "max_positions", None),
+        max_len_cap=recipe.model.position_limit,
     )
     hypotheses = translator.translate_best(data.valid_src[:limit])
     bleu, chrf, signature = bleu_only(hypotheses, data.valid_ref[:limit])

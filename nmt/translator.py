@@ -91,7 +91,7 @@ class Translator:
             model = CTranslate2Model.from_bundle(bundle, device, **(engine or {}))
         else:
             model = bundle.load_model(device)
-        cap = getattr(bundle.model_config, "max_positions", None)
+        cap = bundle.model_config.position_limit
         return cls(
             model,
             bundle.src_tokenizer,

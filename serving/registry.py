@@ -122,9 +122,9 @@ class Registry:
         self.pairs: dict[str, list[ModelEntry]] = {}
         for entry in entries:
             self.pairs.setdefault(entry.pair, []).append(entry)
-        # the pair's default: a Transformer if there is one, else the first by name
+        # the pair's default: one of the kind its config prefers if there is one, else the first by name
         self.defaults = {
-            pair: min(group, key=lambda e: (e.bundle.model_config.arch != "transformer", e.name))
+            pair: min(group, key=lambda e: (not e.bundle.model_config.preferred_default, e.name))
             for pair, group in self.pairs.items()
         }
         for pair, weights in ab_split.items():

@@ -153,3 +153,10 @@ def test_search_overrides_are_validated_in_one_place():
         with pytest.raises(ConfigError, match=re.escape(message)) as caught:
             defaults.with_overrides(**given)
         assert caught.value.key == key
+
+
+def test_model_configs_declare_their_capabilities():
+    transformer = TransformerConfig(arch="transformer", max_positions=64)
+    recurrent = [RNNConfig(arch="rnn", cell="gru"), AttentionRNNConfig(arch="rnn_attention")]
+    assert transformer.position_limit == 64 and transformer.preferred_default
+    assert all(c.position_limit is None and not c.preferred_default for c in recurrent)
