@@ -37,6 +37,10 @@ from nmt.specials import BOS_ID, EOS_ID, PAD_ID
 
 TensorDict = dict[str, Tensor]
 
+# the tokens no search ever produces, whatever the model gives them: the one statement of this
+# rule, which the ONNX output head (built with it) and every backend's top k follow
+BANNED_IDS: tuple[int, ...] = (PAD_ID, BOS_ID)
+
 
 @dataclass(frozen=True)
 class Hypothesis:
@@ -166,11 +170,10 @@ class BeamBatch:
         return self._retire(rows)
 
     def _mask(self, log_probs: Tensor, step: int) -> Tensor:
-        """Apply the rules of the search to (R, V) log-probs, in place: PAD and BOS are never
+        """Apply the rules of the search to (R, V) log-probs, in place: BANNED_IDS are never
         produced, n-grams may be blocked, rows at their length limit may only end (EOS), and
         finished rows only repeat EOS at no cost."""
-        log_probs[:, PAD_ID] = -math.inf
-        log_probs[:, BOS_ID] = -math.inf
+        log_probs[:, BANNED_IDS] = -math.inf
         if self.options.no_repeat_ngram:
             log_probs.masked_fill_(
                 _blocked_ngrams(self.tokens, self.options.no_repeat_ngram, log_probs.size(1)), -math.inf

@@ -25,8 +25,8 @@ from torch import Tensor
 from nmt.bundle import Bundle, bundle_folder
 from nmt.config import SearchConfig
 from nmt.errors import BundleError
-from nmt.search import Hypothesis, max_lengths
-from nmt.specials import BOS_ID, EOS_ID, PAD_ID
+from nmt.search import BANNED_IDS, Hypothesis, max_lengths
+from nmt.specials import EOS_ID, PAD_ID
 
 EXPORT_DIR, EXPORT_FILE = "ct2", "export.json"  # as written by nmt.export.ctranslate2
 
@@ -112,7 +112,7 @@ class CTranslate2Model:
             no_repeat_ngram_size=options.no_repeat_ngram,
             max_decoding_length=limit,
             max_input_length=0,
-            suppress_sequences=[[self.pieces[PAD_ID]], [self.pieces[BOS_ID]]],  # never produced, as in ours
+            suppress_sequences=[[self.pieces[i]] for i in BANNED_IDS],  # never produced, as in ours
             return_scores=True,
         )
         nbest = []

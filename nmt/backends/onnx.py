@@ -53,6 +53,7 @@ from torch import Tensor
 
 from nmt.bundle import Bundle, bundle_folder
 from nmt.errors import BundleError
+from nmt.search import BANNED_IDS
 
 log = logging.getLogger("nmt.backends.onnx")
 
@@ -337,10 +338,11 @@ class OnnxModel:
         among `fetch` the graph computes them; without, it only ranks."""
         memory, state = self._values(memory), self._values(state)
         rows = state.rows if state.rows is not None else torch.arange(state.size)
+        top_k = min(k, self.vocab_size - len(BANNED_IDS))  # see TOP_K_OUTPUTS
         inputs = {
             "prev_tokens": self._value(prev_tokens),
             "beam_indices": self._value(rows),
-            "k": self._value(np.array(min(k, self.vocab_size - 2), dtype=np.int64)),  # see TOP_K_OUTPUTS
+            "k": self._value(np.array(top_k, dtype=np.int64)),
             WANT_LOG_PROBS: self._value(np.array("log_probs" in fetch)),
         }
         inputs.update((MEMORY + key, value) for key, value in memory.ort_values.items())
@@ -361,7 +363,7 @@ class OnnxModel:
         self, prev_tokens: Tensor, memory: Mapping[str, Tensor], state: Mapping[str, Tensor], k: int
     ) -> tuple[Tensor, Tensor, Tensor, OrtTensors]:
         """prev_tokens (R,) -> each row's k best log-probabilities (R, k') and their tokens (R, k'),
-        PAD and BOS excluded, best first (k' = k, or V - 2 when that is smaller); the EOS
+        BANNED_IDS (PAD, BOS) excluded, best first (k' = k, or V - 2 when that is smaller); the EOS
         log-probabilities (R,); the new state."""
         fetched, new_state = self._decode(prev_tokens, memory, state, k, dict.fromkeys(TOP_K_OUTPUTS, "host"))
         best, tokens, eos = (self._tensor(value) for value in fetched)

@@ -77,7 +77,8 @@ from nmt.errors import NmtError
 from nmt.export.onnx_head import add_head
 from nmt.models import RNNSeq2Seq, TransformerSeq2Seq
 from nmt.models.step import ProjectedStep
-from nmt.specials import BOS_ID, EOS_ID, PAD_ID
+from nmt.search import BANNED_IDS
+from nmt.specials import BOS_ID, EOS_ID
 
 OPSET = 17
 QUANTIZATIONS = ("int8",)
@@ -266,7 +267,7 @@ def _attach_head(path: Path, projection: nn.Linear) -> None:
     )
     weight = projection.weight.detach().float().numpy()
     bias = None if projection.bias is None else projection.bias.detach().float().numpy()
-    add_head(graph, FEATURES, "k", WANT_LOG_PROBS, weight, bias)
+    add_head(graph, FEATURES, "k", WANT_LOG_PROBS, weight, bias, BANNED_IDS)
     make = onnx.helper.make_tensor_value_info
     head = [
         make("log_probs", onnx.TensorProto.FLOAT, ["log_prob_rows", weight.shape[0]]),
@@ -439,13 +440,13 @@ def _max_difference(model: Any, folder: Path, src: Tensor, src_lengths: Tensor) 
     memory, state = model.encode(src, src_lengths)
     onnx_memory, onnx_state = exported.encode(src, src_lengths)
     prev_tokens = torch.full((src.size(0),), BOS_ID)
-    k = min(CHECK_TOP_K, exported.vocab_size - 2)
+    k = min(CHECK_TOP_K, exported.vocab_size - len(BANNED_IDS))
     worst = 0.0
     for _ in range(CHECK_STEPS):
         log_probs, state = model.decode_step(prev_tokens, memory, state)
         best, _tokens, eos, _ = exported.decode_top_k(prev_tokens, onnx_memory, onnx_state, k)
         onnx_log_probs, onnx_state = exported.decode_step(prev_tokens, onnx_memory, onnx_state)
-        ranked = log_probs.index_fill(1, torch.tensor([PAD_ID, BOS_ID]), float("-inf")).topk(k, dim=1).values
+        ranked = log_probs.index_fill(1, torch.tensor(BANNED_IDS), float("-inf")).topk(k, dim=1).values
         worst = max(
             worst,
             (log_probs - onnx_log_probs).abs().max().item(),

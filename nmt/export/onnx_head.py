@@ -37,7 +37,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from nmt.backends.onnx import TOP_K_OUTPUTS
-from nmt.specials import BOS_ID, EOS_ID, PAD_ID
+from nmt.specials import EOS_ID
 
 BLOCK = 64  # logits per block: 8000 / 64 = 125 blocks
 PREFIX = "head/"
@@ -97,10 +97,12 @@ def add_head(
     want_log_probs: str,
     weight: np.ndarray,
     bias: np.ndarray | None,
+    banned: tuple[int, ...],
 ) -> None:
     """Append the head to `graph`, reading the tensors named `features` (R, E), `k` () int64 and
     `want_log_probs` () bool; the output layer is `features @ weight.T + bias` (weight (V, E),
-    bias (V,) or None). The results are named "log_probs", then the backend's `TOP_K_OUTPUTS`:
+    bias (V,) or None), never producing the tokens `banned` (the search's `BANNED_IDS`, PAD and
+    BOS: N of them). The results are named "log_probs", then the backend's `TOP_K_OUTPUTS`:
     "top_log_probs", "top_tokens", "eos_log_probs"."""
     top_log_probs, top_tokens_out, eos_log_probs = TOP_K_OUTPUTS
     b = _Builder(graph)
@@ -109,14 +111,14 @@ def add_head(
     bias = np.zeros(vocab_size, np.float32) if bias is None else bias.astype(np.float32)
     w = _weight_name(graph, weight, b)
     masked_bias = bias.copy()
-    masked_bias[[PAD_ID, BOS_ID]] = -np.inf
+    masked_bias[list(banned)] = -np.inf
     logits = b.one("Gemm", [features, w, b.constant("masked_bias", masked_bias)], transB=1)  # (R, V)
-    specials = b.one(  # (R, 2): the PAD and BOS logits, masked above
+    specials = b.one(  # (R, N): the banned tokens' logits, masked above
         "Gemm",
         [
             features,
-            b.constant("special_weight", weight[[PAD_ID, BOS_ID]]),
-            b.constant("special_bias", bias[[PAD_ID, BOS_ID]]),
+            b.constant("special_weight", weight[list(banned)]),
+            b.constant("special_bias", bias[list(banned)]),
         ],
         transB=1,
     )
@@ -139,7 +141,7 @@ def add_head(
         chosen = b.one("GatherElements", [best_blocks, b.one("Div", [position, size])], axis=1)
         top_tokens = b.one("Add", [b.one("Mul", [chosen, size]), b.one("Mod", [position, size])])
 
-    # the normaliser: log sum exp over the kept logits, then with the PAD and BOS logits added in
+    # the normaliser: log sum exp over the kept logits, then with the banned logits added in
     first = [b.ints(0), b.ints(1), b.ints(1)]  # Slice starts, ends, axes: column 0
     best_logit = b.one("Slice", [top_logits, *first])  # (R, 1)
     probs = b.one("Softmax", [logits], axis=-1)
@@ -154,12 +156,12 @@ def add_head(
     eos = b.one("Gather", [logits, b.ints(EOS_ID)], axis=1)  # (R, 1)
     b.node("Squeeze", [b.one("Sub", [eos, normaliser]), b.ints(1)], [eos_log_probs])
 
-    # the full log-probabilities: the logits with PAD's and BOS's put back, minus the normaliser
-    special_columns = b.constant("special_columns", np.array([[PAD_ID, BOS_ID]], np.int64))  # (1, 2)
+    # the full log-probabilities: the banned logits put back, minus the normaliser
+    special_columns = b.constant("special_columns", np.array([banned], np.int64))  # (1, N)
     full = helper.make_graph(
         [
             helper.make_node("Shape", [specials], ["special_shape"]),
-            helper.make_node("Expand", [special_columns, "special_shape"], ["special_index"]),  # (R, 2)
+            helper.make_node("Expand", [special_columns, "special_shape"], ["special_index"]),  # (R, N)
             helper.make_node("ScatterElements", [logits, "special_index", specials], ["full_logits"], axis=1),
             helper.make_node("Sub", ["full_logits", normaliser], ["full_log_probs"]),
         ],
