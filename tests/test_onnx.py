@@ -13,11 +13,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from nmt.backends.onnx import DECODER_FILE, ENCODER_FILE, EXPORT_DIR, EXPORT_FILE, EXPORT_FORMAT, OnnxModel
+from nmt.backends.onnx import OnnxModel
 from nmt.bundle import load_bundle, save_bundle
 from nmt.data import collate_source
 from nmt.errors import BundleError
 from nmt.export.onnx import export_model, export_onnx
+from nmt.onnx_format import DECODER_FILE, ENCODER_FILE, EXPORT_DIR, EXPORT_FILE, EXPORT_FORMAT
 from nmt.search import beam_search, select
 from nmt.specials import BOS_ID, EOS_ID, PAD_ID
 from nmt.translator import Translator

@@ -1,21 +1,8 @@
 """ONNX Runtime backend: an export's two graphs behind the `encode` / `decode_step` seam.
 
-An export (written by `nmt.export.onnx`) is a folder, BUNDLE/onnx/:
-
-    encoder.onnx   src (B, S) int64, src_lengths (B,) int64 -> "memory.KEY"..., "state.KEY"...
-    decoder.onnx   prev_tokens (R,) int64, beam_indices (R,) int64, k () int64,
-                   want_log_probs () bool, "memory.KEY"... (R rows; the Transformer's: one row
-                   per sentence, shared by its R / B consecutive rows), "state.KEY"... (the
-                   previous step's rows)
-                   -> log_probs (R, V) float32 (only when want_log_probs, else (0, V)),
-                      top_log_probs (R, k), top_tokens (R, k), eos_log_probs (R,),
-                      "new_state.KEY"... (R rows)
-    export.json    format, the bundle's version, each graph's input and output names in order,
-                   opset, quantization, memory_per_sentence, the export-time check
-
-KEY are the model's own memory and state keys (see `nmt.models`). Graph inputs a model does not
-use (the no-attention RNN never reads "memory.src_mask") are dropped by the exporter, so only the
-inputs a session declares are fed.
+An export (written by `nmt.export.onnx`) is a folder, BUNDLE/onnx/, with an encoder graph, a
+decoder-step graph and export.json; its format is described, and its names are defined, in
+`nmt.onnx_format`.
 
 What crosses between Python and ONNX Runtime at each decoding step, and what does not:
 - memory and state live in ONNX Runtime's own buffers (`OrtValue`s, on the execution provider's
@@ -53,16 +40,26 @@ from torch import Tensor
 
 from nmt.bundle import Bundle, bundle_folder
 from nmt.errors import BundleError
+from nmt.onnx_format import (
+    BEAM_INDICES,
+    DECODER_FILE,
+    ENCODER_FILE,
+    ENCODER_INPUTS,
+    EXPORT_DIR,
+    EXPORT_FILE,
+    EXPORT_FORMAT,
+    LOG_PROBS,
+    MEMORY,
+    NEW_STATE,
+    PREV_TOKENS,
+    STATE,
+    TOP_K_OUTPUTS,
+    WANT_LOG_PROBS,
+    K,
+)
 from nmt.search import BANNED_IDS
 
 log = logging.getLogger("nmt.backends.onnx")
-
-EXPORT_DIR = "onnx"  # inside the bundle folder
-ENCODER_FILE, DECODER_FILE, EXPORT_FILE = "encoder.onnx", "decoder.onnx", "export.json"
-EXPORT_FORMAT = 3  # 2: the decoder graph reorders the state and ranks the top k; 3: its output head
-MEMORY, STATE, NEW_STATE = "memory.", "state.", "new_state."  # graph name prefixes of the seam's dicts
-TOP_K_OUTPUTS = ("top_log_probs", "top_tokens", "eos_log_probs")
-WANT_LOG_PROBS = "want_log_probs"  # the decoder graph's switch for its (R, V) output
 
 OPTIMIZATION_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -210,8 +207,8 @@ class OnnxModel:
         self.state_keys = [n.removeprefix(STATE) for n in encoder_outputs if n.startswith(STATE)]
         self._decoder_inputs = {i.name for i in self.decoder.get_inputs()}
         declared = {o.name for o in self.decoder.get_outputs()}
-        wanted = {"log_probs", *TOP_K_OUTPUTS, *(NEW_STATE + key for key in self.state_keys)}
-        if not wanted <= declared or not {"beam_indices", "k", WANT_LOG_PROBS} <= self._decoder_inputs:
+        wanted = {LOG_PROBS, *TOP_K_OUTPUTS, *(NEW_STATE + key for key in self.state_keys)}
+        if not wanted <= declared or not {BEAM_INDICES, K, WANT_LOG_PROBS} <= self._decoder_inputs:
             raise BundleError(
                 f"{self.folder}: the decoder graph's inputs and outputs do not match the encoder's"
             )
@@ -286,7 +283,7 @@ class OnnxModel:
         names = [MEMORY + key for key in self.memory_keys] + [STATE + key for key in self.state_keys]
         values = self._run(
             self.encoder,
-            {"src": self._value(src), "src_lengths": self._value(src_lengths)},
+            dict(zip(ENCODER_INPUTS, (self._value(src), self._value(src_lengths)), strict=True)),
             dict.fromkeys(names, "device"),
         )
         found = dict(zip(names, values, strict=True))
@@ -340,10 +337,10 @@ class OnnxModel:
         rows = state.rows if state.rows is not None else torch.arange(state.size)
         top_k = min(k, self.vocab_size - len(BANNED_IDS))  # see TOP_K_OUTPUTS
         inputs = {
-            "prev_tokens": self._value(prev_tokens),
-            "beam_indices": self._value(rows),
-            "k": self._value(np.array(top_k, dtype=np.int64)),
-            WANT_LOG_PROBS: self._value(np.array("log_probs" in fetch)),
+            PREV_TOKENS: self._value(prev_tokens),
+            BEAM_INDICES: self._value(rows),
+            K: self._value(np.array(top_k, dtype=np.int64)),
+            WANT_LOG_PROBS: self._value(np.array(LOG_PROBS in fetch)),
         }
         inputs.update((MEMORY + key, value) for key, value in memory.ort_values.items())
         inputs.update((STATE + key, value) for key, value in state.ort_values.items())
@@ -356,7 +353,7 @@ class OnnxModel:
         self, prev_tokens: Tensor, memory: Mapping[str, Tensor], state: Mapping[str, Tensor]
     ) -> tuple[Tensor, OrtTensors]:
         """prev_tokens (R,) -> log-probabilities (R, V) float32 and the new state."""
-        (log_probs,), new_state = self._decode(prev_tokens, memory, state, 1, {"log_probs": "host"})
+        (log_probs,), new_state = self._decode(prev_tokens, memory, state, 1, {LOG_PROBS: "host"})
         return self._tensor(log_probs), new_state
 
     def decode_top_k(

@@ -58,18 +58,7 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 from torch import Tensor, nn
 
-from nmt.backends.onnx import (
-    DECODER_FILE,
-    ENCODER_FILE,
-    EXPORT_DIR,
-    EXPORT_FILE,
-    EXPORT_FORMAT,
-    MEMORY,
-    NEW_STATE,
-    STATE,
-    WANT_LOG_PROBS,
-    OnnxModel,
-)
+from nmt.backends.onnx import OnnxModel  # the export is checked by running it
 from nmt.bundle import Bundle
 from nmt.checkpoint import atomic_folder
 from nmt.data import collate_source
@@ -77,6 +66,23 @@ from nmt.errors import NmtError
 from nmt.export.onnx_head import add_head
 from nmt.models import RNNSeq2Seq, TransformerSeq2Seq
 from nmt.models.step import ProjectedStep
+from nmt.onnx_format import (
+    BEAM_INDICES,
+    DECODER_FILE,
+    ENCODER_FILE,
+    ENCODER_INPUTS,
+    EXPORT_DIR,
+    EXPORT_FILE,
+    EXPORT_FORMAT,
+    LOG_PROBS,
+    MEMORY,
+    NEW_STATE,
+    PREV_TOKENS,
+    STATE,
+    TOP_K_OUTPUTS,
+    WANT_LOG_PROBS,
+    K,
+)
 from nmt.search import BANNED_IDS
 from nmt.specials import BOS_ID, EOS_ID
 
@@ -228,7 +234,7 @@ class _DecoderGraph(nn.Module):
 
     def input_names(self) -> list[str]:
         return (
-            ["prev_tokens", "beam_indices"]
+            [PREV_TOKENS, BEAM_INDICES]
             + [MEMORY + k for k in self.memory_keys]
             + [STATE + k for k in self.state_keys]
         )
@@ -260,20 +266,21 @@ def _attach_head(path: Path, projection: nn.Linear) -> None:
     graph.input.extend(  # after prev_tokens and beam_indices
         [
             *inputs[:2],
-            onnx.helper.make_tensor_value_info("k", onnx.TensorProto.INT64, []),
+            onnx.helper.make_tensor_value_info(K, onnx.TensorProto.INT64, []),
             onnx.helper.make_tensor_value_info(WANT_LOG_PROBS, onnx.TensorProto.BOOL, []),
             *inputs[2:],
         ]
     )
     weight = projection.weight.detach().float().numpy()
     bias = None if projection.bias is None else projection.bias.detach().float().numpy()
-    add_head(graph, FEATURES, "k", WANT_LOG_PROBS, weight, bias, BANNED_IDS)
+    add_head(graph, FEATURES, K, WANT_LOG_PROBS, weight, bias, BANNED_IDS)
     make = onnx.helper.make_tensor_value_info
+    top_log_probs, top_tokens, eos_log_probs = TOP_K_OUTPUTS
     head = [
-        make("log_probs", onnx.TensorProto.FLOAT, ["log_prob_rows", weight.shape[0]]),
-        make("top_log_probs", onnx.TensorProto.FLOAT, [rows, "k"]),
-        make("top_tokens", onnx.TensorProto.INT64, [rows, "k"]),
-        make("eos_log_probs", onnx.TensorProto.FLOAT, [rows]),
+        make(LOG_PROBS, onnx.TensorProto.FLOAT, ["log_prob_rows", weight.shape[0]]),
+        make(top_log_probs, onnx.TensorProto.FLOAT, [rows, "k"]),
+        make(top_tokens, onnx.TensorProto.INT64, [rows, "k"]),
+        make(eos_log_probs, onnx.TensorProto.FLOAT, [rows]),
     ]
     del graph.output[:]
     graph.output.extend([*head, *outputs.values()])
@@ -473,14 +480,15 @@ def export_model(
         "src_len": (max(TRACE_LENGTHS), max(CHECK_LENGTHS)),
     }
     traced, checked = encoder(trace_src, trace_lengths), encoder(check_src, check_lengths)
-    axes = {"src": {0: "batch", 1: "src_len"}, "src_lengths": {0: "batch"}}
+    src_name, lengths_name = ENCODER_INPUTS
+    axes = {src_name: {0: "batch", 1: "src_len"}, lengths_name: {0: "batch"}}
     for name, a, b in zip(encoder.output_names(), traced, checked, strict=True):
         axes[name] = _dynamic_axes(a, b, sizes)
     _export_graph(
         encoder,
         (trace_src, trace_lengths),
         folder / ENCODER_FILE,
-        ["src", "src_lengths"],
+        list(ENCODER_INPUTS),
         encoder.output_names(),
         axes,
     )
@@ -498,8 +506,8 @@ def export_model(
         prev_tokens = projection(features).argmax(dim=-1)
     beam_indices = torch.tensor([1, 0, 0])  # traced on a reordering that is not the identity
     decoder_axes: dict[str, dict[int, str]] = {
-        "prev_tokens": {0: "batch"},
-        "beam_indices": {0: "batch"},
+        PREV_TOKENS: {0: "batch"},
+        BEAM_INDICES: {0: "batch"},
         FEATURES: {0: "batch"},
     }
     for key in encoder.memory_keys:  # one row per sentence (Transformer) or per row (LSTMs)

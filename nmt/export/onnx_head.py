@@ -36,7 +36,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from nmt.backends.onnx import TOP_K_OUTPUTS
+from nmt.onnx_format import LOG_PROBS, TOP_K_OUTPUTS
 from nmt.specials import EOS_ID
 
 BLOCK = 64  # logits per block: 8000 / 64 = 125 blocks
@@ -102,7 +102,7 @@ def add_head(
     """Append the head to `graph`, reading the tensors named `features` (R, E), `k` () int64 and
     `want_log_probs` () bool; the output layer is `features @ weight.T + bias` (weight (V, E),
     bias (V,) or None), never producing the tokens `banned` (the search's `BANNED_IDS`, PAD and
-    BOS: N of them). The results are named "log_probs", then the backend's `TOP_K_OUTPUTS`:
+    BOS: N of them). The results are named `LOG_PROBS`, then `TOP_K_OUTPUTS`:
     "top_log_probs", "top_tokens", "eos_log_probs"."""
     top_log_probs, top_tokens_out, eos_log_probs = TOP_K_OUTPUTS
     b = _Builder(graph)
@@ -182,4 +182,4 @@ def add_head(
         [],
         [helper.make_tensor_value_info("no_log_probs", TensorProto.FLOAT, [0, vocab_size])],
     )
-    b.node("If", [want_log_probs], ["log_probs"], then_branch=full, else_branch=empty)
+    b.node("If", [want_log_probs], [LOG_PROBS], then_branch=full, else_branch=empty)
