@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nmt.backends.ctranslate2 import EXPORT_DIR, EXPORT_FILE, CTranslate2Model
+from nmt.backends.ctranslate2 import CTranslate2Model
 from nmt.bundle import load_bundle
+from nmt.ct2_format import EXPORT_DIR, EXPORT_FILE
 from nmt.data import collate_source
 from nmt.errors import BundleError
 from nmt.export.ctranslate2 import build_spec

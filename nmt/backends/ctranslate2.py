@@ -24,11 +24,10 @@ from torch import Tensor
 
 from nmt.bundle import Bundle, bundle_folder
 from nmt.config import SearchConfig
+from nmt.ct2_format import EXPORT_DIR, EXPORT_FILE
 from nmt.errors import BundleError
 from nmt.search import BANNED_IDS, Hypothesis, max_lengths
 from nmt.specials import EOS_ID, PAD_ID
-
-EXPORT_DIR, EXPORT_FILE = "ct2", "export.json"  # as written by nmt.export.ctranslate2
 
 
 def _export_command(bundle: Path) -> str:

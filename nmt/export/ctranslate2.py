@@ -36,13 +36,11 @@ from torch import nn
 from nmt.bundle import Bundle
 from nmt.checkpoint import atomic_folder
 from nmt.config import TransformerConfig
+from nmt.ct2_format import EXPORT_DIR, EXPORT_FILE, EXPORT_FORMAT
 from nmt.errors import NmtError
 from nmt.models import TransformerSeq2Seq
 from nmt.tokenizer import Tokenizer
 
-EXPORT_DIR = "ct2"  # inside the bundle folder
-EXPORT_FILE = "export.json"
-EXPORT_FORMAT = 1
 QUANTIZATIONS = ("int8",)
 LAYER_NORM_EPSILON = 1e-5  # torch.nn.LayerNorm's default, which the models use
 
