@@ -39,11 +39,12 @@ import harness
 import torch
 
 from nmt.bundle import load_bundle
-from nmt.config import SearchConfig, TransformerConfig
+from nmt.config import SearchConfig
 from nmt.data import read_lines
 from nmt.export.ctranslate2 import export_ctranslate2
 from nmt.export.onnx import export_onnx
 from nmt.metrics import bleu_only
+from nmt.onnx_format import DECODER_FILE, ENCODER_FILE
 from nmt.translator import Translator
 
 TEST_SPLIT = "test_2016_flickr"
@@ -95,10 +96,10 @@ def _contenders(path: Path, tmp: Path, device: str) -> tuple[list[Contender], bo
     built for another CUDA than the GPU machine's)."""
     fp32 = load_bundle(shutil.copytree(path, tmp / "fp32", ignore=shutil.ignore_patterns("onnx", "ct2")))
     on_cpu = device == "cpu"
-    transformer = isinstance(fp32.model_config, TransformerConfig) and on_cpu
-    onnx_files = ("encoder.onnx", "decoder.onnx")
+    ctranslate2 = "ctranslate2" in fp32.model_config.export_formats and on_cpu
+    onnx_files = (ENCODER_FILE, DECODER_FILE)
     print(
-        f"exporting {path} to ONNX{' (fp32, int8)' if on_cpu else ''}{' and CTranslate2' if transformer else ''} ...",
+        f"exporting {path} to ONNX{' (fp32, int8)' if on_cpu else ''}{' and CTranslate2' if ctranslate2 else ''} ...",
         flush=True,
     )
     export_onnx(fp32)
@@ -122,14 +123,14 @@ def _contenders(path: Path, tmp: Path, device: str) -> tuple[list[Contender], bo
                 _mb(*(int8.path / "onnx" / name for name in onnx_files)),
             )
         )
-    if transformer:
+    if ctranslate2:
         export_ctranslate2(fp32)
         for label, compute_type in (("fp32", "float32"), ("int8", "int8")):
             translator = Translator.from_bundle(fp32, "cpu", "ctranslate2", {"compute_type": compute_type})
             contenders.append(
                 Contender(f"CTranslate2 {label}", translator, _mb(fp32.path / "ct2" / "model.bin"))
             )
-    return contenders, transformer
+    return contenders, ctranslate2
 
 
 def _run(contender: Contender, setting: str, texts: list[str], search: SearchConfig, batch: int) -> None:
@@ -167,7 +168,7 @@ def main() -> None:
     harness.set_threads(args.threads)
 
     with tempfile.TemporaryDirectory(prefix="bench-decode-") as tmp:
-        contenders, transformer = _contenders(Path(args.model), Path(tmp), args.device)
+        contenders, ctranslate2 = _contenders(Path(args.model), Path(tmp), args.device)
         bundle = load_bundle(args.model)
         sources = read_lines(harness.corpus_file(args.data, TEST_SPLIT, bundle.src_lang))
         references = read_lines(harness.corpus_file(args.data, TEST_SPLIT, bundle.tgt_lang))
@@ -193,7 +194,7 @@ def main() -> None:
                     )
 
     tokenizer = bundle.tgt_tokenizer
-    reference = contenders[3] if transformer else contenders[0]  # CTranslate2 fp32 (Transformers)
+    reference = contenders[3] if ctranslate2 else contenders[0]  # CTranslate2 fp32 (Transformers)
     rates: dict[tuple[str, str], float] = {}
     bleus: dict[tuple[str, str], float] = {}
     for setting in settings:
@@ -213,7 +214,7 @@ def main() -> None:
                     f"{tokens / seconds:.0f}",
                     *(
                         [f"{rates[contender.name, setting] / rates[reference.name, setting]:.2f}x"]
-                        if transformer
+                        if ctranslate2
                         else []
                     ),
                     f"{rates[contender.name, setting] / rates[contenders[0].name, setting]:.2f}x",
@@ -229,7 +230,7 @@ def main() -> None:
                 "contender",
                 "sent/s",
                 "tgt tok/s",
-                *([f"vs {reference.name}"] if transformer else []),
+                *([f"vs {reference.name}"] if ctranslate2 else []),
                 "vs PyTorch",
                 "stored MB",
                 "peak MB",
@@ -248,7 +249,7 @@ def main() -> None:
 
     names = {contender.name for contender in contenders}
     onnx, torch_rate = rates["ONNX Runtime fp32", MAIN], rates["PyTorch eager", MAIN]
-    if transformer:
+    if ctranslate2:
         ct2 = rates["CTranslate2 fp32", MAIN]
         judge(
             f"{MAIN}: ONNX Runtime fp32 >= {CT2_RATIO}x CTranslate2 fp32 ({onnx / ct2:.2f}x)",

@@ -86,6 +86,11 @@ class _RNNBase(_Section):
         """Whether a language pair's default model should be this kind (see TransformerConfig)."""
         return False
 
+    @property
+    def export_formats(self) -> tuple[str, ...]:
+        """The `nmt export --format` values this model can be exported to."""
+        return ("onnx",)
+
 
 class RNNConfig(_RNNBase):
     """Encoder-decoder without attention (Sutskever 2014; Cho 2014 with `context_every_step`)."""
@@ -146,6 +151,11 @@ class TransformerConfig(_Section):
         """Whether a language pair's default model should be this kind: yes (the service has always
         defaulted to a pair's Transformer; name a model in the request to get another)."""
         return True
+
+    @property
+    def export_formats(self) -> tuple[str, ...]:
+        """The `nmt export --format` values this model can be exported to."""
+        return ("onnx", "ctranslate2")
 
 
 # the recurrent archs before cells were a choice: `arch: lstm` is `arch: rnn` with `cell: lstm`.

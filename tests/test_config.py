@@ -160,3 +160,5 @@ def test_model_configs_declare_their_capabilities():
     recurrent = [RNNConfig(arch="rnn", cell="gru"), AttentionRNNConfig(arch="rnn_attention")]
     assert transformer.position_limit == 64 and transformer.preferred_default
     assert all(c.position_limit is None and not c.preferred_default for c in recurrent)
+    assert transformer.export_formats == ("onnx", "ctranslate2")
+    assert all(c.export_formats == ("onnx",) for c in recurrent)
