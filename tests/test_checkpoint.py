@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -52,7 +53,6 @@ def test_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path):
 
 def test_a_numpy_array_is_refused_not_loaded(tmp_path):
     """What a careless addition to the payload (numpy RNG state, say) would make of a checkpoint."""
-    np = pytest.importorskip("numpy")
     payload = _plain_payload() | {"rng": {"numpy": np.zeros(3)}}
     save_checkpoint(tmp_path / "c.pt", payload)
     with pytest.raises(NmtError, match="not a plain-tensor checkpoint"):
