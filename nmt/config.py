@@ -234,6 +234,9 @@ class TrainConfig(_Section):
     accum_steps: int = Field(1, ge=1)
     max_epochs: int = Field(50, ge=1)
     max_steps: int = Field(0, ge=0, description="optimizer steps; 0 = no limit")
+    max_seconds: float = Field(
+        0.0, ge=0.0, description="training wall time (steps only, validation excluded); 0 = no limit"
+    )
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = Field(5e-4, gt=0.0)
     betas: tuple[float, float] = (0.9, 0.98)

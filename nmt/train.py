@@ -357,19 +357,26 @@ class Trainer:
                 self.save()
                 bar.close()
                 return "signal"
-            if cfg.max_steps and progress.step >= cfg.max_steps:
+            if self.budget_spent():
                 bar.close()
-                return "max_steps"
+                return "budget"
             if cfg.save_every_steps and progress.step % cfg.save_every_steps == 0:
                 self.save()
         bar.close()
         return None
 
+    def budget_spent(self) -> bool:
+        """Whether `max_steps` or `max_seconds` (of training steps) is used up."""
+        cfg, progress = self.cfg, self.progress
+        return bool(cfg.max_steps and progress.step >= cfg.max_steps) or bool(
+            cfg.max_seconds and progress.seconds >= cfg.max_seconds
+        )
+
     def fit(self) -> Path:
         cfg, progress = self.cfg, self.progress
         with StopSignal() as stop:
             self.core.train()
-            while progress.epoch < cfg.max_epochs and not (cfg.max_steps and progress.step >= cfg.max_steps):
+            while progress.epoch < cfg.max_epochs and not self.budget_spent():
                 ended = self.train_epoch(stop)
                 if ended == "signal":
                     raise Interrupted(
@@ -377,7 +384,8 @@ class Trainer:
                         "continue with --resume",
                         stop.received or signal.SIGINT,
                     )
-                if ended == "max_steps":
+                if ended == "budget":
+                    log.info("training budget (max_steps / max_seconds) spent at step %d", progress.step)
                     self.validate_and_save(end_of_epoch=False)
                     break
                 if self.validate_and_save(end_of_epoch=True):

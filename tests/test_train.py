@@ -105,6 +105,15 @@ def test_kill_9_leaves_good_checkpoints_and_resume_works(tiny_corpus, tmp_path):
     assert not list(run.checkpoints.glob(".*.tmp"))
 
 
+def test_max_seconds_stops_after_that_much_training_and_writes_the_bundle(tiny_corpus, tmp_path):
+    # no step limit: only the time budget can end this run before its 1000 epochs
+    bundle = _train(tiny_corpus, tmp_path / "run", max_steps=0, max_epochs=1000, max_seconds=1.0)
+    progress = load_checkpoint(step_checkpoints(RunDir(tmp_path / "run").checkpoints)[-1])["progress"]
+    assert bundle.is_dir()
+    assert 1.0 <= progress["seconds"] < 30, progress
+    assert progress["epoch"] < 1000
+
+
 def test_average_is_the_mean_of_the_weights(tiny_corpus, tmp_path):
     _train(tiny_corpus, tmp_path / "run", max_steps=4, save_every_steps=1)
     paths = step_checkpoints(RunDir(tmp_path / "run").checkpoints)[-3:]
