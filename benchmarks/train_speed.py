@@ -74,14 +74,14 @@ def target_tokens(trainer: Trainer, groups: list[list[list[int]]]) -> int:
 def run_real(trainer: Trainer, steps: int, stop: StopSignal) -> float:
     """Seconds for the Trainer's own loop to take `steps` optimizer steps."""
     # The recipe is frozen; a copy of its train section with a nearer max_steps is how the
-    # loop is told to return after this round (it checks max_steps after every step).
+    # loop is told to return after this round (it checks its budget after every step).
     trainer.cfg = trainer.cfg.model_copy(update={"max_steps": trainer.progress.step + steps})
     sync(trainer.ctx.device)
     start = time.perf_counter()
     ended = trainer.train_epoch(stop)
     sync(trainer.ctx.device)
     seconds = time.perf_counter() - start
-    assert ended == "max_steps", f"the real loop stopped early ({ended})"
+    assert ended == "budget", f"the real loop stopped early ({ended})"
     return seconds
 
 

@@ -10,7 +10,9 @@
 # vocabulary. Writes OUT/<run>/ (the training run: metrics.jsonl, checkpoints, log), OUT/<run>/best
 # (the best-on-val checkpoint as a float16 bundle), OUT/<run>/test.json and test.hyp (test scores
 # and translations, beam 5), OUT/compare-cpu and OUT/compare-gpu (`nmt compare`: CIs, paired
-# significance, sentences/s), OUT/env.txt. DEVICE is cuda (default) or cpu.
+# significance, sentences/s), OUT/env.txt. DEVICE is cuda (default) or cpu. THREADS: CPU threads
+# per trainer (default 2); GRACE: wall seconds a trainer may take beyond its budget (default 240);
+# ONLY: the names of the runs to train (default all seven).
 set -uo pipefail
 out=${1:?usage: training/seeds.sh OUT [BUDGET_SECONDS] [DEVICE]}
 budget=${2:-200}
@@ -75,7 +77,7 @@ for spec in "${runs[@]}"; do
     --set "data.valid={src: $data/val.en.gz, tgt: $data/val.de.gz}")
   [ -n "$overrides" ] && sets+=(--set "$overrides")
   [ "$name" != transformer-en-de ] && sets+=("${rnn_amp[@]}")
-  OMP_NUM_THREADS=2 timeout -s TERM $((budget + grace)) \
+  OMP_NUM_THREADS=${THREADS:-2} timeout -s TERM $((budget + grace)) \
     "$nmt" train --config "$recipe" "${sets[@]}" >"$out/$name/train.log" 2>&1 &
   pids+=($!)
 done
