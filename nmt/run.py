@@ -25,6 +25,34 @@ from nmt.runlog import MetricsLog
 from nmt.tokenizer import Tokenizer
 
 
+# what may change when a run is resumed: how long and where it trains, how often it logs, saves
+# and validates, and how it decodes; everything else (data, tokenizer, model, optimizer) is the run
+RESUMABLE_CHANGES = (
+    "train.max_epochs",
+    "train.max_steps",
+    "train.max_seconds",
+    "train.patience",
+    "train.device",
+    "train.keep_last",
+    "train.save_every_steps",
+    "train.log_every_steps",
+    "train.eval_max_sentences",
+    "train.eval_batch_size",
+    "search.",
+)
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}, "c": 2} -> {"a.b": 1, "c": 2}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 class RunDir:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -72,6 +100,23 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         text = yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
         self.recipe_file.write_text(text, encoding="utf-8")
+
+    def check_resumable(self, recipe: Recipe) -> None:
+        """Raise NmtError naming the keys where `recipe` differs from the run's own, unless only
+        keys that may change between sessions differ (`RESUMABLE_CHANGES`)."""
+        stored = _flatten(self.load_recipe().model_dump(mode="json"))
+        given = _flatten(recipe.model_dump(mode="json"))
+        changed = sorted(
+            key
+            for key in stored.keys() | given.keys()
+            if stored.get(key) != given.get(key) and not key.startswith(RESUMABLE_CHANGES)
+        )
+        if changed:
+            shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+            raise NmtError(
+                f"{self.recipe_file}: --resume needs the run's own recipe, but {shown} differ; "
+                "resume with that recipe or set another train.out_dir"
+            )
 
     def load_recipe(self) -> Recipe:
         if not self.recipe_file.is_file():

@@ -206,6 +206,8 @@ class Trainer:
             raise NmtError(
                 f"{self.run.path} already holds a run; pass --resume to continue it or set another train.out_dir"
             )
+        if found:
+            self.run.check_resumable(recipe)
         if self.ctx.is_main:
             self.run.save_recipe(recipe)
         torch.manual_seed(self.cfg.seed)

@@ -16,7 +16,7 @@ from nmt.checkpoint import average_state_dicts, load_checkpoint, step_checkpoint
 from nmt.config import parse_recipe
 from nmt.run import RunDir
 from nmt.train import train
-from tests.conftest import ROOT, run_nmt, tiny_recipe, write_recipe
+from tests.conftest import ROOT, assert_one_line_error, run_nmt, tiny_recipe, write_recipe
 
 
 def _train(corpus: Path, out: Path, resume: bool = False, **options) -> Path:
@@ -112,6 +112,22 @@ def test_max_seconds_stops_after_that_much_training_and_writes_the_bundle(tiny_c
     assert bundle.is_dir()
     assert 1.0 <= progress["seconds"] < 30, progress
     assert progress["epoch"] < 1000
+
+
+def test_resume_with_another_recipe_is_refused_in_one_line_and_changes_nothing(tiny_corpus, tmp_path):
+    run = RunDir(tmp_path / "run")
+    _train(tiny_corpus, run.path, max_steps=2, save_every_steps=0)
+    stored = run.recipe_file.read_text()
+    checkpoints = sorted(run.checkpoints.iterdir())
+    changed = tiny_recipe(tiny_corpus, run.path, max_steps=4, save_every_steps=0, lr=0.01)
+    changed["model"]["d_model"] = 64
+    result = run_nmt(
+        "train", "--config", str(write_recipe(tmp_path / "r.yaml", changed)), "--resume", check=False
+    )
+    assert_one_line_error(result, "model.d_model", "train.lr", "--resume")
+    assert "train.max_steps" not in result.stderr  # may change on resume
+    assert run.recipe_file.read_text() == stored
+    assert sorted(run.checkpoints.iterdir()) == checkpoints
 
 
 def test_average_is_the_mean_of_the_weights(tiny_corpus, tmp_path):
