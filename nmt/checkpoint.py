@@ -122,6 +122,11 @@ def step_checkpoints(folder: Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
+def epoch_end_checkpoints(folder: Path) -> list[Path]:
+    """The `step-*.pt` files written at the end of an epoch (not mid-epoch or on a signal), oldest first."""
+    return [path for path in step_checkpoints(folder) if load_checkpoint(path)["progress"]["batch"] == 0]
+
+
 def latest_checkpoint(folder: Path) -> Path | None:
     steps = step_checkpoints(folder)
     return steps[-1] if steps else None

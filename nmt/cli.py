@@ -148,14 +148,17 @@ def cmd_train(args) -> None:
 
 
 def cmd_average(args) -> None:
-    from nmt.checkpoint import average_state_dicts, load_checkpoint, step_checkpoints
+    from nmt.checkpoint import average_state_dicts, epoch_end_checkpoints, load_checkpoint, step_checkpoints
     from nmt.config import parse_recipe
     from nmt.run import RunDir
 
     if args.run:
-        paths = step_checkpoints(RunDir(args.run).checkpoints)[-args.last :]
+        folder = RunDir(args.run).checkpoints
+        kind = "step-*.pt" if args.any_step else "epoch-end"
+        paths = (step_checkpoints(folder) if args.any_step else epoch_end_checkpoints(folder))[-args.last :]
         if not paths:
-            raise NmtError(f"{args.run}: no step-*.pt checkpoints to average")
+            raise NmtError(f"{args.run}: no {kind} checkpoints to average")
+        print(f"averaging {len(paths)} {kind} checkpoints: {' '.join(p.name for p in paths)}", file=sys.stderr)
     else:
         paths = [Path(p) for p in args.checkpoints]
     recipe = parse_recipe(load_checkpoint(paths[-1])["recipe"], str(paths[-1]))
@@ -227,7 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--checkpoints", nargs="+", help="checkpoint files of one run")
     source.add_argument("--run", help="a training run folder (its out_dir)")
     p.add_argument(
-        "--last", type=int, default=5, help="with --run: how many of the last checkpoints (default 5)"
+        "--last",
+        type=int,
+        default=5,
+        help="with --run: how many of the last epoch-end checkpoints (default 5)",
+    )
+    p.add_argument(
+        "--any-step",
+        action="store_true",
+        help="with --run: count mid-epoch and interrupt checkpoints too, not only those of epoch ends",
     )
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument(

@@ -93,7 +93,9 @@ def test_n_best_lists(trained_bundles):
 def test_average_checkpoints_into_a_bundle(trained_bundles, tmp_path):
     run_dir = trained_bundles["transformer"].parent
     out = tmp_path / "averaged"
-    result = run_nmt("average", "--run", str(run_dir), "--last", "2", "--out", str(out), "--dtype", "float16")
+    result = run_nmt(
+        "average", "--run", str(run_dir), "--last", "2", "--any-step", "--out", str(out), "--dtype", "float16"
+    )
     assert Path(result.stdout.strip()) == out
     bundle = load_bundle(out)
     assert bundle.meta["dtype"] == "float16"

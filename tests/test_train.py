@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from nmt.bundle import load_bundle
 from nmt.checkpoint import average_state_dicts, load_checkpoint, step_checkpoints
 from nmt.config import parse_recipe
 from nmt.run import RunDir
@@ -128,6 +129,20 @@ def test_resume_with_another_recipe_is_refused_in_one_line_and_changes_nothing(t
     assert "train.max_steps" not in result.stderr  # may change on resume
     assert run.recipe_file.read_text() == stored
     assert sorted(run.checkpoints.iterdir()) == checkpoints
+
+
+def test_average_takes_epoch_end_checkpoints_unless_told_otherwise(tiny_corpus, tmp_path):
+    # a checkpoint every step, 3000-token batches: several epoch ends among many mid-epoch saves
+    run = RunDir(tmp_path / "run")
+    _train(tiny_corpus, run.path, batch_tokens=3000, max_steps=20, save_every_steps=1, keep_last=30)
+    ends = [p.name for p in step_checkpoints(run.checkpoints) if load_checkpoint(p)["progress"]["batch"] == 0]
+    assert 2 <= len(ends) < 20
+    result = run_nmt("average", "--run", str(run.path), "--last", "2", "--out", str(tmp_path / "avg"))
+    assert load_bundle(tmp_path / "avg").meta["training"]["averaged"] == ends[-2:]
+    assert "epoch-end" in result.stderr and ends[-1] in result.stderr
+    run_nmt("average", "--run", str(run.path), "--last", "2", "--any-step", "--out", str(tmp_path / "any"))
+    last_two = [p.name for p in step_checkpoints(run.checkpoints)[-2:]]
+    assert load_bundle(tmp_path / "any").meta["training"]["averaged"] == last_two
 
 
 def test_average_is_the_mean_of_the_weights(tiny_corpus, tmp_path):
