@@ -158,7 +158,9 @@ def cmd_average(args) -> None:
         paths = (step_checkpoints(folder) if args.any_step else epoch_end_checkpoints(folder))[-args.last :]
         if not paths:
             raise NmtError(f"{args.run}: no {kind} checkpoints to average")
-        print(f"averaging {len(paths)} {kind} checkpoints: {' '.join(p.name for p in paths)}", file=sys.stderr)
+        print(
+            f"averaging {len(paths)} {kind} checkpoints: {' '.join(p.name for p in paths)}", file=sys.stderr
+        )
     else:
         paths = [Path(p) for p in args.checkpoints]
     recipe = parse_recipe(load_checkpoint(paths[-1])["recipe"], str(paths[-1]))

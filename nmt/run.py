@@ -24,7 +24,6 @@ from nmt.models import build_model
 from nmt.runlog import MetricsLog
 from nmt.tokenizer import Tokenizer
 
-
 # what may change when a run is resumed: how long and where it trains, how often it logs, saves
 # and validates, and how it decodes; everything else (data, tokenizer, model, optimizer) is the run
 RESUMABLE_CHANGES = (
