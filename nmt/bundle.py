@@ -217,6 +217,11 @@ def _read_meta(meta_file: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return meta, named
 
 
+def bundle_name(path: Path) -> str:
+    """The name in a bundle folder's bundle.json, read without loading the bundle."""
+    return _read_meta(bundle_file(path, BUNDLE_FILE, BUNDLE_FILE))[0]["name"]
+
+
 def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     """The one loader: read and check a bundle folder. Raises BundleError naming what is wrong."""
     path = Path(path)

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from nmt.bundle import BUNDLE_FILE, Bundle, load_bundle
+from nmt.bundle import BUNDLE_FILE, Bundle, bundle_name, load_bundle
 from nmt.config import SearchConfig
 from nmt.errors import BundleError, NmtError
 from nmt.translator import Translation, Translator
@@ -78,6 +78,15 @@ def bundle_folders(models_dir: Path) -> list[Path]:
     folders = sorted(p for p in models_dir.iterdir() if (p / BUNDLE_FILE).is_file())
     if not folders:
         raise NmtError(f"{models_dir}: no model bundles in it (folders with {BUNDLE_FILE})")
+    named: dict[str, Path] = {}
+    for folder in folders:
+        name = bundle_name(folder)
+        if name in named:
+            raise NmtError(
+                f"{named[name]} and {folder} are both named {name!r}: requests name models by it, so "
+                f"rename one (the \"name\" in its {BUNDLE_FILE}; or train with --set name=NAME)"
+            )
+        named[name] = folder
     return folders
 
 
@@ -146,12 +155,9 @@ class Registry:
     ) -> Registry:
         """Every bundle under the models folder with its translator and (not yet started) batcher;
         `batch_observer(model name)` gives the batcher's callback for (sentences, seconds)."""
-        entries, names = [], set()
-        for folder in bundle_folders(settings.models_dir):
+        entries = []
+        for folder in bundle_folders(settings.models_dir):  # names checked unique there
             bundle = load_bundle(folder)
-            if bundle.name in names:
-                raise NmtError(f"{folder}: a second bundle named {bundle.name!r}")
-            names.add(bundle.name)
             translator = _translator(bundle, settings)
             batcher = MicroBatcher(
                 _decode_fn(translator, settings),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import shutil
 
 import pytest
 from pydantic import ValidationError
@@ -10,7 +11,7 @@ from pydantic import ValidationError
 from serving.registry import weighted_choice
 from serving.sentences import join_sentences, split_sentences
 from serving.settings import Settings
-from tests.conftest import run_nmt
+from tests.conftest import assert_one_line_error, run_nmt
 
 
 @pytest.mark.parametrize(
@@ -60,3 +61,10 @@ def test_serve_refuses_bad_settings_in_one_line(tmp_path):
     assert empty.returncode == 1 and "no model bundles" in empty.stderr
     bad = run_nmt("serve", "--models", str(tmp_path), check=False, NMT_BACKEND="tensorflow")
     assert bad.returncode == 1 and bad.stderr.startswith("nmt serve: error: NMT_BACKEND")
+
+
+def test_serve_refuses_two_bundles_of_one_name_naming_both_folders(trained_bundles, tmp_path):
+    for copy in ("first", "second"):
+        shutil.copytree(trained_bundles["transformer"], tmp_path / copy)
+    result = run_nmt("serve", "--models", str(tmp_path), check=False)
+    assert_one_line_error(result, str(tmp_path / "first"), str(tmp_path / "second"), "both named")
