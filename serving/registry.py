@@ -84,7 +84,7 @@ def bundle_folders(models_dir: Path) -> list[Path]:
         if name in named:
             raise NmtError(
                 f"{named[name]} and {folder} are both named {name!r}: requests name models by it, so "
-                f"rename one (the \"name\" in its {BUNDLE_FILE}; or train with --set name=NAME)"
+                f'rename one (the "name" in its {BUNDLE_FILE}; or train with --set name=NAME)'
             )
         named[name] = folder
     return folders
