@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from nmt.checkpoint import atomic_folder, readable_mode
+from nmt.checkpoint import atomic_folder, atomic_write, readable_mode
 from nmt.config import AnyModelConfig, SearchConfig, parse_section
 from nmt.errors import BundleError, ConfigError
 from nmt.models import build_model
@@ -215,6 +215,16 @@ def _read_meta(meta_file: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if missing_key:
         raise BundleError(f"{meta_file}: missing key {missing_key!r}")
     return meta, named
+
+
+def record_scores(path: Path, test_set: str, scores: dict[str, Any]) -> None:
+    """Store `scores` under "scores"/`test_set` in the bundle's bundle.json (atomically; the
+    version hashes the weights, tokenizers and model config, so it stays the same)."""
+    meta_file = bundle_file(path, BUNDLE_FILE, BUNDLE_FILE)
+    meta, _ = _read_meta(meta_file)
+    meta["scores"] = {**(meta.get("scores") or {}), test_set: scores}
+    text = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
+    atomic_write(meta_file, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def bundle_name(path: Path) -> str:

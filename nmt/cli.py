@@ -105,14 +105,18 @@ def cmd_evaluate(args) -> None:
         Path(args.hyp_out).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
     scores = corpus_scores(hypotheses, ref)
     lowercase = corpus_scores(hypotheses, ref, lowercase=True)
+    measured = {
+        "src": str(args.src),
+        "sentences": len(src),
+        **scores.as_dict(),
+        "lowercase": lowercase.as_dict(),
+    }
+    if args.record:
+        from nmt.bundle import record_scores
+
+        record_scores(Path(args.model), args.record, measured)
     if args.json:
-        report = {
-            "model": str(args.model),
-            "sentences": len(src),
-            **scores.as_dict(),
-            "lowercase": lowercase.as_dict(),
-        }
-        print(json.dumps(report, indent=2))
+        print(json.dumps({"model": str(args.model), **measured}, indent=2))
     else:
         print(scores)
         print(f"lowercased: BLEU {lowercase.bleu:.2f}  ({lowercase.signatures['bleu']})")
@@ -270,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref", required=True, help="reference file (plain or .gz)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.add_argument("--hyp-out", help="also write the translations to this file")
+    p.add_argument(
+        "--record",
+        metavar="TEST_SET",
+        help="store the scores in the bundle's bundle.json under this name (the service's /v1/models shows them)",
+    )
     p.set_defaults(handler=cmd_evaluate)
 
     p = commands.add_parser(

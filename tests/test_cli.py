@@ -280,3 +280,18 @@ def test_input_that_is_not_utf8_is_one_line(trained_bundles):
     assert result.stderr.decode().strip().splitlines() == [
         "nmt translate: error: input is not UTF-8 (byte 3)"
     ]
+
+
+def test_evaluate_records_its_scores_in_the_bundle(trained_bundles, tiny_corpus, tmp_path):
+    bundle = shutil.copytree(trained_bundles["transformer"], tmp_path / "bundle")
+    version = load_bundle(bundle).version
+    src, ref = str(tiny_corpus / "val.en"), str(tiny_corpus / "val.de")
+    printed = json.loads(
+        run_nmt(
+            "evaluate", "--model", str(bundle), "--src", src, "--ref", ref, "--json", "--record", "val"
+        ).stdout
+    )
+    stored = load_bundle(bundle).meta["scores"]["val"]  # loads: the version still matches
+    assert load_bundle(bundle).version == version
+    assert stored["bleu"] == printed["bleu"] and stored["sentences"] == 24 and stored["src"] == src
+    assert stored["signatures"]["bleu"].startswith("nrefs:1|")
