@@ -7,7 +7,8 @@
         both take [--backend torch|onnx|ctranslate2]; the last two run the export `nmt export` made
     nmt export --model BUNDLE --format onnx [--quantize int8]                       (-> BUNDLE/onnx/)
     nmt export --model BUNDLE --format ctranslate2 [--quantize int8]         (Transformer -> BUNDLE/ct2/)
-    nmt compare --models BUNDLE... --src FILE --ref FILE [--baseline NAME] [--out DIR]
+    nmt compare [--models BUNDLE...] [--hyps NAME=FILE...] --src FILE --ref FILE [--baseline NAME]
+        [--length-buckets 10,15,20,30] [--out DIR]
     nmt data download multi30k --out DIR [--base-url URL]
     nmt serve [--models DIR] [--host H] [--port P] [--workers N]         (settings: NMT_* variables)
 
@@ -122,9 +123,21 @@ def cmd_evaluate(args) -> None:
         print(f"lowercased: BLEU {lowercase.bleu:.2f}  ({lowercase.signatures['bleu']})")
 
 
-def cmd_compare(args) -> None:
-    from nmt.compare import compare
+def _named_files(specs: list[str]) -> list[tuple[str, Path]]:
+    """['ours=out.de', ...] -> [('ours', Path('out.de')), ...]"""
+    named = []
+    for spec in specs:
+        name, equals, file = spec.partition("=")
+        if not (equals and name and file):
+            raise NmtError(f"--hyps {spec}: expected NAME=FILE, e.g. fairseq=hyps.de")
+        named.append((name, Path(file)))
+    return named
 
+
+def cmd_compare(args) -> None:
+    from nmt.compare import LENGTH_EDGES, compare, parse_length_edges
+
+    edges = LENGTH_EDGES if args.length_buckets is None else parse_length_edges(args.length_buckets)
     report = compare(
         [Path(p) for p in args.models],
         Path(args.src),
@@ -135,10 +148,14 @@ def cmd_compare(args) -> None:
         args.batch_size,
         args.beam_size,
         args.samples,
+        hyps=_named_files(args.hyps),
+        length_edges=edges,
     )
     print(report["table"])
     for name, signature in report["signatures"].items():
         print(f"{name}: {signature}")
+    print(f"\nBLEU by {report['length_buckets']['unit']}:")
+    print(report["length_table"])
     if args.out:
         print(f"report: {args.out}/compare.md, compare.json, compare.png")
 
@@ -284,17 +301,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "compare",
         help="A/B compare models by BLEU, chrF, TER",
-        description="Score models on one test set with 95%% confidence intervals and paired bootstrap significance.",
+        description="Score models, or translations made elsewhere, on one test set with 95%% confidence "
+        "intervals, paired bootstrap significance and BLEU by source length.",
     )
-    p.add_argument("--models", nargs="+", required=True, help="bundle folders (the first is the baseline)")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=[],
+        help="bundle folders (the first system, of these or --hyps, is the baseline)",
+    )
+    p.add_argument(
+        "--hyps",
+        nargs="+",
+        default=[],
+        metavar="NAME=FILE",
+        help="translations of --src made elsewhere, one line per source line (plain or .gz); "
+        "scored after the --models",
+    )
     p.add_argument("--src", required=True, help="source file (plain or .gz)")
     p.add_argument("--ref", required=True, help="reference file (plain or .gz)")
-    p.add_argument("--baseline", help="name (or folder) of the baseline model (default: the first)")
+    p.add_argument("--baseline", help="name (or folder, or --hyps file) of the baseline (default: the first)")
     p.add_argument("--out", help="folder for compare.md, compare.json and compare.png")
     p.add_argument("--beam-size", type=int, help="beam size for every model (default: each bundle's)")
     p.add_argument("--batch-size", type=int, default=32, help="sentences per batch (default 32)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--samples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument(
+        "--length-buckets",
+        metavar="EDGES",
+        help="upper edges of the source-length buckets in words, split on whitespace "
+        "(default 10,12,15,20: 1-10, 11-12, 13-15, 16-20, 21+)",
+    )
     p.set_defaults(handler=cmd_compare)
 
     p = commands.add_parser(
