@@ -18,6 +18,7 @@ Every user mistake ends as one line on stderr and a non-zero exit, never a trace
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import logging
@@ -435,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         from nmt.train import Interrupted
 
         if isinstance(error, Interrupted):  # a checkpoint was saved: say so, exit as the signal asks
-            print(f"nmt {args.command}: {error}", file=sys.stderr)
+            with contextlib.suppress(OSError):  # stderr may be a closed pipe by now
+                print(f"nmt {args.command}: {error}", file=sys.stderr)
             return 128 + error.signum
         print(f"nmt {args.command}: error: {error}", file=sys.stderr)
         return EXIT_ERROR

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -75,6 +77,16 @@ class Data:
     valid_ref: list[str]
     src_tokenizer: Tokenizer
     tgt_tokenizer: Tokenizer
+
+
+def _quiet_closed_output() -> None:
+    """Send stdout, stderr and the log to /dev/null, so that a save after the reader of our output
+    has gone (a closed pipe) cannot fail on a write."""
+    devnull = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - open until the process exits
+    sys.stdout = sys.stderr = devnull
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(devnull)
 
 
 class StopSignal:
@@ -375,25 +387,38 @@ class Trainer:
         )
 
     def fit(self) -> Path:
-        cfg, progress = self.cfg, self.progress
         with StopSignal() as stop:
-            self.core.train()
-            while progress.epoch < cfg.max_epochs and not self.budget_spent():
-                ended = self.train_epoch(stop)
-                if ended == "signal":
-                    raise Interrupted(
-                        f"interrupted at step {progress.step}; checkpoint saved in {self.run.checkpoints}, "
-                        "continue with --resume",
-                        stop.received or signal.SIGINT,
-                    )
-                if ended == "budget":
-                    log.info("training budget (max_steps / max_seconds) spent at step %d", progress.step)
-                    self.validate_and_save(end_of_epoch=False)
-                    break
-                if self.validate_and_save(end_of_epoch=True):
-                    log.info("early stopping: no better BLEU for %d epochs", cfg.patience)
-                    break
+            try:
+                self._loop(stop)
+            except BrokenPipeError:  # whoever read our output is gone (`nmt train | tee log`, then Ctrl-C)
+                _quiet_closed_output()
+                self.save()
+                raise Interrupted(
+                    f"output closed at step {self.progress.step}; checkpoint saved in {self.run.checkpoints}, "
+                    "continue with --resume",
+                    stop.received or signal.SIGPIPE,
+                ) from None
         return self.finish()
+
+    def _loop(self, stop: StopSignal) -> None:
+        """Epochs until the budget, the epoch limit or early stopping; a signal saves and raises."""
+        cfg, progress = self.cfg, self.progress
+        self.core.train()
+        while progress.epoch < cfg.max_epochs and not self.budget_spent():
+            ended = self.train_epoch(stop)
+            if ended == "signal":
+                raise Interrupted(
+                    f"interrupted at step {progress.step}; checkpoint saved in {self.run.checkpoints}, "
+                    "continue with --resume",
+                    stop.received or signal.SIGINT,
+                )
+            if ended == "budget":
+                log.info("training budget (max_steps / max_seconds) spent at step %d", progress.step)
+                self.validate_and_save(end_of_epoch=False)
+                return
+            if self.validate_and_save(end_of_epoch=True):
+                log.info("early stopping: no better BLEU for %d epochs", cfg.patience)
+                return
 
     def finish(self) -> Path:
         """Write the bundle from the best checkpoint (rank 0)."""

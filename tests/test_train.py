@@ -85,6 +85,25 @@ def test_signal_saves_a_checkpoint_and_resume_finishes(signum, tiny_corpus, tmp_
     assert load_checkpoint(run.checkpoint(step + 2))["progress"]["step"] == step + 2
 
 
+def test_a_closed_output_pipe_never_loses_the_save(tiny_corpus, tmp_path):
+    # `nmt train ... 2>&1 | tee log`, then Ctrl-C: tee is gone before the trainer's next write
+    run = RunDir(tmp_path / "run")
+    recipe = write_recipe(
+        tmp_path / "r.yaml", tiny_recipe(tiny_corpus, run.path, max_steps=100_000, save_every_steps=0)
+    )
+    proc = _start(recipe)
+    _wait_for(lambda: any(r["kind"] == "train" for r in run.log.read()), proc)
+    proc.stdout.close()
+    proc.stderr.close()  # the progress bar writes to it at least every second
+    assert proc.wait(timeout=120) == 128 + signal.SIGPIPE
+    last = load_checkpoint(step_checkpoints(run.checkpoints)[-1])["progress"]
+    assert last["batch"] > 0, "the newest checkpoint must be the one saved when the pipe closed"
+
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_corpus, run.path, max_steps=last["step"] + 2))
+    run_nmt("train", "--config", str(recipe), "--resume")
+    assert load_checkpoint(run.checkpoint(last["step"] + 2))["progress"]["step"] == last["step"] + 2
+
+
 def test_kill_9_leaves_good_checkpoints_and_resume_works(tiny_corpus, tmp_path):
     run = RunDir(tmp_path / "run")
     recipe = write_recipe(
