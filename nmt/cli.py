@@ -9,7 +9,7 @@
     nmt export --model BUNDLE --format ctranslate2 [--quantize int8]         (Transformer -> BUNDLE/ct2/)
     nmt compare [--models BUNDLE...] [--hyps NAME=FILE...] --src FILE --ref FILE [--baseline NAME]
         [--length-buckets 10,15,20,30] [--out DIR]
-    nmt data download multi30k --out DIR [--base-url URL]
+    nmt data download multi30k --out DIR [--base-url URL|FOLDER]
     nmt serve [--models DIR] [--host H] [--port P] [--workers N]         (settings: NMT_* variables)
 
 Every user mistake ends as one line on stderr and a non-zero exit, never a traceback.
@@ -361,7 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("corpus", choices=["multi30k"])
     p.add_argument("--out", required=True, help="folder to write the .gz files to")
-    p.add_argument("--base-url", help="where the files are (default: the public GitHub copy); file:// works")
+    p.add_argument(
+        "--base-url", help="where the files are: a URL or a local folder (default: the public GitHub copy)"
+    )
     p.add_argument("--langs", nargs="+", default=["en", "de", "fr"], choices=["en", "de", "fr"])
     p.set_defaults(handler=cmd_download)
     _add_serve(commands)

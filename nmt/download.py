@@ -48,6 +48,7 @@ def download_multi30k(
     progress: bool = True,
 ) -> list[Path]:
     """Download ``{split}.{lang}.gz`` for every split and language into `out_dir`; return their paths.
+    `base_url` is an http(s):// or file:// URL, or a plain folder.
 
     Files already present and verified are skipped. Raises DataError naming the file or URL when a
     download fails or does not match its checksum.
@@ -57,6 +58,8 @@ def download_multi30k(
         raise ConfigError(
             f"langs: Multi30k has no {', '.join(unknown)} (choose from {', '.join(MULTI30K_LANGS)})"
         )
+    if not urlparse(base_url).scheme:  # a plain folder: the file:// URL of it
+        base_url = Path(base_url).resolve().as_uri()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -141,6 +144,6 @@ def _open(url: str, offset: int) -> tuple[BinaryIO, int]:
 def _reason(error: Exception) -> str:
     if isinstance(error, urllib.error.HTTPError):
         return f"HTTP {error.code} {error.reason}"
-    if isinstance(error, urllib.error.URLError):
-        return str(error.reason)
+    if isinstance(error, urllib.error.URLError):  # no answer at all: say how to work offline
+        return f"{error.reason} (offline? --base-url takes a folder or URL that holds the files)"
     return str(error) or type(error).__name__

@@ -1,7 +1,8 @@
 """Fixtures shared by the whole suite: the Multi30k copy, tiny corpora and recipes, and a CLI runner.
 
-The corpus is read where CI puts it (../shared/data/multi30k beside the checkout) or from
-$NMT_MULTI30K. A missing corpus fails the tests that need it: a skip would hide a broken set-up.
+The corpus is read from $NMT_MULTI30K, else where CI puts it (../shared/data/multi30k beside the
+checkout), else where `nmt data download multi30k --out data/multi30k` puts it. A missing corpus
+fails the tests that need it: a skip would hide a broken set-up.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ import yaml
 from nmt.checkpoint import CHECKPOINT_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
-MULTI30K = Path(os.environ.get("NMT_MULTI30K", ROOT.parent / "shared" / "data" / "multi30k"))
+MULTI30K_PLACES = [ROOT.parent / "shared" / "data" / "multi30k", ROOT / "data" / "multi30k"]
+MULTI30K = Path(
+    os.environ.get("NMT_MULTI30K")
+    or next((p for p in MULTI30K_PLACES if (p / "train.en.gz").is_file()), MULTI30K_PLACES[0])
+)
 SHIPPED_MODELS = ROOT / "models"  # the bundles committed to the repository
 DEFAULT_BUNDLE = SHIPPED_MODELS / "transformer-en-de"  # the one `make serve` and the docs use
 
@@ -58,7 +63,10 @@ TINY_MODELS = {
 @pytest.fixture(scope="session")
 def multi30k() -> Path:
     if not (MULTI30K / "train.en.gz").is_file():
-        pytest.fail(f"Multi30k not found at {MULTI30K}: put it there or set NMT_MULTI30K")
+        pytest.fail(
+            f"Multi30k not found at {MULTI30K}: run `.venv/bin/nmt data download multi30k --out data/multi30k` "
+            "or set NMT_MULTI30K"
+        )
     return MULTI30K
 
 

@@ -136,6 +136,14 @@ def test_unreachable_url_raises_one_line(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"could not fetch http://127\.0\.0\.1:1/train\.en\.gz: ") as error:
         download_multi30k(tmp_path, base_url="http://127.0.0.1:1/", langs=("en",), progress=False)
     assert "\n" not in str(error.value)
+    assert "--base-url takes a folder" in str(error.value)
+
+
+def test_a_plain_folder_works_as_the_base_url(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(MULTI30K.parent)  # a relative folder, as a user types it
+    paths = download_multi30k(tmp_path, base_url=MULTI30K.name, langs=("en",), progress=False)
+    assert [p.name for p in paths] == EN_FILES
+    _assert_identical(tmp_path, EN_FILES)
 
 
 def test_missing_remote_file_raises(tmp_path: Path, server: RangeServer) -> None:
