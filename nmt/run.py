@@ -27,6 +27,7 @@ from nmt.tokenizer import Tokenizer
 # what may change when a run is resumed: how long and where it trains, how often it logs, saves
 # and validates, and how it decodes; everything else (data, tokenizer, model, optimizer) is the run
 RESUMABLE_CHANGES = (
+    "train.out_dir",  # the folder may have moved
     "train.max_epochs",
     "train.max_steps",
     "train.max_seconds",
