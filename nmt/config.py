@@ -129,12 +129,24 @@ class TransformerConfig(_Section):
     pre_norm: bool = True
     share_embeddings: bool = True  # one matrix for source, target and output (needs a joint vocab)
     max_positions: int = Field(1024, ge=8)
+    alignment_layer: int = Field(
+        -1,
+        description="the decoder layer whose cross-attention, heads averaged, gives alignments; -1 = the last",
+    )
 
     @model_validator(mode="after")
     def _heads_divide(self) -> TransformerConfig:
         if self.d_model % self.heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
         return self
+
+    @field_validator("alignment_layer")
+    @classmethod
+    def _layer_exists(cls, layer: int, info: ValidationInfo) -> int:
+        layers = info.data.get("decoder_layers")  # absent when decoder_layers itself was invalid
+        if layers is not None and not -layers <= layer < layers:
+            raise ValueError(f"must be a decoder layer, between {-layers} and {layers - 1}")
+        return layer
 
     @property
     def architecture(self) -> str:
