@@ -5,8 +5,8 @@ tokens (`Translation.attention`, (T, S)). Here those subword-level weights becom
 words, the unit people (and markup transfer) care about:
 
 - words: SentencePiece marks the first piece of every word with "▁", so a piece starting with
-  "▁" starts a new word and any other piece continues the current one. Word i is then the i-th
-  whitespace-separated token of the text the pieces decode to.
+  "▁" starts a new word and any other piece continues the current one (`word_ids` has the
+  details). Word i is then the i-th whitespace-separated token of the text the pieces decode to.
 - the rule, the "argmax of attention" alignment (Garg et al. 2019, fairseq's
   `extract_hard_alignment`; Luong et al. 2015 align unknown words the same way): a target word's
   row is the mean of its pieces' rows; the mass on a source word is the sum over its pieces; each
@@ -29,17 +29,40 @@ import torch
 from torch import Tensor
 
 WORD_START = "▁"  # SentencePiece's U+2581, which stands for the space before a word
+UNKNOWN = "<unk>"  # the UNK piece of every tokenizer we train
 
 Alignment = list[tuple[int, int]]  # (source word, target word) links
 
 
 def word_ids(pieces: Sequence[str]) -> list[int]:
-    """The word index of every piece: ["▁A", "▁do", "g", "▁runs"] -> [0, 1, 1, 2]."""
+    """The word index of every piece: ["▁A", "▁do", "g", "▁runs"] -> [0, 1, 1, 2].
+
+    Words are what the pieces decode to, split at whitespace: a piece that is "▁" alone joins
+    the word after it (the last word, at the end), and UNK, which decodes to " ⁇ ", is a word of
+    its own. Pieces that decode to no word at all (there is none) get -1."""
+    starts: list[bool | None] = []  # per piece: starts a word, continues one, or None: no letters
+    boundary = True
+    for piece in pieces:
+        if piece == UNKNOWN:
+            starts.append(True)
+            boundary = True  # what follows UNK is a new word
+            continue
+        boundary = boundary or piece.startswith(WORD_START)
+        if not piece.strip(WORD_START):
+            starts.append(None)
+            continue
+        starts.append(boundary)
+        boundary = False
     ids, word = [], -1
-    for i, piece in enumerate(pieces):
-        if i == 0 or piece.startswith(WORD_START):
-            word += 1
+    for start in starts:
+        word += bool(start)
         ids.append(word)
+    following = word  # content-less pieces take the word after them (or the last one)
+    for i in reversed(range(len(starts))):
+        if starts[i] is None:
+            ids[i] = following
+        else:
+            following = ids[i]
     return ids
 
 
@@ -64,8 +87,10 @@ def word_alignment(src_pieces: Sequence[str], tgt_pieces: Sequence[str], attenti
         )
     if not tgt_pieces or not src_pieces:
         return []
-    weights = weights[: len(tgt_pieces), : len(src_pieces)]  # (T, S) without EOS
     src_words, tgt_words = word_ids(src_pieces), word_ids(tgt_pieces)
+    if src_words[-1] < 0 or tgt_words[-1] < 0:  # no words on one side: nothing to link
+        return []
+    weights = weights[: len(tgt_pieces), : len(src_pieces)]  # (T, S) without EOS
     mass = torch.zeros(len(tgt_pieces), src_words[-1] + 1).index_add_(
         1, torch.tensor(src_words), weights
     )  # (T, source words): summed over each word's pieces

@@ -103,6 +103,11 @@ class RNNConfig(_RNNBase):
         """The name reports show: the cell ("lstm", "gru", "rnn")."""
         return self.cell
 
+    @property
+    def attends(self) -> bool:
+        """Whether the model has attention over the source, which alignments come from."""
+        return False
+
 
 class AttentionRNNConfig(_RNNBase):
     """Encoder-decoder with attention (Bahdanau additive or Luong dot/general scores)."""
@@ -115,6 +120,11 @@ class AttentionRNNConfig(_RNNBase):
     def architecture(self) -> str:
         """The name reports show: "lstm_attention", "gru_attention" or "rnn_attention"."""
         return f"{self.cell}_attention"
+
+    @property
+    def attends(self) -> bool:
+        """Whether the model has attention over the source, which alignments come from."""
+        return True
 
 
 class TransformerConfig(_Section):
@@ -152,6 +162,11 @@ class TransformerConfig(_Section):
     def architecture(self) -> str:
         """The name reports show."""
         return self.arch
+
+    @property
+    def attends(self) -> bool:
+        """Whether the model has attention over the source, which alignments come from."""
+        return True
 
     @property
     def position_limit(self) -> int | None:
