@@ -47,7 +47,8 @@ class Hypothesis:
     tokens: list[int]  # without BOS and EOS
     score: float  # length-normalised log-probability, the ranking key
     log_prob: float  # total log-probability, EOS included
-    # when asked for: each token's attention over the batch's source positions (len(tokens), S)
+    # when asked for: each step's attention over the batch's source positions, the tokens' and
+    # the final EOS's (len(tokens) + 1, S)
     attention: Tensor | None = None
 
 
@@ -259,7 +260,7 @@ class BeamBatch:
                 continue  # still going (ranked below the n best), or never had a live candidate
             row, length = b * self.beam_size + k, int(lengths[k]) - 1
             tokens = self.tokens[row, :length].tolist()
-            attention = None if self.attention is None else self.attention[row, :length]
+            attention = None if self.attention is None else self.attention[row, : length + 1]
             hypotheses.append(Hypothesis(tokens, ranked[k].item(), scores[k].item(), attention))
         return hypotheses[: self.options.n_best]
 

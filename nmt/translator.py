@@ -34,8 +34,8 @@ log = logging.getLogger("nmt.translate")
 
 @dataclass(frozen=True)
 class Attention:
-    """What a translation attended to: weights (T, S + 1) of each target piece over the source
-    pieces and the source's EOS (each row sums to 1)."""
+    """What a translation attended to: weights (T + 1, S + 1) of each target piece, then of the
+    final EOS, over the source pieces and the source's EOS (each row sums to 1)."""
 
     src_pieces: list[str]  # S, without EOS
     tgt_pieces: list[str]  # T, without EOS
@@ -174,7 +174,7 @@ class Translator:
                     ids[i] = seq[: self.max_len_cap - 1]
         empty = Translation("", 0.0, 0.0)
         if alignments:
-            empty = Translation("", 0.0, 0.0, Attention([], [], torch.zeros(0, 1)), [])
+            empty = Translation("", 0.0, 0.0, Attention([], [], torch.zeros(0, 1)), [])  # nothing decoded
         results: list[list[Translation]] = [[empty] for _ in ids]
         todo = [i for i, seq in enumerate(ids) if seq]
         lengths = [len(ids[i]) + 1 for i in todo]
@@ -199,7 +199,7 @@ class Translator:
         """The translation a hypothesis gives; with the source's ids, its attention and alignment."""
         if src_ids is None or hypothesis.attention is None:
             return Translation(text, hypothesis.score, hypothesis.log_prob)
-        weights = hypothesis.attention[:, : len(src_ids) + 1].cpu()  # (T, S + 1): the batch's padding cut
+        weights = hypothesis.attention[:, : len(src_ids) + 1].cpu()  # (T + 1, S + 1): padding cut
         src_pieces = self.src_tokenizer.pieces(src_ids)
         tgt_pieces = self.tgt_tokenizer.pieces(hypothesis.tokens)
         return Translation(

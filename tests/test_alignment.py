@@ -110,8 +110,8 @@ TEXTS = ["A dog runs .", "Two dogs play in the snow.", ""]
 
 @pytest.mark.parametrize("arch", ["transformer", "lstm_attention", "gru_attention"])
 def test_translations_carry_attention_and_alignments(trained_bundles, arch):
-    """Each translation's attention has a row per target piece over its source pieces and EOS,
-    each row a distribution; its links name words that exist; the translations are those of a
+    """Each translation's attention has a row per target piece and EOS over its source pieces
+    and EOS, each row a distribution; its links name words that exist; the translations are those of a
     search without attention."""
     translator = Translator.from_bundle(load_bundle(trained_bundles[arch]))
     search = translator.search.with_overrides(n_best=2)
@@ -123,8 +123,9 @@ def test_translations_carry_attention_and_alignments(trained_bundles, arch):
             attention = translation.attention
             assert attention is not None and translation.alignment is not None
             assert attention.src_pieces == translator.src_tokenizer.pieces(translator.encode([text])[0])
-            assert attention.weights.shape == (len(attention.tgt_pieces), len(attention.src_pieces) + 1)
-            torch.testing.assert_close(attention.weights.sum(-1), torch.ones(len(attention.tgt_pieces)))
+            rows = len(attention.tgt_pieces) + 1 if text else 0  # EOS's row too, if it was decoded
+            assert attention.weights.shape == (rows, len(attention.src_pieces) + 1)
+            torch.testing.assert_close(attention.weights.sum(-1), torch.ones(rows))
             src_words, tgt_words = len(text.split()), len(translation.text.split())
             assert [tgt for _, tgt in translation.alignment] == list(range(tgt_words))
             assert all(0 <= src < src_words for src, _ in translation.alignment)

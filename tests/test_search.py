@@ -268,7 +268,8 @@ class AttendingModel(ScriptedModel):
 
 def test_each_hypothesis_carries_its_own_attention():
     """Through reordering, the first step's expansion to beams, finished sentences leaving the
-    batch and n-best lists, every hypothesis's rows are those of its own steps, one per token."""
+    batch and n-best lists, every hypothesis's rows are those of its own steps, one per token
+    and one for EOS."""
     table = {
         0: GARDEN_PATH[0],
         1: {(): {C: 0.9, D: 0.1}, (C,): {D: 0.6, EOS_ID: 0.4}, (C, D): {EOS_ID: 1.0}},
@@ -281,12 +282,9 @@ def test_each_hypothesis_carries_its_own_attention():
     assert [[h.tokens for h in nbest] for nbest in attended] == [[h.tokens for h in nbest] for nbest in plain]
     for nbest in attended:
         for hypothesis in nbest:
-            assert hypothesis.attention is not None and hypothesis.attention.shape == (
-                len(hypothesis.tokens),
-                2,
-            )
-            inputs = [BOS_ID, *hypothesis.tokens][: len(hypothesis.tokens)]
-            assert hypothesis.attention[:, 0].long().tolist() == inputs
+            rows = len(hypothesis.tokens) + 1  # the tokens and EOS
+            assert hypothesis.attention is not None and hypothesis.attention.shape == (rows, 2)
+            assert hypothesis.attention[:, 0].long().tolist() == [BOS_ID, *hypothesis.tokens]
     assert all(h.attention is None for nbest in plain for h in nbest)
 
 
