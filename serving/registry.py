@@ -65,6 +65,7 @@ class ModelEntry:
             "backend": self.backend,
             "device": str(self.translator.device),
             "search": self.bundle.search.model_dump(),
+            "alignment": self.translator.attends,  # whether return_alignment is available
             "scores": meta.get("scores"),
         }
 
@@ -116,10 +117,10 @@ def _decode_fn(translator: Translator, settings: Settings):
     """The batcher's decode call; on CUDA the PyTorch model runs under fp16 autocast."""
     autocast = settings.device == "cuda" and settings.backend == "torch"
 
-    def decode(ids: list[list[int]], search: SearchConfig) -> list[list[Translation]]:
+    def decode(ids: list[list[int]], search: SearchConfig, alignments: bool) -> list[list[Translation]]:
         context = torch.autocast("cuda", dtype=torch.float16) if autocast else nullcontext()
         with torch.inference_mode(), context:
-            return translator.translate_ids(ids, search)
+            return translator.translate_ids(ids, search, alignments)
 
     return decode
 
