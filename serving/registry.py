@@ -92,13 +92,17 @@ def bundle_folders(models_dir: Path) -> list[Path]:
 
 
 def _translator(bundle: Bundle, settings: Settings) -> Translator:
-    """The bundle's translator on the configured backend; an ONNX export that is missing or from
-    another bundle version is (re)made first, so a retrained bundle dropped in models/ just works."""
+    """The bundle's translator on the configured backend; an ONNX export that is missing, from
+    another bundle version or without the attention its model has (made before alignments) is
+    (re)made first, so a retrained bundle dropped in models/ just works."""
     kwargs: dict[str, Any] = {"batch_size": settings.batch_max_sentences, "batch_tokens": 1 << 30}
     if settings.backend == "torch":
         return Translator.from_bundle(bundle, settings.device, "torch", **kwargs)
     try:
-        return Translator.from_bundle(bundle, settings.device, "onnx", **kwargs)
+        translator = Translator.from_bundle(bundle, settings.device, "onnx", **kwargs)
+        if translator.attends or not bundle.model_config.attends:
+            return translator
+        log.warning("%s: its ONNX export has no attention output; exporting it again", bundle.path)
     except BundleError as error:
         log.warning("%s; exporting it now", error)
     from nmt.export.onnx import export_onnx

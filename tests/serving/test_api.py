@@ -62,7 +62,8 @@ def test_a_text_of_several_sentences_is_split_and_joined(ab_server):
 
 
 def test_return_alignment_gives_the_library_alignments_joined_over_sentences(ab_server, models_dir):
-    text = f"{SENTENCES[0]} {SENTENCES[1]}"
+    sentences = ["A girl in a red coat rides a bike.", "Three men sit on a bench."]  # in no other test
+    text = " ".join(sentences)
     with ab_server.client() as client:
         for name in ("tiny-transformer", "tiny-lstm_attention"):
             plain = post(client, text=text, model=name).json()["translations"][0]
@@ -74,8 +75,8 @@ def test_return_alignment_gives_the_library_alignments_joined_over_sentences(ab_
             assert first["text"] == again["text"] == plain["text"]
             assert first["alignment"] == again["alignment"]
             translator = Translator.from_bundle(load_bundle(models_dir / name), backend="onnx")
-            one, two = (nbest[0] for nbest in translator.translate(SENTENCES[:2], alignments=True))
-            shift = (len(SENTENCES[0].split()), len(one.text.split()))
+            one, two = (nbest[0] for nbest in translator.translate(sentences, alignments=True))
+            shift = (len(sentences[0].split()), len(one.text.split()))
             expected = [*one.alignment, *((src + shift[0], tgt + shift[1]) for src, tgt in two.alignment)]
             assert first["alignment"] == [list(link) for link in expected]
             assert [tgt for _, tgt in first["alignment"]] == list(range(len(first["text"].split())))
