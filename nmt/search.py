@@ -276,8 +276,9 @@ def beam_search(
 ) -> list[list[Hypothesis]]:
     """Translate a batch: src (B, S) with lengths (B,) -> an n-best list for each sentence.
 
-    With `attention`, every hypothesis carries its tokens' attention over the source (a model with
-    attention only: it decodes through `decode_step_with_attention`; see `nmt.models.step`).
+    With `attention`, every hypothesis carries its steps' attention over the source, its tokens'
+    and its EOS's (a model with attention only: it decodes through `decode_step_with_attention`;
+    see `nmt.models.step`). Without, no step computes or keeps any.
 
     `model` is anything with `encode` and `decode_step` (a PyTorch model or an ONNX backend).
     A model may also take over three chores of the search, for speed (`nmt.backends.onnx` does):
