@@ -2,9 +2,11 @@
 
     nmt train --config RECIPE.yaml [--resume] [--set KEY=VALUE ...]
     nmt average (--checkpoints CKPT ... | --run DIR --last N) --out BUNDLE
-    nmt translate --model BUNDLE [--beam-size 5] [--batch-size N] [--device cpu|cuda]   (stdin -> stdout)
+    nmt translate --model BUNDLE [--beam-size 5] [--batch-size N] [--device cpu|cuda] [--alignments]
+                                                                                     (stdin -> stdout)
     nmt evaluate --model BUNDLE --src FILE --ref FILE [--json]
-        both take [--backend torch|onnx|ctranslate2]; the last two run the export `nmt export` made
+    nmt attention --model BUNDLE --text TEXT --out FILE.png                  (the attention heatmap)
+        all three take [--backend torch|onnx|ctranslate2]; the last two run the export `nmt export` made
     nmt export --model BUNDLE --format onnx [--quantize int8]                       (-> BUNDLE/onnx/)
     nmt export --model BUNDLE --format ctranslate2 [--quantize int8]         (Transformer -> BUNDLE/ct2/)
     nmt compare [--models BUNDLE...] [--hyps NAME=FILE...] --src FILE --ref FILE [--baseline NAME]
@@ -79,19 +81,42 @@ def _chunks(lines: Iterator[str], size: int) -> Iterator[list[str]]:
 
 
 def cmd_translate(args) -> None:
+    from nmt.alignment import pharaoh
+    from nmt.errors import NoAttention
+
     translator, search = _translator(args)
+    if args.alignments and not translator.attends:
+        raise NoAttention(f"--alignments: {translator.no_attention}")
     for stream in (sys.stdin, sys.stdout):
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(encoding="utf-8")
     out = sys.stdout
     # chunks keep memory bounded on long inputs while each chunk still batches well
     for chunk in _chunks(sys.stdin, max(args.batch_size * 32, 1024)):
-        for nbest in translator.translate(chunk, search):
-            if search.n_best == 1:
-                out.write(nbest[0].text + "\n")
-            else:
-                out.write("".join(f"{t.text}\t{t.score:.4f}\n" for t in nbest))
+        for nbest in translator.translate(chunk, search, args.alignments):
+            for t in nbest:
+                fields = [t.text] if search.n_best == 1 else [t.text, f"{t.score:.4f}"]
+                if args.alignments:
+                    fields.append(pharaoh(t.alignment or []))
+                out.write("\t".join(fields) + "\n")
         out.flush()
+
+
+def cmd_attention(args) -> None:
+    from nmt.errors import NoAttention
+    from nmt.heatmap import draw_attention
+
+    translator, search = _translator(args)
+    if not translator.attends:
+        raise NoAttention(translator.no_attention)
+    if not args.text.strip():
+        raise NmtError("--text: give a sentence to translate")
+    best = translator.translate([args.text], search.with_overrides(n_best=1), alignments=True)[0][0]
+    if best.attention is None or not best.attention.src_pieces:
+        raise NmtError("--text: the sentence has no tokens to draw")
+    draw_attention(best.attention, best.alignment or [], Path(args.out), f"{args.text}\n{best.text}")
+    print(best.text)
+    print(args.out)
 
 
 def cmd_evaluate(args) -> None:
@@ -280,7 +305,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_decoding(p)
     p.add_argument("--n-best", type=int, help="write N translations per line as TEXT<TAB>SCORE")
+    p.add_argument(
+        "--alignments",
+        action="store_true",
+        help="append a tab and the word alignment in Pharaoh format (0-0 1-2 ...: source word - "
+        "target word, words split at spaces) to each line; models with attention only",
+    )
     p.set_defaults(handler=cmd_translate)
+
+    p = commands.add_parser(
+        "attention",
+        help="draw a translation's attention as a heatmap",
+        description="Translate one sentence and draw its attention (target pieces over source "
+        "pieces, word alignment as dots) into an image; models with attention only.",
+    )
+    _add_decoding(p)
+    p.add_argument("--text", required=True, help="the sentence to translate")
+    p.add_argument("--out", required=True, help="image file to write (.png, .svg or .pdf)")
+    p.set_defaults(handler=cmd_attention)
 
     p = commands.add_parser(
         "evaluate",

@@ -103,6 +103,11 @@ class RNNConfig(_RNNBase):
         """The name reports show: the cell ("lstm", "gru", "rnn")."""
         return self.cell
 
+    @property
+    def attends(self) -> bool:
+        """Whether the model has attention over the source, which alignments come from."""
+        return False
+
 
 class AttentionRNNConfig(_RNNBase):
     """Encoder-decoder with attention (Bahdanau additive or Luong dot/general scores)."""
@@ -115,6 +120,11 @@ class AttentionRNNConfig(_RNNBase):
     def architecture(self) -> str:
         """The name reports show: "lstm_attention", "gru_attention" or "rnn_attention"."""
         return f"{self.cell}_attention"
+
+    @property
+    def attends(self) -> bool:
+        """Whether the model has attention over the source, which alignments come from."""
+        return True
 
 
 class TransformerConfig(_Section):
@@ -129,6 +139,10 @@ class TransformerConfig(_Section):
     pre_norm: bool = True
     share_embeddings: bool = True  # one matrix for source, target and output (needs a joint vocab)
     max_positions: int = Field(1024, ge=8)
+    alignment_layer: int = Field(
+        -1,
+        description="the decoder layer whose cross-attention, heads averaged, gives alignments; -1 = the last",
+    )
 
     @model_validator(mode="after")
     def _heads_divide(self) -> TransformerConfig:
@@ -136,10 +150,23 @@ class TransformerConfig(_Section):
             raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
         return self
 
+    @field_validator("alignment_layer")
+    @classmethod
+    def _layer_exists(cls, layer: int, info: ValidationInfo) -> int:
+        layers = info.data.get("decoder_layers")  # absent when decoder_layers itself was invalid
+        if layers is not None and not -layers <= layer < layers:
+            raise ValueError(f"must be a decoder layer, between {-layers} and {layers - 1}")
+        return layer
+
     @property
     def architecture(self) -> str:
         """The name reports show."""
         return self.arch
+
+    @property
+    def attends(self) -> bool:
+        """Whether the model has attention over the source, which alignments come from."""
+        return True
 
     @property
     def position_limit(self) -> int | None:

@@ -28,3 +28,7 @@ class DataError(NmtError):
 
 class BundleError(NmtError):
     """A model bundle is missing or incomplete; the message names the folder or file."""
+
+
+class NoAttention(NmtError):
+    """Alignments or attention were asked of a model, or a backend, that has none to give."""

@@ -5,16 +5,19 @@ folder, BUNDLE/onnx/:
 
     encoder.onnx   src (B, S) int64, src_lengths (B,) int64 -> "memory.KEY"..., "state.KEY"...
     decoder.onnx   prev_tokens (R,) int64, beam_indices (R,) int64, k () int64,
-                   want_log_probs () bool, "memory.KEY"... (R rows; the Transformer's: one row
-                   per sentence, shared by its R / B consecutive rows), "state.KEY"... (the
-                   previous step's rows)
+                   want_log_probs () bool, [want_attention () bool,] "memory.KEY"... (R rows;
+                   the Transformer's: one row per sentence, shared by its R / B consecutive
+                   rows), "state.KEY"... (the previous step's rows)
                    -> log_probs (R, V) float32 (only when want_log_probs, else (0, V)),
                       top_log_probs (R, k), top_tokens (R, k), eos_log_probs (R,),
-                      "new_state.KEY"... (R rows)
+                      "new_state.KEY"... (R rows)[, attention (R, S) float32 (only when
+                      want_attention, else (0, 0))]
     export.json    format, the bundle's version, each graph's input and output names in order,
                    opset, quantization, memory_per_sentence, the export-time check
 
-KEY are the model's own memory and state keys (see `nmt.models`). Graph inputs a model does not
+KEY are the model's own memory and state keys (see `nmt.models`). want_attention and attention
+are there for models with attention (`decode_step_with_attention`), in exports made since
+alignments exist: an export without them still translates, and says it has no attention. Graph inputs a model does not
 use (the no-attention RNN never reads "memory.src_mask") are dropped by the exporter, so only the
 inputs a session declares are fed.
 """
@@ -28,4 +31,5 @@ PREV_TOKENS, BEAM_INDICES, K = "prev_tokens", "beam_indices", "k"  # the decoder
 WANT_LOG_PROBS = "want_log_probs"  # the decoder graph's switch for its (R, V) output
 MEMORY, STATE, NEW_STATE = "memory.", "state.", "new_state."  # graph name prefixes of the seam's dicts
 LOG_PROBS = "log_probs"
+WANT_ATTENTION, ATTENTION = "want_attention", "attention"  # the optional attention output and its switch
 TOP_K_OUTPUTS = ("top_log_probs", "top_tokens", "eos_log_probs")

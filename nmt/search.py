@@ -47,6 +47,9 @@ class Hypothesis:
     tokens: list[int]  # without BOS and EOS
     score: float  # length-normalised log-probability, the ranking key
     log_prob: float  # total log-probability, EOS included
+    # when asked for: each step's attention over the batch's source positions, the tokens' and
+    # the final EOS's (len(tokens) + 1, S)
+    attention: Tensor | None = None
 
 
 def length_penalty(lengths: Tensor, alpha: float) -> Tensor:
@@ -87,10 +90,12 @@ class BeamBatch:
 
     Rows are flattened sentence-major: row b * K + k is beam k of the b-th still-active sentence.
     `advance` consumes one step of log-probabilities and says which rows the model's state
-    must be taken from; `hypotheses` gives the n-best lists in the original sentence order.
+    must be taken from; `results` holds the n-best lists in the original sentence order.
+    With `attention`, each step also takes the rows' attention over the source (R, S), which
+    follows its hypothesis like its tokens do, and the hypotheses carry it.
     """
 
-    def __init__(self, max_lens: Tensor, options: SearchConfig):
+    def __init__(self, max_lens: Tensor, options: SearchConfig, attention: bool = False):
         batch, beam = max_lens.numel(), options.beam_size
         device = max_lens.device
         self.options = options
@@ -98,6 +103,9 @@ class BeamBatch:
         self.max_lens = max_lens  # (B,) of the active sentences
         self.sentence_ids = torch.arange(batch, device=device)  # (B,) original positions
         self.tokens = torch.empty(batch * beam, 0, dtype=torch.long, device=device)  # (R, t)
+        # (R, t, S) when tracked; its S is known at the first step
+        self.attention: Tensor | None = None
+        self.track_attention = attention
         scores = torch.full((batch, beam), -math.inf, device=device)
         scores[:, 0] = 0.0  # all beams start equal: keep one so the first step has no duplicates
         self.scores = scores  # (B, K) total log-prob
@@ -116,8 +124,9 @@ class BeamBatch:
             return torch.full((self.tokens.size(0),), BOS_ID, dtype=torch.long, device=self.tokens.device)
         return self.tokens[:, -1]
 
-    def advance(self, log_probs: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Take one step. log_probs: (R, V) for the current rows; it may be modified in place.
+    def advance(self, log_probs: Tensor, attention: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Take one step. log_probs: (R, V) for the current rows; it may be modified in place;
+        attention (R, S): the step's attention, when the batch tracks it.
 
         Returns (state_index, memory_index): rows to `select` from the state for the next step,
         and, when finished sentences left the batch, the rows to `select` from the memory
@@ -129,10 +138,10 @@ class BeamBatch:
         """
         log_probs = self._mask(log_probs.float(), self.tokens.size(1))
         row_best, row_tokens = log_probs.topk(min(self.beam_size, log_probs.size(1)), dim=1)  # (R, K')
-        return self._extend(row_best, row_tokens)
+        return self._extend(row_best, row_tokens, attention)
 
     def advance_top_k(
-        self, row_best: Tensor, row_tokens: Tensor, eos: Tensor
+        self, row_best: Tensor, row_tokens: Tensor, eos: Tensor, attention: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None]:
         """`advance` from what an engine that ranks each row's continuations itself computes:
         row_best, row_tokens (R, K') each row's K' best log-probabilities other than PAD and BOS,
@@ -147,9 +156,11 @@ class BeamBatch:
             row_best[only_eos] = -math.inf
             row_best[only_eos, 0] = torch.where(finished, 0.0, eos.float())[only_eos]
             row_tokens[only_eos, 0] = EOS_ID
-        return self._extend(row_best, row_tokens)
+        return self._extend(row_best, row_tokens, attention)
 
-    def _extend(self, row_best: Tensor, row_tokens: Tensor) -> tuple[Tensor, Tensor | None]:
+    def _extend(
+        self, row_best: Tensor, row_tokens: Tensor, attention: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
         """Keep each sentence's K best of the rows' candidates row_best, row_tokens (R, K')."""
         batch, beam = self.scores.shape
         step = self.tokens.size(1)
@@ -167,6 +178,16 @@ class BeamBatch:
         self.finished = was_finished | (token == EOS_ID) | ~torch.isfinite(self.scores)
         rows = (parent + torch.arange(batch, device=parent.device)[:, None] * beam).view(-1)
         self.tokens = torch.cat([self.tokens.index_select(0, rows), token.view(-1, 1)], dim=1)
+        if self.track_attention:
+            if attention is None:
+                raise ValueError("this beam batch tracks attention: give each step's")
+            step_attention = attention.float().index_select(0, rows).unsqueeze(1)  # (R, 1, S)
+            previous = self.attention
+            self.attention = (
+                step_attention
+                if previous is None
+                else torch.cat([previous.index_select(0, rows), step_attention], 1)
+            )
         return self._retire(rows)
 
     def _mask(self, log_probs: Tensor, step: int) -> Tensor:
@@ -226,6 +247,8 @@ class BeamBatch:
         self.max_lens = self.max_lens[keep]
         self.scores, self.lengths, self.finished = self.scores[keep], self.lengths[keep], self.finished[keep]
         self.tokens = self.tokens.index_select(0, keep_rows)
+        if self.attention is not None:
+            self.attention = self.attention.index_select(0, keep_rows)
         return rows.index_select(0, keep_rows), keep_rows
 
     def _nbest(self, b: int) -> list[Hypothesis]:
@@ -235,30 +258,44 @@ class BeamBatch:
         for k in ranked.argsort(descending=True).tolist():
             if not (self.finished[b, k] and math.isfinite(scores[k].item())):
                 continue  # still going (ranked below the n best), or never had a live candidate
-            tokens = self.tokens[b * self.beam_size + k, : lengths[k] - 1].tolist()
-            hypotheses.append(Hypothesis(tokens, ranked[k].item(), scores[k].item()))
+            row, length = b * self.beam_size + k, int(lengths[k]) - 1
+            tokens = self.tokens[row, :length].tolist()
+            attention = None if self.attention is None else self.attention[row, : length + 1]
+            hypotheses.append(Hypothesis(tokens, ranked[k].item(), scores[k].item(), attention))
         return hypotheses[: self.options.n_best]
 
 
 @torch.inference_mode()
 def beam_search(
-    model, src: Tensor, src_lengths: Tensor, options: SearchConfig, max_len_cap: int | None = None
+    model,
+    src: Tensor,
+    src_lengths: Tensor,
+    options: SearchConfig,
+    max_len_cap: int | None = None,
+    attention: bool = False,
 ) -> list[list[Hypothesis]]:
     """Translate a batch: src (B, S) with lengths (B,) -> an n-best list for each sentence.
+
+    With `attention`, every hypothesis carries its steps' attention over the source, its tokens'
+    and its EOS's (a model with attention only: it decodes through `decode_step_with_attention`;
+    see `nmt.models.step`). Without, no step computes or keeps any.
 
     `model` is anything with `encode` and `decode_step` (a PyTorch model or an ONNX backend).
     A model may also take over three chores of the search, for speed (`nmt.backends.onnx` does):
     `select_memory(memory, rows)` and `select_state(state, rows)` in place of `select` (its memory
     and state need not be tensors then), and `decode_top_k(prev_tokens, memory, state, k) ->
     (row_best (R, k), row_tokens (R, k), eos (R,), state)`, each row's k best continuations
-    other than PAD and BOS, in place of the full log-probabilities (see `BeamBatch.advance_top_k`).
+    other than PAD and BOS, in place of the full log-probabilities (see `BeamBatch.advance_top_k`);
+    with `attention`, `decode_top_k_with_attention`, which also returns the attention (R, S) last.
     """
     select_memory = getattr(model, "select_memory", select)
     select_state = getattr(model, "select_state", select)
-    decode_top_k = None if options.no_repeat_ngram else getattr(model, "decode_top_k", None)
+    top_k_name = "decode_top_k_with_attention" if attention else "decode_top_k"
+    decode_top_k = None if options.no_repeat_ngram else getattr(model, top_k_name, None)
     beam = options.beam_size
     memory, state = model.encode(src, src_lengths)
-    beams = BeamBatch(max_lengths(src_lengths, options, max_len_cap), options)
+    beams = BeamBatch(max_lengths(src_lengths, options, max_len_cap), options, attention)
+    weights: Tensor | None = None  # (R, S): the step's attention, when asked for
     # the first step is the same for every beam of a sentence (BOS after the same source), so it
     # runs once per sentence, its result repeated for the beams; memory and state are then
     # expanded to the beams by the first selections below
@@ -267,14 +304,23 @@ def beam_search(
     while not beams.done:
         tokens = beams.last_tokens[::rows_per_input]
         if decode_top_k is None:
-            log_probs, state = model.decode_step(tokens, memory, state)
-            state_rows, memory_rows = beams.advance(log_probs.repeat_interleave(rows_per_input, dim=0))
+            if attention:
+                log_probs, state, weights = model.decode_step_with_attention(tokens, memory, state)
+            else:
+                log_probs, state = model.decode_step(tokens, memory, state)
+            outputs = [log_probs]
+        elif attention:
+            *outputs, state, weights = decode_top_k(tokens, memory, state, beam)
         else:
-            row_best, row_tokens, eos, state = decode_top_k(tokens, memory, state, beam)
-            row_best, row_tokens, eos = (
-                t.repeat_interleave(rows_per_input, dim=0) for t in (row_best, row_tokens, eos)
-            )
-            state_rows, memory_rows = beams.advance_top_k(row_best, row_tokens, eos)
+            *outputs, state = decode_top_k(tokens, memory, state, beam)
+        outputs = [t.repeat_interleave(rows_per_input, dim=0) for t in outputs]
+        if weights is not None:
+            weights = weights.repeat_interleave(rows_per_input, dim=0)
+        if decode_top_k is None:
+            state_rows, memory_rows = beams.advance(outputs[0], weights)
+        else:
+            row_best, row_tokens, eos = outputs
+            state_rows, memory_rows = beams.advance_top_k(row_best, row_tokens, eos, weights)
         if rows_per_input > 1:  # after the first step: from one row per sentence to one per beam
             state_rows = torch.div(state_rows, rows_per_input, rounding_mode="floor")
             memory_rows = expand if memory_rows is None else expand.index_select(0, memory_rows)

@@ -52,6 +52,10 @@ class Tokenizer:
             raise TypeError("encode takes a list of texts, not one string")
         return self.processor.encode(list(texts), out_type=int)
 
+    def pieces(self, ids: list[int]) -> list[str]:
+        """The pieces of one id sequence, as SentencePiece writes them ("▁" starts a word)."""
+        return [self.processor.id_to_piece(int(i)) for i in ids]
+
     def decode(self, ids: list[list[int]]) -> list[str]:
         """Text of each id sequence; stops at the first EOS and skips PAD and BOS.
 

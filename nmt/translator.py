@@ -4,6 +4,10 @@
 Runtime backend), or an engine with a `beam_search` of its own (the CTranslate2 backend),
 together with its tokenizers. The CLI, evaluation, validation
 during training and the service all translate through it.
+
+Asked for `alignments`, a translator on a model with attention also returns each translation's
+attention over its source (pieces and weights, `Attention`) and its word alignment
+(`nmt.alignment`); the search then carries the attention along, which it does not otherwise.
 """
 
 from __future__ import annotations
@@ -11,18 +15,31 @@ from __future__ import annotations
 import logging
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+from torch import Tensor
 
+from nmt.alignment import Alignment, word_alignment
 from nmt.bundle import Bundle
 from nmt.config import SearchConfig
 from nmt.data import collate_source
-from nmt.search import beam_search
+from nmt.errors import NoAttention
+from nmt.search import Hypothesis, beam_search
 from nmt.tokenizer import Tokenizer
 
 log = logging.getLogger("nmt.translate")
+
+
+@dataclass(frozen=True)
+class Attention:
+    """What a translation attended to: weights (T + 1, S + 1) of each target piece, then of the
+    final EOS, over the source pieces and the source's EOS (each row sums to 1)."""
+
+    src_pieces: list[str]  # S, without EOS
+    tgt_pieces: list[str]  # T, without EOS
+    weights: Tensor
 
 
 @dataclass(frozen=True)
@@ -30,6 +47,8 @@ class Translation:
     text: str
     score: float  # length-normalised log-probability
     log_prob: float
+    attention: Attention | None = None  # only when alignments were asked for
+    alignment: Alignment | None = None  # (source word, target word) links, likewise
 
 
 def length_sorted_batches(lengths: list[int], max_sentences: int, max_tokens: int) -> Iterator[list[int]]:
@@ -57,6 +76,7 @@ class Translator:
         batch_size: int = 32,
         batch_tokens: int = 8192,
         max_len_cap: int | None = None,
+        no_attention: str = "the model has no attention, so it gives no alignments",
     ):
         self.model = model
         self.src_tokenizer = src_tokenizer
@@ -66,6 +86,7 @@ class Translator:
         self.batch_size = batch_size
         self.batch_tokens = batch_tokens
         self.max_len_cap = max_len_cap
+        self.no_attention = no_attention  # what asking a translator without attention for it says
 
     @classmethod
     def from_bundle(
@@ -81,16 +102,24 @@ class Translator:
         only). `engine` options go to the backend (`OnnxModel`: threads, optimization, spinning;
         `CTranslate2Model`: compute_type, threads); the other keyword arguments to `Translator`."""
         model: Any
+        no_attention = f"{bundle.name} is a model without attention ({bundle.model_config.architecture})"
         if backend == "onnx":
             from nmt.backends.onnx import OnnxModel
 
             model = OnnxModel.from_bundle(bundle, device, **(engine or {}))
+            if bundle.model_config.attends:  # an export from before attention was exported
+                no_attention = (
+                    f"{model.folder} was exported without attention; run nmt export --model "
+                    f"{bundle.path} --format onnx again"
+                )
         elif backend == "ctranslate2":
             from nmt.backends.ctranslate2 import CTranslate2Model
 
             model = CTranslate2Model.from_bundle(bundle, device, **(engine or {}))
+            no_attention = "the ctranslate2 backend gives no attention; use the torch or onnx backend"
         else:
             model = bundle.load_model(device)
+        kwargs.setdefault("no_attention", f"{no_attention}: it cannot give alignments")
         cap = bundle.model_config.position_limit
         return cls(
             model,
@@ -103,6 +132,11 @@ class Translator:
         )
 
     @property
+    def attends(self) -> bool:
+        """Whether it can give attention and alignments (`translate(..., alignments=True)`)."""
+        return bool(getattr(self.model, "attends", False))
+
+    @property
     def max_source_tokens(self) -> int | None:
         """The most tokens a source sentence may have (EOS excluded); None: the model sets no limit."""
         return None if self.max_len_cap is None else self.max_len_cap - 1
@@ -111,16 +145,22 @@ class Translator:
         """Source token ids of each text (NFC, trimmed), as `translate_ids` takes them."""
         return self.src_tokenizer.encode([unicodedata.normalize("NFC", text.strip()) for text in texts])
 
-    def translate(self, texts: list[str], search: SearchConfig | None = None) -> list[list[Translation]]:
-        """An n-best list for each text, in input order. Empty texts translate to ''."""
-        return self.translate_ids(self.encode(texts), search)
+    def translate(
+        self, texts: list[str], search: SearchConfig | None = None, alignments: bool = False
+    ) -> list[list[Translation]]:
+        """An n-best list for each text, in input order. Empty texts translate to ''.
+        `alignments`: each translation also carries its attention and word alignment; raises
+        NoAttention when the model (or its backend) has no attention."""
+        return self.translate_ids(self.encode(texts), search, alignments)
 
     def translate_ids(
-        self, ids: list[list[int]], search: SearchConfig | None = None
+        self, ids: list[list[int]], search: SearchConfig | None = None, alignments: bool = False
     ) -> list[list[Translation]]:
         """As `translate`, for texts already encoded by `encode` (a sentence over the model's limit
         is cut to it, with a warning: callers that must not cut check `max_source_tokens` first)."""
         search = search or self.search
+        if alignments and not self.attends:
+            raise NoAttention(self.no_attention)
         ids = list(ids)
         if self.max_len_cap is not None:  # the model has no positions beyond its cap (EOS included)
             for i, seq in enumerate(ids):
@@ -132,7 +172,10 @@ class Translator:
                         self.max_len_cap - 1,
                     )
                     ids[i] = seq[: self.max_len_cap - 1]
-        results: list[list[Translation]] = [[Translation("", 0.0, 0.0)] for _ in ids]
+        empty = Translation("", 0.0, 0.0)
+        if alignments:
+            empty = Translation("", 0.0, 0.0, Attention([], [], torch.zeros(0, 1)), [])  # nothing decoded
+        results: list[list[Translation]] = [[empty] for _ in ids]
         todo = [i for i, seq in enumerate(ids) if seq]
         lengths = [len(ids[i]) + 1 for i in todo]
         for batch in length_sorted_batches(lengths, self.batch_size, self.batch_tokens):
@@ -142,14 +185,30 @@ class Translator:
             if hasattr(self.model, "beam_search"):  # an engine with a search of its own (CTranslate2)
                 nbest = self.model.beam_search(src, src_lengths, search, self.max_len_cap)
             else:
-                nbest = beam_search(self.model, src, src_lengths, search, self.max_len_cap)
+                nbest = beam_search(self.model, src, src_lengths, search, self.max_len_cap, alignments)
             for row, hypotheses in zip(rows, nbest, strict=True):
                 texts_out = self.tgt_tokenizer.decode([h.tokens for h in hypotheses])
                 found = [
-                    Translation(t, h.score, h.log_prob) for t, h in zip(texts_out, hypotheses, strict=True)
+                    self._translation(text, h, ids[row] if alignments else None)
+                    for text, h in zip(texts_out, hypotheses, strict=True)
                 ]
-                results[row] = found or [Translation("", float("-inf"), float("-inf"))]
+                results[row] = found or [replace(empty, score=float("-inf"), log_prob=float("-inf"))]
         return results
+
+    def _translation(self, text: str, hypothesis: Hypothesis, src_ids: list[int] | None) -> Translation:
+        """The translation a hypothesis gives; with the source's ids, its attention and alignment."""
+        if src_ids is None or hypothesis.attention is None:
+            return Translation(text, hypothesis.score, hypothesis.log_prob)
+        weights = hypothesis.attention[:, : len(src_ids) + 1].cpu()  # (T + 1, S + 1): padding cut
+        src_pieces = self.src_tokenizer.pieces(src_ids)
+        tgt_pieces = self.tgt_tokenizer.pieces(hypothesis.tokens)
+        return Translation(
+            text,
+            hypothesis.score,
+            hypothesis.log_prob,
+            Attention(src_pieces, tgt_pieces, weights),
+            word_alignment(src_pieces, tgt_pieces, weights),
+        )
 
     def translate_best(self, texts: list[str], search: SearchConfig | None = None) -> list[str]:
         """The best translation of each text, in input order."""

@@ -45,7 +45,8 @@ from nmt.translator import Translation
 
 log = logging.getLogger("nmt.serving.batcher")
 
-DecodeFn = Callable[[list[list[int]], SearchConfig], list[list[Translation]]]
+# (sentences' ids, search options, alignments) -> an n-best list per sentence
+DecodeFn = Callable[[list[list[int]], SearchConfig, bool], list[list[Translation]]]
 
 
 class ShuttingDown(Exception):
@@ -65,7 +66,8 @@ class QueueFull(Exception):
 class _Job:
     ids: list[list[int]]  # source token ids per sentence
     search: SearchConfig
-    options: str  # the search options as JSON: jobs decode together only when these match
+    alignments: bool  # whether the translations carry alignments
+    options: str  # search options and alignments, as JSON: jobs decode together only when these match
     future: asyncio.Future[list[list[Translation]]]
     results: list[list[Translation]] = field(default_factory=list)
     arrived: float = field(default_factory=time.monotonic)
@@ -145,14 +147,17 @@ class MicroBatcher:
             return 1.0
         return max(1.0, min(60.0, self._queued / (self._rate * self.slots)))
 
-    async def translate(self, ids: list[list[int]], search: SearchConfig) -> list[list[Translation]]:
-        """An n-best list per sentence. Raises QueueFull when the queue has no room for them;
-        cancelling the call withdraws the sentences not yet decoding."""
+    async def translate(
+        self, ids: list[list[int]], search: SearchConfig, alignments: bool = False
+    ) -> list[list[Translation]]:
+        """An n-best list per sentence (with alignments if asked). Raises QueueFull when the queue
+        has no room for them; cancelling the call withdraws the sentences not yet decoding."""
         if not ids:
             return []
         if self._queued and self._queued + len(ids) > self.max_queued:
             raise QueueFull(self._queued, self.retry_after_s())
-        job = _Job(ids, search, search.model_dump_json(), asyncio.get_running_loop().create_future())
+        options = search.model_dump_json() + (" alignments" if alignments else "")
+        job = _Job(ids, search, alignments, options, asyncio.get_running_loop().create_future())
         job.results = [[] for _ in ids]
         self._jobs.append(job)
         self._queued += len(ids)
@@ -232,7 +237,10 @@ class MicroBatcher:
             self._in_flight |= jobs
             started = time.perf_counter()
             try:
-                nbest = await loop.run_in_executor(self._executor, self._decode, ids, pieces[0].job.search)
+                first = pieces[0].job
+                nbest = await loop.run_in_executor(
+                    self._executor, self._decode, ids, first.search, first.alignments
+                )
             except Exception as error:
                 log.exception("decoding %d sentences of %d requests failed", len(ids), len(jobs))
                 for job in jobs:

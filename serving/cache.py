@@ -2,7 +2,7 @@
 
 Values are strings (the caller serialises), keys come from `cache_key`, which hashes everything
 that changes a translation: the model version (not its name: a retrained model must miss), the
-language pair, the normalised sentence and the decoding options. Hashing a JSON list (never a
+language pair, the normalised sentence, the decoding options and whether alignments were asked for. Hashing a JSON list (never a
 "|"-joined string) keeps distinct inputs distinct.
 """
 
@@ -27,9 +27,11 @@ def normalise(sentence: str) -> str:
     return " ".join(unicodedata.normalize("NFC", sentence).split())
 
 
-def cache_key(version: str, src: str, tgt: str, sentence: str, options: str) -> str:
-    """`options`: the decoding options as JSON (`SearchConfig.model_dump_json()`)."""
-    payload = orjson.dumps([version, src, tgt, normalise(sentence), options])
+def cache_key(version: str, src: str, tgt: str, sentence: str, options: str, alignment: bool = False) -> str:
+    """`options`: the decoding options as JSON (`SearchConfig.model_dump_json()`); `alignment`:
+    whether the value holds alignments (an answer without them must not serve a request for them)."""
+    fields = [version, src, tgt, normalise(sentence), options]
+    payload = orjson.dumps([*fields, "alignment"] if alignment else fields)
     return KEY_PREFIX + hashlib.sha256(payload).hexdigest()
 
 

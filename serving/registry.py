@@ -65,6 +65,7 @@ class ModelEntry:
             "backend": self.backend,
             "device": str(self.translator.device),
             "search": self.bundle.search.model_dump(),
+            "alignment": self.translator.attends,  # whether return_alignment is available
             "scores": meta.get("scores"),
         }
 
@@ -91,13 +92,17 @@ def bundle_folders(models_dir: Path) -> list[Path]:
 
 
 def _translator(bundle: Bundle, settings: Settings) -> Translator:
-    """The bundle's translator on the configured backend; an ONNX export that is missing or from
-    another bundle version is (re)made first, so a retrained bundle dropped in models/ just works."""
+    """The bundle's translator on the configured backend; an ONNX export that is missing, from
+    another bundle version or without the attention its model has (made before alignments) is
+    (re)made first, so a retrained bundle dropped in models/ just works."""
     kwargs: dict[str, Any] = {"batch_size": settings.batch_max_sentences, "batch_tokens": 1 << 30}
     if settings.backend == "torch":
         return Translator.from_bundle(bundle, settings.device, "torch", **kwargs)
     try:
-        return Translator.from_bundle(bundle, settings.device, "onnx", **kwargs)
+        translator = Translator.from_bundle(bundle, settings.device, "onnx", **kwargs)
+        if translator.attends or not bundle.model_config.attends:
+            return translator
+        log.warning("%s: its ONNX export has no attention output; exporting it again", bundle.path)
     except BundleError as error:
         log.warning("%s; exporting it now", error)
     from nmt.export.onnx import export_onnx
@@ -116,10 +121,10 @@ def _decode_fn(translator: Translator, settings: Settings):
     """The batcher's decode call; on CUDA the PyTorch model runs under fp16 autocast."""
     autocast = settings.device == "cuda" and settings.backend == "torch"
 
-    def decode(ids: list[list[int]], search: SearchConfig) -> list[list[Translation]]:
+    def decode(ids: list[list[int]], search: SearchConfig, alignments: bool) -> list[list[Translation]]:
         context = torch.autocast("cuda", dtype=torch.float16) if autocast else nullcontext()
         with torch.inference_mode(), context:
-            return translator.translate_ids(ids, search)
+            return translator.translate_ids(ids, search, alignments)
 
     return decode
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 
 class TranslateRequest(BaseModel):
@@ -25,6 +25,10 @@ class TranslateRequest(BaseModel):
     n_best: int | None = None
     max_length: int | None = Field(None, description="most target tokens per sentence")
     length_penalty: float | None = Field(None, le=10.0)
+    return_alignment: StrictBool = Field(
+        False,
+        description="add each translation's word alignment (models with attention only; 422 for others)",
+    )
 
 
 class Alternative(BaseModel):
@@ -43,6 +47,12 @@ class TranslationOut(BaseModel):
         description="length-normalised log-probability (mean over the text's sentences); null if empty"
     )
     alternatives: list[Alternative] | None = None
+    alignment: list[tuple[int, int]] | None = Field(
+        None,
+        description="with return_alignment: [source word, target word] links, words being the texts "
+        "split at whitespace, each target word linked to the source word it attended to most",
+        examples=[[[0, 0], [1, 1], [2, 2]]],
+    )
 
 
 class TranslateResponse(BaseModel):

@@ -2,7 +2,7 @@
 sentences, look every sentence up in the cache, encode the misses once (deduplicated) and refuse
 any over the model's limit, decode them through the model's micro-batcher within the request's
 deadline (and not at all once the client has gone), write them back, join each text's sentences
-again, and record the request for the A/B report.
+again (and their word alignments, when asked for), and record the request for the A/B report.
 
 Both the native API and the LibreTranslate-compatible endpoint translate through `run_translation`.
 """
@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import orjson
 
+from nmt.alignment import Alignment, offset
 from nmt.config import SearchConfig
 from nmt.errors import ConfigError
 from serving.ab import Group, Request, Served, new_id
@@ -41,6 +42,7 @@ class TextResult:
     score: float
     cached: bool
     alternatives: list[tuple[str, float]]  # the n-best, best first (the best is `text`)
+    alignment: Alignment | None = None  # the best's word alignment, when asked for
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,12 @@ def search_options(
         raise ApiError(422, field, str(error).removeprefix(f"{field}: ")) from None
 
 
+def check_alignment(entry: ModelEntry, wanted: bool) -> None:
+    """Refuse `return_alignment` for a model that has no attention to align with (422)."""
+    if wanted and not entry.translator.attends:
+        raise ApiError(422, "return_alignment", f"{entry.translator.no_attention}; ask without it")
+
+
 @lru_cache(maxsize=1024)
 def options_json(search: SearchConfig) -> str:
     """The search options as JSON, for cache keys (a frozen config: made once per distinct one)."""
@@ -110,13 +118,15 @@ async def run_translation(
     search: SearchConfig,
     field: str,
     caller: Caller,
+    alignment: bool = False,
 ) -> tuple[list[TextResult], list[str]]:
-    """Translate, count and remember for feedback: (results, translation ids)."""
+    """Translate, count and remember for feedback: (results, translation ids). `alignment`: the
+    results carry word alignments (check `check_alignment` first)."""
     started = time.perf_counter()
     group: Group = "pinned" if caller.pinned else "split"
     variant = entry.name if group == "split" else "pinned"
     counters = services.metrics.variant(entry.name, variant)
-    results = await translate_texts(entry, texts, search, services, counters, field, caller)
+    results = await translate_texts(entry, texts, search, services, counters, field, caller, alignment)
     latency = time.perf_counter() - started
     now = time.time()
     ids = [new_id(now) for _ in results]
@@ -138,18 +148,20 @@ async def translate_texts(
     counters: VariantMetrics,
     field: str,
     caller: Caller,
+    alignment: bool = False,
 ) -> list[TextResult]:
     src, tgt = entry.bundle.src_lang, entry.bundle.tgt_lang
     cache: TranslationCache = services.cache
     options = options_json(search)
     split = [split_sentences(text) for text in texts]
-    keys = [cache_key(entry.version, src, tgt, s, options) for pieces, _ in split for s in pieces]
+    keys = [cache_key(entry.version, src, tgt, s, options, alignment) for pieces, _ in split for s in pieces]
     sentences = [s for pieces, _ in split for s in pieces]
 
-    found: dict[str, list[tuple[str, float]]] = {}
+    # each sentence's n-best: [text, score] each, or [text, score, links] with alignments
+    found: dict[str, list[list]] = {}
     for key, raw in zip(keys, await cache.get_many(keys), strict=True):
         if raw is not None:
-            found[key] = [(text, score) for text, score in orjson.loads(raw)]
+            found[key] = orjson.loads(raw)
     hit = [key in found for key in keys]
     misses: dict[str, int] = {}  # key -> the index of its first sentence
     for index, key in enumerate(keys):
@@ -161,10 +173,15 @@ async def translate_texts(
         ids = await _encode(entry, [normalise(sentences[i]) for i in misses.values()])
         _check_lengths(entry, ids, list(misses.values()), split, field, services.settings.max_sentence_tokens)
         decoded = await _within_deadline(
-            entry.batcher.translate(ids, search), services.settings.request_timeout_s, caller.until_gone
+            entry.batcher.translate(ids, search, alignment),
+            services.settings.request_timeout_s,
+            caller.until_gone,
         )
         fresh = {
-            key: [(t.text, round(t.score, 6)) for t in nbest]
+            key: [
+                [t.text, round(t.score, 6), t.alignment] if alignment else [t.text, round(t.score, 6)]
+                for t in nbest
+            ]
             for key, nbest in zip(misses, decoded, strict=True)
         }
         found.update(fresh)
@@ -178,13 +195,28 @@ async def translate_texts(
         alternatives = []
         for rank in range(depth):  # the k-th best of a text joins each sentence's k-th best
             chosen = [nbest[min(rank, len(nbest) - 1)] for nbest in nbests]
-            text = join_sentences([t for t, _ in chosen], separators)
-            alternatives.append((text, round(sum(score for _, score in chosen) / n, 6)))
+            text = join_sentences([t[0] for t in chosen], separators)
+            alternatives.append((text, round(sum(t[1] for t in chosen) / n, 6)))
+        links = _join_alignments(pieces, [nbest[0] for nbest in nbests]) if alignment else None
         results.append(
-            TextResult(alternatives[0][0], alternatives[0][1], all(hit[start : start + n]), alternatives)
+            TextResult(
+                alternatives[0][0], alternatives[0][1], all(hit[start : start + n]), alternatives, links
+            )
         )
         start += n
     return results
+
+
+def _join_alignments(sentences: list[str], best: list[list]) -> Alignment:
+    """The links of a text from its sentences' ([text, score, links] each): word indices count on
+    from the words (split at whitespace) of the sentences before, on both sides."""
+    links: Alignment = []
+    src_words = tgt_words = 0
+    for sentence, (translation, _, sentence_links) in zip(sentences, best, strict=True):
+        links += offset([(src, tgt) for src, tgt in sentence_links], src_words, tgt_words)
+        src_words += len(sentence.split())
+        tgt_words += len(translation.split())
+    return links
 
 
 async def _encode(entry: ModelEntry, sentences: list[str]) -> list[list[int]]:

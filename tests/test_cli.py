@@ -90,6 +90,43 @@ def test_n_best_lists(trained_bundles):
     assert scores == sorted(scores, reverse=True)
 
 
+@pytest.mark.parametrize("arch", ["transformer", "gru_attention"])
+def test_alignments_follow_each_line_after_a_tab(trained_bundles, arch):
+    """TEXT<TAB>ALIGNMENT, the alignment in Pharaoh format over the line's words; the text is
+    what `translate` gives without --alignments."""
+    bundle = str(trained_bundles[arch])
+    text = "A man.\nTwo dogs play in the snow.\n\n"
+    plain = run_nmt("translate", "--model", bundle, stdin=text).stdout.splitlines()
+    lines = run_nmt("translate", "--model", bundle, "--alignments", stdin=text).stdout.splitlines()
+    assert len(lines) == 3
+    for source, line, expected in zip(text.splitlines(), lines, plain, strict=True):
+        translation, alignment = line.split("\t")
+        assert translation == expected
+        links = [tuple(map(int, link.split("-"))) for link in alignment.split()]
+        assert [tgt for _, tgt in links] == list(range(len(translation.split())))
+        assert all(0 <= src < len(source.split()) for src, _ in links)
+    assert lines[2] == "\t"  # an empty line: no words, no links
+
+
+def test_alignments_and_attention_of_a_model_without_attention_are_one_line(trained_bundles, tmp_path):
+    bundle = str(trained_bundles["lstm"])
+    result = run_nmt("translate", "--model", bundle, "--alignments", stdin="A man.\n", check=False)
+    assert_one_line_error(result, "--alignments", "without attention")
+    result = run_nmt(
+        "attention", "--model", bundle, "--text", "A man.", "--out", str(tmp_path / "a.png"), check=False
+    )
+    assert_one_line_error(result, "without attention")
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_attention_heatmap_is_written(trained_bundles, tmp_path):
+    out = tmp_path / "attention.png"
+    args = ["attention", "--model", str(trained_bundles["lstm_attention"]), "--text", "Two dogs play."]
+    result = run_nmt(*args, "--out", str(out))
+    assert result.stdout.splitlines()[-1] == str(out)
+    assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and out.stat().st_size > 5000
+
+
 def test_average_checkpoints_into_a_bundle(trained_bundles, tmp_path):
     run_dir = trained_bundles["transformer"].parent
     out = tmp_path / "averaged"
@@ -157,6 +194,7 @@ def test_every_subcommand_has_help():
         ["evaluate"],
         ["compare"],
         ["export"],
+        ["attention"],
         ["data", "download"],
     ):
         assert "usage:" in run_nmt(*command, "--help").stdout

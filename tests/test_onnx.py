@@ -16,7 +16,7 @@ import torch
 from nmt.backends.onnx import OnnxModel
 from nmt.bundle import load_bundle, save_bundle
 from nmt.data import collate_source
-from nmt.errors import BundleError
+from nmt.errors import BundleError, NoAttention
 from nmt.export.onnx import export_model, export_onnx
 from nmt.onnx_format import DECODER_FILE, ENCODER_FILE, EXPORT_DIR, EXPORT_FILE, EXPORT_FORMAT
 from nmt.search import beam_search, select
@@ -46,19 +46,23 @@ ENCODER_OUTPUTS = {
     "gru_attention": ["memory.src_mask", "memory.encoder_outputs", "memory.keys", "state.h", "state.feed"],
 }
 STEP_INPUTS = ["prev_tokens", "beam_indices", "k", "want_log_probs"]
+ATTENDING_STEP_INPUTS = [*STEP_INPUTS, "want_attention"]  # models with attention switch it on
 DECODER_INPUTS = {
-    "transformer": [*STEP_INPUTS, *ENCODER_OUTPUTS["transformer"]],
+    "transformer": [*ATTENDING_STEP_INPUTS, *ENCODER_OUTPUTS["transformer"]],
     "lstm": [*STEP_INPUTS, "memory.context", "state.h", "state.c"],  # src_mask is never read
-    "lstm_attention": [*STEP_INPUTS, *ENCODER_OUTPUTS["lstm_attention"]],
-    "gru_attention": [*STEP_INPUTS, *ENCODER_OUTPUTS["gru_attention"]],
+    "lstm_attention": [*ATTENDING_STEP_INPUTS, *ENCODER_OUTPUTS["lstm_attention"]],
+    "gru_attention": [*ATTENDING_STEP_INPUTS, *ENCODER_OUTPUTS["gru_attention"]],
 }
 
 
 def _decoder_outputs(arch: str) -> list[str]:
     states = [name.removeprefix("state.") for name in DECODER_INPUTS[arch] if name.startswith("state.")]
-    return ["log_probs", "top_log_probs", "top_tokens", "eos_log_probs"] + [
-        f"new_state.{key}" for key in states
-    ]
+    attention = ["attention"] if arch != "lstm" else []
+    return (
+        ["log_probs", "top_log_probs", "top_tokens", "eos_log_probs"]
+        + [f"new_state.{key}" for key in states]
+        + attention
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -98,6 +102,10 @@ def test_export_is_valid_onnx_and_records_the_bundle(arch, exported):
     assert meta["format"] == EXPORT_FORMAT and meta["opset"] >= 17 and meta["quantization"] is None
     assert meta["memory_per_sentence"] == (arch == "transformer")
     assert meta["check"]["max_abs_log_prob_difference"]["float32"] < 1e-4
+    if arch == "lstm":
+        assert meta["check"]["max_abs_attention_difference"] is None
+    else:
+        assert meta["check"]["max_abs_attention_difference"]["float32"] < 1e-4
     for graph, name in (("encoder", ENCODER_FILE), ("decoder", DECODER_FILE)):
         model = onnx.load(str(folder / name))
         onnx.checker.check_model(model, full_check=True)
@@ -123,7 +131,8 @@ def test_export_is_valid_onnx_and_records_the_bundle(arch, exported):
 
 def _max_step_difference(torch_model, onnx_model, src, src_lengths, steps: int) -> float:
     """Encode with both, then decode `steps` steps on the same tokens (PyTorch's argmax):
-    the largest |log p| difference; memory and states are compared on the way."""
+    the largest |log p| difference, or attention difference for a model with attention; memory
+    and states are compared on the way."""
     with torch.inference_mode():
         memory, state = torch_model.encode(src, src_lengths)
         onnx_memory, onnx_state = onnx_model.encode(src, src_lengths)
@@ -138,9 +147,24 @@ def _max_step_difference(torch_model, onnx_model, src, src_lengths, steps: int) 
             )
         prev_tokens = torch.full((src.size(0),), BOS_ID)
         worst = 0.0
+        assert onnx_model.attends == torch_model.attends
         for _ in range(steps):
-            log_probs, state = torch_model.decode_step(prev_tokens, memory, state)
-            onnx_log_probs, onnx_state = onnx_model.decode_step(prev_tokens, onnx_memory, onnx_state)
+            if torch_model.attends:  # the attention too, from both ways of asking the graph
+                log_probs, state, attention = torch_model.decode_step_with_attention(
+                    prev_tokens, memory, state
+                )
+                *_, top_k_attention = onnx_model.decode_top_k_with_attention(
+                    prev_tokens, onnx_memory, onnx_state, 3
+                )
+                onnx_log_probs, onnx_state, onnx_attention = onnx_model.decode_step_with_attention(
+                    prev_tokens, onnx_memory, onnx_state
+                )
+                assert onnx_attention.shape == attention.shape == src.shape
+                for got in (onnx_attention, top_k_attention):
+                    worst = max(worst, (attention - got).abs().max().item())
+            else:
+                log_probs, state = torch_model.decode_step(prev_tokens, memory, state)
+                onnx_log_probs, onnx_state = onnx_model.decode_step(prev_tokens, onnx_memory, onnx_state)
             assert onnx_log_probs.dtype == torch.float32 and onnx_log_probs.shape == log_probs.shape
             worst = max(worst, (log_probs - onnx_log_probs).abs().max().item())
             prev_tokens = log_probs.argmax(dim=-1)
@@ -419,3 +443,64 @@ def test_the_shipped_export_is_of_the_shipped_bundle_and_translates_as_pytorch(m
     texts = read_lines(multi30k / "test_2016_flickr.en.gz")[:24]
     expected = Translator.from_bundle(bundle).translate_best(texts)
     assert Translator.from_bundle(bundle, backend="onnx").translate_best(texts) == expected
+
+
+@pytest.mark.parametrize("arch", ["transformer", "gru_attention"])
+def test_alignments_from_onnx_runtime_are_pytorch_s(arch, exported, sentences):
+    """Through the whole beam search (the ranking fast path with the attention fetched along)."""
+    bundle = load_bundle(exported[arch])
+    search = bundle.search.with_overrides(n_best=2)
+    expected = Translator.from_bundle(bundle).translate(sentences, search, alignments=True)
+    got = Translator.from_bundle(bundle, backend="onnx").translate(sentences, search, alignments=True)
+    for nbest, onnx_nbest in zip(expected, got, strict=True):
+        for translation, onnx_translation in zip(nbest, onnx_nbest, strict=True):
+            assert onnx_translation.text == translation.text
+            assert onnx_translation.alignment == translation.alignment
+            assert translation.attention is not None and onnx_translation.attention is not None
+            torch.testing.assert_close(
+                onnx_translation.attention.weights, translation.attention.weights, atol=1e-5, rtol=0
+            )
+
+
+def _drop_attention_output(folder: Path) -> None:
+    """Make an export look like one from before alignments: no want_attention input, no attention output."""
+    path = folder / DECODER_FILE
+    model = onnx.load(str(path))
+    graph = model.graph
+    kept = [node for node in graph.node if "attention" not in node.output]
+    del graph.node[:]
+    graph.node.extend(kept)
+    for values in (graph.input, graph.output):
+        for value in [v for v in values if v.name in ("want_attention", "attention")]:
+            values.remove(value)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    meta = json.loads((folder / EXPORT_FILE).read_text(encoding="utf-8"))
+    meta["decoder"]["inputs"].remove("want_attention")
+    meta["decoder"]["outputs"].remove("attention")
+    (folder / EXPORT_FILE).write_text(json.dumps(meta), encoding="utf-8")
+
+
+def test_an_export_from_before_alignments_translates_and_says_it_has_no_attention(exported, tmp_path):
+    from serving.registry import _translator
+    from serving.settings import Settings
+
+    bundle_path = _copy(exported["transformer"], tmp_path)
+    _drop_attention_output(bundle_path / EXPORT_DIR)
+    bundle = load_bundle(bundle_path)
+    text = "A man.\nTwo dogs play in the snow.\n"
+    expected = run_nmt("translate", "--model", str(bundle_path), stdin=text).stdout
+    assert (
+        run_nmt("translate", "--model", str(bundle_path), "--backend", "onnx", stdin=text).stdout == expected
+    )
+    translator = Translator.from_bundle(bundle, backend="onnx")
+    assert not translator.attends
+    with pytest.raises(NoAttention, match="exported without attention; run nmt export"):
+        translator.translate(["A man."], alignments=True)
+    result = run_nmt(
+        "translate", "--model", str(bundle_path), "--backend", "onnx", "--alignments", stdin=text, check=False
+    )
+    assert_one_line_error(result, "--alignments", "exported without attention")
+    # the service exports it again, as it does an export of another bundle version
+    assert _translator(bundle, Settings(models_dir=bundle_path, backend="onnx")).attends
+    assert OnnxModel.from_bundle(bundle).attends

@@ -11,7 +11,7 @@ import torch
 
 from nmt.config import SearchConfig
 from nmt.search import BeamBatch, Hypothesis, _blocked_ngrams, beam_search, length_penalty
-from nmt.specials import EOS_ID
+from nmt.specials import BOS_ID, EOS_ID
 
 V = 10
 A, B, C, D = 4, 5, 6, 7
@@ -253,3 +253,42 @@ def test_advance_top_k_takes_the_same_step_as_advance():
         assert torch.equal(full.tokens, top.tokens) and torch.equal(full.finished, top.finished)
         assert torch.allclose(full.scores, top.scores)
     assert full.results == top.results
+
+
+class AttendingModel(ScriptedModel):
+    """A scripted model whose attention marks the step's input: the weight on source position 0
+    is the previous token's id, so a hypothesis's rows spell BOS, then its own tokens."""
+
+    def decode_step_with_attention(self, prev, memory, state):
+        log_probs, state = self.decode_step(prev, memory, state)
+        attention = torch.zeros(prev.size(0), 2)
+        attention[:, 0] = prev.float()
+        return log_probs, state, attention
+
+
+def test_each_hypothesis_carries_its_own_attention():
+    """Through reordering, the first step's expansion to beams, finished sentences leaving the
+    batch and n-best lists, every hypothesis's rows are those of its own steps, one per token
+    and one for EOS."""
+    table = {
+        0: GARDEN_PATH[0],
+        1: {(): {C: 0.9, D: 0.1}, (C,): {D: 0.6, EOS_ID: 0.4}, (C, D): {EOS_ID: 1.0}},
+        2: {(): {EOS_ID: 0.9, A: 0.1}},
+    }
+    src = torch.tensor([[i, EOS_ID] for i in (0, 1, 2)])
+    options = SearchConfig(beam_size=3, n_best=3, length_penalty=0.6, max_len_a=0.0, max_len_b=10)
+    plain = beam_search(ScriptedModel(table), src, torch.full((3,), 2), options)
+    attended = beam_search(AttendingModel(table), src, torch.full((3,), 2), options, attention=True)
+    assert [[h.tokens for h in nbest] for nbest in attended] == [[h.tokens for h in nbest] for nbest in plain]
+    for nbest in attended:
+        for hypothesis in nbest:
+            rows = len(hypothesis.tokens) + 1  # the tokens and EOS
+            assert hypothesis.attention is not None and hypothesis.attention.shape == (rows, 2)
+            assert hypothesis.attention[:, 0].long().tolist() == [BOS_ID, *hypothesis.tokens]
+    assert all(h.attention is None for nbest in plain for h in nbest)
+
+
+def test_a_batch_tracking_attention_needs_it_at_every_step():
+    beams = BeamBatch(torch.tensor([5]), SearchConfig(beam_size=2), attention=True)
+    with pytest.raises(ValueError, match="tracks attention"):
+        beams.advance(torch.zeros(2, V).log_softmax(-1))

@@ -38,7 +38,12 @@ class CTranslate2Model:
     """A `ctranslate2.Translator` on an export folder, searching batches of token ids.
 
     compute_type: CTranslate2's ("default": as stored; "float32", "int8", ...); threads: intra-op
-    threads (default: PyTorch's thread count, as the other backends)."""
+    threads (default: PyTorch's thread count, as the other backends).
+
+    It gives no attention (`attends`): CTranslate2 could return one head's, but not the heads
+    averaged that the other backends give, so alignments need the torch or onnx backend."""
+
+    attends = False
 
     def __init__(
         self,

@@ -39,8 +39,9 @@ import torch
 from torch import Tensor
 
 from nmt.bundle import Bundle, bundle_folder
-from nmt.errors import BundleError
+from nmt.errors import BundleError, NoAttention
 from nmt.onnx_format import (
+    ATTENTION,
     BEAM_INDICES,
     DECODER_FILE,
     ENCODER_FILE,
@@ -54,6 +55,7 @@ from nmt.onnx_format import (
     PREV_TOKENS,
     STATE,
     TOP_K_OUTPUTS,
+    WANT_ATTENTION,
     WANT_LOG_PROBS,
     K,
 )
@@ -212,6 +214,8 @@ class OnnxModel:
             raise BundleError(
                 f"{self.folder}: the decoder graph's inputs and outputs do not match the encoder's"
             )
+        # exports made before alignments have no attention output: they translate, without it
+        self.attends = ATTENTION in declared and WANT_ATTENTION in self._decoder_inputs
         self.vocab_size = self.decoder.get_outputs()[0].shape[1]
         self.memory_per_sentence = bool(self.meta.get("memory_per_sentence", False))
         self._gather = ort.InferenceSession(
@@ -332,7 +336,9 @@ class OnnxModel:
         fetch: dict[str, str],
     ) -> tuple[list[ort.OrtValue], OrtTensors]:
         """Run the decoder graph: the `fetch` outputs, then the new state. With "log_probs"
-        among `fetch` the graph computes them; without, it only ranks."""
+        among `fetch` the graph computes them; without, it only ranks. Likewise "attention"."""
+        if ATTENTION in fetch and not self.attends:
+            raise NoAttention(f"{self.folder}: this ONNX export has no attention output")
         memory, state = self._values(memory), self._values(state)
         rows = state.rows if state.rows is not None else torch.arange(state.size)
         top_k = min(k, self.vocab_size - len(BANNED_IDS))  # see TOP_K_OUTPUTS
@@ -341,6 +347,7 @@ class OnnxModel:
             BEAM_INDICES: self._value(rows),
             K: self._value(np.array(top_k, dtype=np.int64)),
             WANT_LOG_PROBS: self._value(np.array(LOG_PROBS in fetch)),
+            WANT_ATTENTION: self._value(np.array(ATTENTION in fetch)),
         }
         inputs.update((MEMORY + key, value) for key, value in memory.ort_values.items())
         inputs.update((STATE + key, value) for key, value in state.ort_values.items())
@@ -365,6 +372,23 @@ class OnnxModel:
         fetched, new_state = self._decode(prev_tokens, memory, state, k, dict.fromkeys(TOP_K_OUTPUTS, "host"))
         best, tokens, eos = (self._tensor(value) for value in fetched)
         return best, tokens, eos, new_state
+
+    def decode_step_with_attention(
+        self, prev_tokens: Tensor, memory: Mapping[str, Tensor], state: Mapping[str, Tensor]
+    ) -> tuple[Tensor, OrtTensors, Tensor]:
+        """`decode_step`, with the step's attention over the source (R, S) (see `nmt.models.step`)."""
+        fetch = {LOG_PROBS: "host", ATTENTION: "host"}
+        (log_probs, attention), new_state = self._decode(prev_tokens, memory, state, 1, fetch)
+        return self._tensor(log_probs), new_state, self._tensor(attention)
+
+    def decode_top_k_with_attention(
+        self, prev_tokens: Tensor, memory: Mapping[str, Tensor], state: Mapping[str, Tensor], k: int
+    ) -> tuple[Tensor, Tensor, Tensor, OrtTensors, Tensor]:
+        """`decode_top_k`, with the step's attention over the source (R, S) last."""
+        fetch = dict.fromkeys([*TOP_K_OUTPUTS, ATTENTION], "host")
+        fetched, new_state = self._decode(prev_tokens, memory, state, k, fetch)
+        best, tokens, eos, attention = (self._tensor(value) for value in fetched)
+        return best, tokens, eos, new_state, attention
 
 
 def _gather_graph(types: dict[str, str]) -> bytes:

@@ -67,6 +67,7 @@ from nmt.export.onnx_head import add_head
 from nmt.models import RNNSeq2Seq, TransformerSeq2Seq
 from nmt.models.step import ProjectedStep
 from nmt.onnx_format import (
+    ATTENTION,
     BEAM_INDICES,
     DECODER_FILE,
     ENCODER_FILE,
@@ -80,6 +81,7 @@ from nmt.onnx_format import (
     PREV_TOKENS,
     STATE,
     TOP_K_OUTPUTS,
+    WANT_ATTENTION,
     WANT_LOG_PROBS,
     K,
 )
@@ -94,6 +96,7 @@ CHECK_LENGTHS = [5, 1]  # the batch they are checked with: B = 2, S = 5, one sou
 CHECK_STEPS = 4
 CHECK_TOP_K = 5
 FEATURES = "features"  # the traced decoder graph's output, which the head takes
+WEIGHTS = "attention_weights"  # the traced decoder graph's attention output, made optional
 
 
 class ExportError(NmtError):
@@ -166,12 +169,16 @@ class _TransformerStep(nn.Module):
             self.register_buffer(f"qkv_weight{i}", torch.cat([attn.q.weight, attn.k.weight, attn.v.weight]))
             self.register_buffer(f"qkv_bias{i}", torch.cat([attn.q.bias, attn.k.bias, attn.v.bias]))
 
-    def _attend(self, queries: Tensor, keys: Tensor, values: Tensor, bias: Tensor | None) -> Tensor:
-        """queries (B, N, G, Dh) against keys/values (B, N, S, Dh), bias (B, 1, 1, S) -> (B, N, G, Dh)."""
+    def _attend(
+        self, queries: Tensor, keys: Tensor, values: Tensor, bias: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """queries (B, N, G, Dh) against keys/values (B, N, S, Dh), bias (B, 1, 1, S) -> (B, N, G, Dh)
+        and the weights (B, N, G, S)."""
         scores = queries @ keys.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, N, G, S)
         if bias is not None:
             scores = scores + bias
-        return scores.softmax(dim=-1) @ values
+        weights = scores.softmax(dim=-1)
+        return weights @ values, weights
 
     def _input(self, x: Tensor, norm: nn.LayerNorm) -> Tensor:
         return norm(x) if self.pre_norm else x
@@ -182,16 +189,17 @@ class _TransformerStep(nn.Module):
 
     def forward(
         self, prev_tokens: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """prev_tokens (R,) -> the output projection's inputs (R, D) and the state with one more
-        position (`decode_features`)."""
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """prev_tokens (R,) -> the output projection's inputs (R, D), the state with one more
+        position and the alignment layer's cross-attention, heads averaged (R, S)
+        (`decode_features_with_attention`)."""
         model, heads, head_dim = self.model, self.heads, self.head_dim
         step = state["self_k0"].shape[2]
         x = model.tgt_embed(prev_tokens) * model.scale + model.positions[step]  # (R, D)
         src_mask = memory["src_mask"]
         bias = torch.zeros_like(src_mask, dtype=x.dtype).masked_fill(~src_mask, float("-inf"))
         bias = bias[:, None, None, :]  # (B, 1, 1, S)
-        new_state = {}
+        new_state, attention = {}, None
         for i, layer in enumerate(model.decoder_layers):
             h = self._input(x, layer.self_norm)
             qkv = F.linear(h, getattr(self, f"qkv_weight{i}"), getattr(self, f"qkv_bias{i}"))  # (R, 3D)
@@ -199,18 +207,21 @@ class _TransformerStep(nn.Module):
             keys = torch.cat([state[f"self_k{i}"], k], dim=2)  # (R, N, t + 1, Dh)
             values = torch.cat([state[f"self_v{i}"], v], dim=2)
             new_state[f"self_k{i}"], new_state[f"self_v{i}"] = keys, values
-            context = self._attend(q, keys, values, None).reshape(-1, self.d_model)  # (R, D)
+            context = self._attend(q, keys, values, None)[0].reshape(-1, self.d_model)  # (R, D)
             x = self._residual(x, layer.self_attn.out(context), layer.self_norm)
 
             h = self._input(x, layer.cross_norm)
             keys, values = memory[f"cross_k{i}"], memory[f"cross_v{i}"]  # (B, N, S, Dh)
             q = layer.cross_attn.q(h).reshape(keys.shape[0], -1, heads, head_dim).transpose(1, 2)
-            context = self._attend(q, keys, values, bias)  # (B, N, G, Dh)
+            context, weights = self._attend(q, keys, values, bias)  # (B, N, G, Dh), (B, N, G, S)
+            if i == model.alignment_layer:
+                attention = weights.mean(dim=1).reshape(-1, weights.shape[-1])  # (R, S)
             context = context.transpose(1, 2).reshape(-1, self.d_model)  # (R, D)
             x = self._residual(x, layer.cross_attn.out(context), layer.cross_norm)
 
             x = self._residual(x, layer.ff(self._input(x, layer.ff_norm)), layer.ff_norm)
-        return model.decoder_norm(x), new_state
+        assert attention is not None
+        return model.decoder_norm(x), new_state, attention
 
 
 class _DecoderGraph(nn.Module):
@@ -229,8 +240,12 @@ class _DecoderGraph(nn.Module):
     def __init__(self, model: Any, memory_keys: list[str], state_keys: list[str]) -> None:
         super().__init__()
         self.model, self.memory_keys, self.state_keys = model, memory_keys, state_keys
+        self.attends = model.attends  # then the step's attention (R, S) is a last output
         transformer = isinstance(model, TransformerSeq2Seq)
-        self.step = _TransformerStep(model) if transformer else model.decode_features
+        if transformer:
+            self.step = _TransformerStep(model)
+        else:
+            self.step = model.decode_features_with_attention if self.attends else model.decode_features
 
     def input_names(self) -> list[str]:
         return (
@@ -240,7 +255,7 @@ class _DecoderGraph(nn.Module):
         )
 
     def output_names(self) -> list[str]:
-        return [FEATURES] + [NEW_STATE + k for k in self.state_keys]
+        return [FEATURES] + [NEW_STATE + k for k in self.state_keys] + ([WEIGHTS] if self.attends else [])
 
     def forward(self, prev_tokens: Tensor, beam_indices: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
         memory = dict(zip(self.memory_keys, tensors[: len(self.memory_keys)], strict=True))
@@ -248,8 +263,88 @@ class _DecoderGraph(nn.Module):
             key: value.index_select(0, beam_indices)
             for key, value in zip(self.state_keys, tensors[len(self.memory_keys) :], strict=True)
         }
-        features, new_state = self.step(prev_tokens, memory, state)
-        return (features, *(new_state[k] for k in self.state_keys))
+        features, new_state, *attention = self.step(prev_tokens, memory, state)
+        return (features, *(new_state[k] for k in self.state_keys), *attention)
+
+
+def _make_optional(path: Path, output: str, name: str, switch: str) -> None:
+    """Compute the decoder graph's output `output` only when asked: the nodes that only it needs
+    move into the then-branch of an If on a new input `switch` () bool, whose result is the
+    output `name`; else it is an empty (0, 0) tensor. ONNX Runtime runs every node of a graph,
+    fetched or not, so without the If the attention's head average and reshapes would run at
+    every step of every search (what it reads, the softmax weights, the step computes anyway)."""
+    model = onnx.load(str(path))
+    graph = model.graph
+    producers = {out: node for node in graph.node for out in node.output}
+
+    def ancestors(names: list[str]) -> set[int]:
+        found: set[int] = set()
+        todo = list(names)
+        while todo:
+            node = producers.get(todo.pop())
+            if node is not None and id(node) not in found:
+                found.add(id(node))
+                todo.extend(node.input)
+        return found
+
+    others = ancestors([value.name for value in graph.output if value.name != output])
+    mine = ancestors([output])
+    branch_nodes = [node for node in graph.node if id(node) in mine and id(node) not in others]
+    kept = [node for node in graph.node if id(node) not in mine or id(node) in others]
+    # constants the moved nodes read become Constant nodes of the branch, under new names: a
+    # branch that reads the outer graph's initializers broke int8 pre-processing once (onnx_head)
+    initializers = {init.name: init for init in graph.initializer}
+    still_read = {name for node in kept for name in node.input}
+    constants, renamed = [], {}
+    for node in branch_nodes:
+        for i, input_name in enumerate(node.input):
+            if input_name in initializers:
+                if input_name not in renamed:
+                    renamed[input_name] = f"{input_name}/{name}"
+                    value = numpy_helper.to_array(initializers[input_name])
+                    constants.append(
+                        onnx.helper.make_node(
+                            "Constant", [], [renamed[input_name]], value=numpy_helper.from_array(value)
+                        )
+                    )
+                node.input[i] = renamed[input_name]
+    inner = f"{output}/{name}"
+    for node in branch_nodes:
+        node.output[:] = [inner if out == output else out for out in node.output]
+    if not branch_nodes:  # the output is a tensor the rest needs too: the branch passes it on
+        branch_nodes = [onnx.helper.make_node("Identity", [output], [inner])]
+    make = onnx.helper.make_tensor_value_info
+    then_branch = onnx.helper.make_graph(
+        constants + branch_nodes, f"{name}_wanted", [], [make(inner, onnx.TensorProto.FLOAT, None)]
+    )
+    empty = numpy_helper.from_array(np.zeros((0, 0), np.float32))
+    else_branch = onnx.helper.make_graph(
+        [onnx.helper.make_node("Constant", [], [f"no_{name}"], value=empty)],
+        f"no_{name}",
+        [],
+        [make(f"no_{name}", onnx.TensorProto.FLOAT, [0, 0])],
+    )
+    kept.append(
+        onnx.helper.make_node(
+            "If", [switch], [name], name=f"{name}_if", then_branch=then_branch, else_branch=else_branch
+        )
+    )
+    del graph.node[:]
+    graph.node.extend(kept)
+    unused = [init for init in graph.initializer if init.name in renamed and init.name not in still_read]
+    for init in unused:
+        graph.initializer.remove(init)
+    outputs = list(graph.output)
+    del graph.output[:]
+    graph.output.extend(
+        [value for value in outputs if value.name != output]
+        + [make(name, onnx.TensorProto.FLOAT, ["attention_rows", "attention_src_len"])]
+    )
+    inputs = list(graph.input)
+    del graph.input[:]
+    graph.input.extend([*inputs[:2], make(switch, onnx.TensorProto.BOOL, []), *inputs[2:]])
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
 
 
 def _attach_head(path: Path, projection: nn.Linear) -> None:
@@ -440,17 +535,23 @@ def _graph_description(path: Path) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def _max_difference(model: Any, folder: Path, src: Tensor, src_lengths: Tensor) -> float:
+def _max_difference(model: Any, folder: Path, src: Tensor, src_lengths: Tensor) -> tuple[float, float]:
     """Largest |log p| difference between PyTorch and ONNX Runtime over the first decoding steps,
-    in the full log-probabilities and in the ranked top k (values; PAD and BOS excluded) and EOS."""
+    in the full log-probabilities and in the ranked top k (values; PAD and BOS excluded) and EOS;
+    and the largest difference in the attention (0 for a model without attention)."""
     exported = OnnxModel(folder)
     memory, state = model.encode(src, src_lengths)
     onnx_memory, onnx_state = exported.encode(src, src_lengths)
     prev_tokens = torch.full((src.size(0),), BOS_ID)
     k = min(CHECK_TOP_K, exported.vocab_size - len(BANNED_IDS))
-    worst = 0.0
+    worst = worst_attention = 0.0
     for _ in range(CHECK_STEPS):
-        log_probs, state = model.decode_step(prev_tokens, memory, state)
+        if model.attends:
+            log_probs, state, attention = model.decode_step_with_attention(prev_tokens, memory, state)
+            *_, onnx_attention = exported.decode_top_k_with_attention(prev_tokens, onnx_memory, onnx_state, k)
+            worst_attention = max(worst_attention, (attention - onnx_attention).abs().max().item())
+        else:
+            log_probs, state = model.decode_step(prev_tokens, memory, state)
         best, _tokens, eos, _ = exported.decode_top_k(prev_tokens, onnx_memory, onnx_state, k)
         onnx_log_probs, onnx_state = exported.decode_step(prev_tokens, onnx_memory, onnx_state)
         ranked = log_probs.index_fill(1, torch.tensor(BANNED_IDS), float("-inf")).topk(k, dim=1).values
@@ -461,7 +562,7 @@ def _max_difference(model: Any, folder: Path, src: Tensor, src_lengths: Tensor) 
             (log_probs[:, EOS_ID] - eos).abs().max().item(),
         )
         prev_tokens = log_probs.argmax(dim=-1)
-    return worst
+    return worst, worst_attention
 
 
 @torch.no_grad()
@@ -502,6 +603,7 @@ def export_model(
     steps = []
     for _ in range(2):  # the state after one step and after two: an axis that grew is the cache
         features, *state = decoder(prev_tokens, torch.arange(batch), *memory, *state)
+        state = state[: len(encoder.state_keys)]  # without the attention
         steps.append(state)
         prev_tokens = projection(features).argmax(dim=-1)
     beam_indices = torch.tensor([1, 0, 0])  # traced on a reordering that is not the identity
@@ -509,6 +611,7 @@ def export_model(
         PREV_TOKENS: {0: "batch"},
         BEAM_INDICES: {0: "batch"},
         FEATURES: {0: "batch"},
+        WEIGHTS: {0: "batch", 1: "src_len"},
     }
     for key in encoder.memory_keys:  # one row per sentence (Transformer) or per row (LSTMs)
         decoder_axes[MEMORY + key] = {
@@ -528,6 +631,8 @@ def export_model(
         decoder.output_names(),
         decoder_axes,
     )
+    if decoder.attends:
+        _make_optional(folder / DECODER_FILE, WEIGHTS, ATTENTION, WANT_ATTENTION)
     _attach_head(folder / DECODER_FILE, projection)
 
     meta: dict[str, Any] = {
@@ -540,20 +645,23 @@ def export_model(
         "memory_per_sentence": isinstance(model, TransformerSeq2Seq),
     }
     _write_meta(folder, meta)  # the check loads the folder as the backend will
-    difference = {"float32": _max_difference(model, folder, check_src, check_lengths)}
-    if difference["float32"] > TOLERANCE:
-        raise ExportError(
-            f"the ONNX graphs differ from the model by {difference['float32']:.2g} in log-probability"
-            f" (more than {TOLERANCE}): an exporter problem, please report it"
-        )
+    difference, attention = {}, {}
+    difference["float32"], attention["float32"] = _max_difference(model, folder, check_src, check_lengths)
+    for what, value in (("log-probability", difference["float32"]), ("attention", attention["float32"])):
+        if value > TOLERANCE:
+            raise ExportError(
+                f"the ONNX graphs differ from the model by {value:.2g} in {what}"
+                f" (more than {TOLERANCE}): an exporter problem, please report it"
+            )
     if quantize == "int8":
         for name in (ENCODER_FILE, DECODER_FILE):
             _quantize(folder / name)
-        difference["int8"] = _max_difference(model, folder, check_src, check_lengths)
+        difference["int8"], attention["int8"] = _max_difference(model, folder, check_src, check_lengths)
     meta["check"] = {
         "sentences": len(CHECK_LENGTHS),
         "steps": CHECK_STEPS,
         "max_abs_log_prob_difference": difference,
+        "max_abs_attention_difference": attention if model.attends else None,
     }
     meta["exporter"] = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__}
     return _write_meta(folder, meta)

@@ -191,7 +191,10 @@ class AttentionRNNSeq2Seq(ProjectedStep, nn.Module):
 
     memory: {"src_mask" (B, S), "encoder_outputs" (B, S, K), "keys" (B, S, *)}
     state: {"h" (B, L, H), "c" (B, L, H) with the LSTM cell, "feed" (B, H) when input_feeding}
+    The attention the step returns (`decode_step_with_attention`) is the scorer's weights.
     """
+
+    attends = True
 
     def __init__(self, cfg: AttentionRNNConfig, src_vocab_size: int, tgt_vocab_size: int) -> None:
         super().__init__()
@@ -223,23 +226,27 @@ class AttentionRNNSeq2Seq(ProjectedStep, nn.Module):
 
     def _step(
         self, embedded: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """One decoder step: embedded (B, E) -> attentional vector a_t (B, H) and the new state."""
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """One decoder step: embedded (B, E) -> attentional vector a_t (B, H), the new state and
+        the attention weights (B, S)."""
         x = torch.cat([embedded, state["feed"]], dim=-1) if self.input_feeding else embedded
-        attentional, new_state = self._steps(x.unsqueeze(1), memory, state)
+        attentional, new_state, weights = self._steps(x.unsqueeze(1), memory, state)
         attentional = attentional[:, 0]  # (B, H)
         if self.input_feeding:
             new_state["feed"] = attentional
-        return attentional, new_state
+        return attentional, new_state, weights[:, 0]
 
     def _steps(
         self, x: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Decoder inputs x (B, T, *) -> attentional vectors (B, T, H) and the cell's state after step T."""
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """Decoder inputs x (B, T, *) -> attentional vectors (B, T, H), the cell's state after step T
+        and the attention weights (B, T, S)."""
         queries, new_state = run_cell(self.decoder, x, state)  # (B, T, H)
-        context, _ = self.attention(queries, memory["keys"], memory["encoder_outputs"], memory["src_mask"])
+        context, weights = self.attention(
+            queries, memory["keys"], memory["encoder_outputs"], memory["src_mask"]
+        )
         attentional = torch.tanh(self.combine(torch.cat([context, queries], dim=-1)))  # (B, T, H)
-        return attentional, new_state
+        return attentional, new_state, weights
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing: src (B, S), src_lengths (B,), tgt_in (B, T) -> logits (B, T, V).
@@ -251,11 +258,11 @@ class AttentionRNNSeq2Seq(ProjectedStep, nn.Module):
         if self.input_feeding:
             steps = []
             for t in range(tgt_in.size(1)):
-                a_t, state = self._step(embedded[:, t], memory, state)
+                a_t, state, _ = self._step(embedded[:, t], memory, state)
                 steps.append(a_t)
             attentional = torch.stack(steps, dim=1)
         else:
-            attentional, _ = self._steps(embedded, memory, state)
+            attentional, _, _ = self._steps(embedded, memory, state)
         return self.output(self.dropout(attentional))  # (B, T, V)
 
     @property
@@ -266,5 +273,13 @@ class AttentionRNNSeq2Seq(ProjectedStep, nn.Module):
         self, prev_tokens: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """prev_tokens (B,) -> the projection's inputs (B, E) and the new state."""
-        attentional, state = self._step(self.dropout(self.tgt_embed(prev_tokens)), memory, state)
-        return self.output.features(self.dropout(attentional)), state
+        features, state, _ = self.decode_features_with_attention(prev_tokens, memory, state)
+        return features, state
+
+    def decode_features_with_attention(
+        self, prev_tokens: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """As `decode_features`, with the step's attention weights (B, S), which the step computes
+        anyway."""
+        attentional, state, weights = self._step(self.dropout(self.tgt_embed(prev_tokens)), memory, state)
+        return self.output.features(self.dropout(attentional)), state, weights

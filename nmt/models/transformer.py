@@ -57,19 +57,24 @@ class MultiHeadAttention(nn.Module):
         """Queries from x (B, T, D) attend to keys/values (B, N, S, Dh) -> (B, T, D).
 
         mask: boolean, True = may attend, broadcastable to (B, N, T, S); None = attend everywhere."""
-        dropout = self.dropout if self.training else 0.0
-        queries = self._split(self.q(x))  # (B, N, T, Dh)
         if x.size(1) == 1:
             # one query (a decoding step): plain matmuls beat the fused kernel, which is built
             # for long sequences (about 2x faster per step on CPU at batch 160)
-            scores = queries @ keys.transpose(-2, -1) / math.sqrt(queries.size(-1))  # (B, N, 1, S)
-            if mask is not None:
-                scores = scores.masked_fill(~mask, float("-inf"))
-            weights = F.dropout(scores.softmax(dim=-1), dropout, self.training)
-            out = weights @ values  # (B, N, 1, Dh)
-        else:
-            out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, dropout_p=dropout)
+            return self.attend(x, keys, values, mask)[0]
+        dropout = self.dropout if self.training else 0.0
+        queries = self._split(self.q(x))  # (B, N, T, Dh)
+        out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, dropout_p=dropout)
         return self.out(out.transpose(1, 2).flatten(2))
+
+    def attend(self, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """As `forward`, with plain matmuls, also giving the attention weights (B, N, T, S)."""
+        queries = self._split(self.q(x))  # (B, N, T, Dh)
+        scores = queries @ keys.transpose(-2, -1) / math.sqrt(queries.size(-1))  # (B, N, T, S)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = scores.softmax(dim=-1)
+        out = F.dropout(weights, self.dropout, self.training) @ values  # (B, N, T, Dh)
+        return self.out(out.transpose(1, 2).flatten(2)), weights
 
 
 class FeedForward(nn.Sequential):
@@ -137,18 +142,25 @@ class DecoderLayer(_ResidualLayer):
         cross_v: Tensor,
         src_mask: Tensor,
         causal_mask: Tensor | None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """x (B, T, D) for the positions after the t cached ones; self_k/self_v (B, N, t, Dh);
         cross_k/cross_v (B, N, S, Dh); src_mask (B, 1, 1, S); causal_mask (T, t + T) or None when T = 1.
-        -> x (B, T, D) and the self-attention cache extended to (B, N, t + T, Dh)."""
+        -> x (B, T, D), the self-attention cache extended to (B, N, t + T, Dh), and with
+        `need_weights` the cross-attention weights (B, N, T, S) (else None)."""
         h = self._input(x, self.self_norm)
         k, v = self.self_attn.keys_values(h)
         self_k, self_v = torch.cat([self_k, k], dim=2), torch.cat([self_v, v], dim=2)
         x = self._residual(x, self.self_attn(h, self_k, self_v, causal_mask), self.self_norm)
         h = self._input(x, self.cross_norm)
-        x = self._residual(x, self.cross_attn(h, cross_k, cross_v, src_mask), self.cross_norm)
+        weights = None
+        if need_weights:
+            y, weights = self.cross_attn.attend(h, cross_k, cross_v, src_mask)
+        else:
+            y = self.cross_attn(h, cross_k, cross_v, src_mask)
+        x = self._residual(x, y, self.cross_norm)
         x = self._residual(x, self.ff(self._input(x, self.ff_norm)), self.ff_norm)
-        return x, self_k, self_v
+        return x, self_k, self_v, weights
 
 
 class TransformerSeq2Seq(ProjectedStep, nn.Module):
@@ -161,7 +173,11 @@ class TransformerSeq2Seq(ProjectedStep, nn.Module):
 
     memory: {"src_mask" (B, S), "cross_k{i}", "cross_v{i}" (B, N, S, Dh) for each decoder layer i}
     state: {"self_k{i}", "self_v{i}" (B, N, t, Dh) for each decoder layer i; t = 0 after encode}
+    The attention the step returns (`decode_step_with_attention`) is the cross-attention of decoder
+    layer `alignment_layer` (the config's; the last by default), averaged over its heads.
     """
+
+    attends = True
 
     def __init__(self, cfg: TransformerConfig, src_vocab_size: int, tgt_vocab_size: int) -> None:
         super().__init__()
@@ -171,6 +187,7 @@ class TransformerSeq2Seq(ProjectedStep, nn.Module):
             )
         self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
         self.max_positions = cfg.max_positions
+        self.alignment_layer = cfg.alignment_layer % cfg.decoder_layers
         self.scale = math.sqrt(cfg.d_model)
         self.tgt_embed = nn.Embedding(tgt_vocab_size, cfg.d_model, padding_idx=PAD_ID)
         if cfg.share_embeddings:
@@ -229,15 +246,21 @@ class TransformerSeq2Seq(ProjectedStep, nn.Module):
         return self.output
 
     def _decode(
-        self, tgt: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor], causal_mask: Tensor | None
-    ) -> tuple[Tensor, dict[str, Tensor]]:
+        self,
+        tgt: Tensor,
+        memory: dict[str, Tensor],
+        state: dict[str, Tensor],
+        causal_mask: Tensor | None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
         """tgt (B, T), following the state's t cached positions -> the output projection's inputs
-        (B, T, D), the extended state."""
+        (B, T, D), the extended state, and with `need_weights` the alignment layer's
+        cross-attention averaged over its heads (B, T, S) (else None)."""
         x = self._embed(tgt, self.tgt_embed, start=state["self_k0"].shape[2])
         attn_mask = memory["src_mask"][:, None, None, :]  # (B, 1, 1, S)
-        new_state = {}
+        new_state, attention = {}, None
         for i, layer in enumerate(self.decoder_layers):
-            x, new_state[f"self_k{i}"], new_state[f"self_v{i}"] = layer(
+            x, new_state[f"self_k{i}"], new_state[f"self_v{i}"], weights = layer(
                 x,
                 state[f"self_k{i}"],
                 state[f"self_v{i}"],
@@ -245,8 +268,11 @@ class TransformerSeq2Seq(ProjectedStep, nn.Module):
                 memory[f"cross_v{i}"],
                 attn_mask,
                 causal_mask,
+                need_weights and i == self.alignment_layer,
             )
-        return self.decoder_norm(x), new_state
+            if weights is not None:
+                attention = weights.mean(dim=1)  # (B, T, S)
+        return self.decoder_norm(x), new_state, attention
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing: src (B, S), src_lengths (B,), tgt_in (B, T) -> logits (B, T, V)."""
@@ -265,5 +291,15 @@ class TransformerSeq2Seq(ProjectedStep, nn.Module):
         """prev_tokens (B,) -> the output projection's inputs (B, D) and the state with one more
         cached position. The position of prev_tokens is the cache length; one new query may
         attend to every cached key."""
-        features, state = self._decode(prev_tokens.unsqueeze(1), memory, state, causal_mask=None)
+        features, state, _ = self._decode(prev_tokens.unsqueeze(1), memory, state, causal_mask=None)
         return features[:, 0], state
+
+    def decode_features_with_attention(
+        self, prev_tokens: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """As `decode_features`, with the alignment layer's cross-attention, heads averaged (B, S)."""
+        features, state, attention = self._decode(
+            prev_tokens.unsqueeze(1), memory, state, causal_mask=None, need_weights=True
+        )
+        assert attention is not None
+        return features[:, 0], state, attention[:, 0]

@@ -12,7 +12,7 @@ from serving.errors import ApiError
 from serving.registry import ModelEntry, RoutingError
 from serving.schemas import ModelsResponse, TranslateRequest, TranslateResponse
 from serving.services import Services
-from serving.translation import Caller, check_texts, run_translation, search_options
+from serving.translation import Caller, check_alignment, check_texts, run_translation, search_options
 
 router = APIRouter(tags=["translate"])
 
@@ -64,8 +64,11 @@ async def translate(request: Request) -> Response:
     search = search_options(
         entry, settings, body.beam_size, body.n_best, body.max_length, body.length_penalty
     )
+    check_alignment(entry, body.return_alignment)
     caller = Caller(owner(request, services, key), body.model is not None, until_gone(request))
-    results, ids = await run_translation(services, entry, texts, search, "text", caller)
+    results, ids = await run_translation(
+        services, entry, texts, search, "text", caller, body.return_alignment
+    )
     # serialised here, once, from plain dicts: returning the pydantic model would make FastAPI
     # validate it a second time (TranslateResponse still documents the shape)
     translations = []
@@ -81,6 +84,8 @@ async def translate(request: Request) -> Response:
         }
         if search.n_best > 1:
             item["alternatives"] = [{"text": t, "score": finite(score)} for t, score in result.alternatives]
+        if result.alignment is not None:
+            item["alignment"] = result.alignment
         translations.append(item)
     content = orjson.dumps({"translations": translations})
     return Response(content, media_type="application/json", headers=variant_headers(entry))

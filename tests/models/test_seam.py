@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -91,3 +92,23 @@ def test_gradients_reach_every_parameter(model, batch):
         assert param.grad is not None, name
         assert torch.isfinite(param.grad).all(), name
     assert any(param.grad.abs().sum() > 0 for param in model.parameters())
+
+
+@torch.no_grad()
+def test_attention_is_a_distribution_over_each_source(model, batch):
+    """decode_step_with_attention: decode_step's results, and per row weights over its source's
+    tokens (EOS included) that sum to 1, zero at padding. A model without attention has none."""
+    memory, state = model.encode(batch.src, batch.src_lengths)
+    if not model.attends:
+        with pytest.raises(NotImplementedError, match="has no attention"):
+            model.decode_step_with_attention(batch.tgt_in[:, 0], memory, state)
+        return
+    for t in range(3):
+        expected, expected_state = model.decode_step(batch.tgt_in[:, t], memory, state)
+        log_probs, state, attention = model.decode_step_with_attention(batch.tgt_in[:, t], memory, state)
+        torch.testing.assert_close(log_probs, expected, atol=1e-6, rtol=0)
+        for name, tensor in expected_state.items():
+            torch.testing.assert_close(state[name], tensor, atol=1e-6, rtol=0)
+        assert attention.shape == batch.src.shape
+        torch.testing.assert_close(attention.sum(-1), torch.ones(batch.src.size(0)))
+        assert (attention[batch.src == PAD_ID] == 0).all() and (attention >= 0).all()

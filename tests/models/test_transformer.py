@@ -51,3 +51,36 @@ def test_longer_than_max_positions_is_an_error(tiny_config, tiny_model):
         model.encode(src, torch.tensor([9]))
     with pytest.raises(ValueError, match="max_positions"):
         model(src[:, :4], torch.tensor([4]), torch.full((1, 9), 5))
+
+
+@torch.no_grad()
+def test_alignment_layer_picks_the_cross_attention_heads_averaged(batch, tiny_config, tiny_model):
+    """The attention returned is the chosen decoder layer's cross-attention, the mean of its heads."""
+    model = tiny_model(tiny_config("transformer"))
+    seen = {}
+
+    def recording(index, attend):
+        def wrapper(*args):
+            out, weights = attend(*args)
+            seen[index] = weights  # (B, N, 1, S)
+            return out, weights
+
+        return wrapper
+
+    for i, layer in enumerate(model.decoder_layers):
+        layer.cross_attn.attend = recording(i, layer.cross_attn.attend)
+    memory, state = model.encode(batch.src, batch.src_lengths)
+    tokens = batch.tgt_in[:, 0]
+    for layer in (0, 1, -1):
+        model.alignment_layer = layer % 2
+        seen.clear()
+        _, _, attention = model.decode_step_with_attention(tokens, memory, state)
+        torch.testing.assert_close(attention, seen[layer % 2].mean(dim=1)[:, 0])
+
+
+def test_alignment_layer_must_exist(tiny_config):
+    assert tiny_config("transformer").alignment_layer == -1
+    for layer in (1, -2):
+        assert tiny_config("transformer", alignment_layer=layer).alignment_layer == layer
+    with pytest.raises(ValueError, match="alignment_layer"):
+        tiny_config("transformer", alignment_layer=2)

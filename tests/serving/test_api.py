@@ -4,13 +4,14 @@ feedback and report, metrics."""
 from __future__ import annotations
 
 import collections
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from nmt.bundle import load_bundle
 from nmt.translator import Translator
-from tests.serving.conftest import metric
+from tests.serving.conftest import metric, start_server, stop_server
 
 SENTENCES = ["A man is riding a bike.", "Two dogs play in the snow.", "A woman sings on a stage."]
 
@@ -58,6 +59,46 @@ def test_a_text_of_several_sentences_is_split_and_joined(ab_server):
         parts = post(client, text=SENTENCES[:2], model="tiny-transformer").json()
     assert whole["translations"][0]["text"] == " ".join(t["text"] for t in parts["translations"])
     assert parts["translations"][0]["cached"] and parts["translations"][1]["cached"]
+
+
+def test_return_alignment_gives_the_library_alignments_joined_over_sentences(ab_server, models_dir):
+    sentences = ["A girl in a red coat rides a bike.", "Three men sit on a bench."]  # in no other test
+    text = " ".join(sentences)
+    with ab_server.client() as client:
+        for name in ("tiny-transformer", "tiny-lstm_attention"):
+            plain = post(client, text=text, model=name).json()["translations"][0]
+            assert "alignment" not in plain
+            # the cached answer without alignments does not serve a request for them
+            first = post(client, text=text, model=name, return_alignment=True).json()["translations"][0]
+            again = post(client, text=text, model=name, return_alignment=True).json()["translations"][0]
+            assert (plain["cached"], first["cached"], again["cached"]) == (False, False, True)
+            assert first["text"] == again["text"] == plain["text"]
+            assert first["alignment"] == again["alignment"]
+            translator = Translator.from_bundle(load_bundle(models_dir / name), backend="onnx")
+            one, two = (nbest[0] for nbest in translator.translate(sentences, alignments=True))
+            shift = (len(sentences[0].split()), len(one.text.split()))
+            expected = [*one.alignment, *((src + shift[0], tgt + shift[1]) for src, tgt in two.alignment)]
+            assert first["alignment"] == [list(link) for link in expected]
+            assert [tgt for _, tgt in first["alignment"]] == list(range(len(first["text"].split())))
+            described = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+            assert described[name]["alignment"] is True
+
+
+def test_return_alignment_for_a_model_without_attention_is_a_422(trained_bundles, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(trained_bundles["lstm"], models / "tiny-lstm")
+    server = start_server(models, tmp_path, backend="torch")
+    try:
+        with server.client() as client:
+            answer = post(client, text=SENTENCES[0], return_alignment=True)
+            assert answer.status_code == 422, answer.text
+            error = answer.json()["error"]
+            assert error["field"] == "return_alignment" and "without attention" in error["message"]
+            assert post(client, text=SENTENCES[0], return_alignment="yes").status_code == 422
+            assert post(client, text=SENTENCES[0], return_alignment=False).status_code == 200
+            assert client.get("/v1/models").json()["models"][0]["alignment"] is False
+    finally:
+        stop_server(server)
 
 
 def test_n_best_gives_alternatives(ab_server):

@@ -28,7 +28,9 @@ class Recorder:
         self.delay = delay
         self.lock = threading.Lock()
 
-    def __call__(self, batch: list[list[int]], search: SearchConfig) -> list[list[Translation]]:
+    def __call__(
+        self, batch: list[list[int]], search: SearchConfig, alignments: bool = False
+    ) -> list[list[Translation]]:
         time.sleep(self.delay)
         sentences = ["".join(map(chr, tokens)) for tokens in batch]
         with self.lock:
@@ -194,9 +196,9 @@ def test_two_slots_decode_two_batches_at_once():
     recorder = Recorder(delay=0.2)
     spans: list[tuple[float, float]] = []
 
-    def timed(batch, search):
+    def timed(batch, search, alignments):
         started = time.monotonic()
-        result = recorder(batch, search)
+        result = recorder(batch, search, alignments)
         spans.append((started, time.monotonic()))
         return result
 

@@ -94,7 +94,7 @@ def test_redis_going_away_reads_as_misses_and_comes_back(redis_server):
     assert errors  # counted
 
 
-def test_the_key_covers_version_pair_options_and_normalises_whitespace():
+def test_the_key_covers_version_pair_options_alignment_and_normalises_whitespace():
     options = '{"beam_size":5}'
     key = cache_key("v1", "en", "de", "A  man\u00a0 runs. ", options)
     assert key == cache_key("v1", "en", "de", "A man runs.", options)
@@ -103,5 +103,7 @@ def test_the_key_covers_version_pair_options_and_normalises_whitespace():
         cache_key("v1", "en", "fr", "A man runs.", options),
         cache_key("v1", "en", "de", "A man runs!", options),
         cache_key("v1", "en", "de", "A man runs.", '{"beam_size":4}'),
+        cache_key("v1", "en", "de", "A man runs.", options, alignment=True),  # values with alignments
     ]
-    assert len({key, *others}) == 5
+    assert len({key, *others}) == 6
+    assert key == cache_key("v1", "en", "de", "A man runs.", options, alignment=False)
