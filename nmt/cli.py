@@ -24,6 +24,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import signal
 import sys
 from collections.abc import Iterator
@@ -83,6 +84,7 @@ def _chunks(lines: Iterator[str], size: int) -> Iterator[list[str]]:
 def cmd_translate(args) -> None:
     from nmt.alignment import pharaoh
     from nmt.errors import NoAttention
+    from nmt.translator import Translation
 
     translator, search = _translator(args)
     if args.alignments and not translator.attends:
@@ -94,7 +96,10 @@ def cmd_translate(args) -> None:
     # chunks keep memory bounded on long inputs while each chunk still batches well
     for chunk in _chunks(sys.stdin, max(args.batch_size * 32, 1024)):
         for nbest in translator.translate(chunk, search, args.alignments):
-            for t in nbest:
+            # n lines for every input, always: an empty line (or a search that finished fewer
+            # hypotheses) is padded with empty translations scored -inf
+            missing = search.n_best - len(nbest)
+            for t in [*nbest, *[Translation("", -math.inf, -math.inf)] * missing]:
                 fields = [t.text] if search.n_best == 1 else [t.text, f"{t.score:.4f}"]
                 if args.alignments:
                     fields.append(pharaoh(t.alignment or []))

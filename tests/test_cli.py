@@ -83,11 +83,12 @@ def test_n_best_lists(trained_bundles):
         "3",
         "--n-best",
         "3",
-        stdin="A man.\nTwo dogs play in the snow.\n",
+        stdin="A man.\n\nTwo dogs play in the snow.\n",
     ).stdout.splitlines()
-    assert len(out) == 6
+    assert len(out) == 9, out  # three lines for every input, the empty one too
     scores = [float(line.rsplit("\t", 1)[1]) for line in out[:3]]
     assert scores == sorted(scores, reverse=True)
+    assert all(line.startswith("\t") for line in out[3:6])
 
 
 @pytest.mark.parametrize("arch", ["transformer", "gru_attention"])
