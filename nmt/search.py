@@ -1,14 +1,17 @@
-"""Greedy and batched beam search over any model that offers `encode` / `decode_step`.
+"""Greedy and batched beam search over any model that offers the seam `nmt.models.step.Seq2Seq`.
 
 One implementation serves every architecture and backend: greedy search is beam search with a
-beam of one. The search only needs the seam described in `nmt.models`:
+beam of one. The search only needs the seam (typed in `nmt.models.step`):
 
     encode(src (B, S), src_lengths (B,)) -> (memory, state)
-    decode_step(prev_tokens (B,), memory, state) -> (log_probs (B, V), state)
+    decode_top_k(prev_tokens (R,), memory, state, k) -> (best (R, k), tokens (R, k), eos (R,), state)
+    decode_step(prev_tokens (R,), memory, state) -> (log_probs (R, V), state), when n-grams are blocked
+    select_memory / select_state(tensors, rows), and the memory layout `memory_per_sentence`
 
 `memory` (encoder outputs, masks, cross-attention keys) is the same for every hypothesis of a
-sentence, so it is only re-selected when finished sentences leave the batch; `state` (LSTM
-states, key/value caches) follows its hypothesis and is re-selected every step.
+sentence, so it is only re-selected when finished sentences leave the batch (and expanded to the
+beams once, unless the model takes it once per sentence); `state` (recurrent states, key/value
+caches) follows its hypothesis and is re-selected every step.
 
 `BeamBatch` holds the bookkeeping of a batch of beams and is driven by one loop in
 `beam_search`; it is tested on hand-made log-probabilities.
@@ -27,7 +30,9 @@ Letters: B sentences, K beams, R = B * K rows, V vocabulary, t tokens so far.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -35,7 +40,8 @@ from torch import Tensor
 from nmt.config import SearchConfig
 from nmt.specials import BOS_ID, EOS_ID, PAD_ID
 
-TensorDict = dict[str, Tensor]
+if TYPE_CHECKING:  # the models import this module's rules; the search needs their seam's type only
+    from nmt.models.step import Seq2Seq
 
 # the tokens no search ever produces, whatever the model gives them: the one statement of this
 # rule, which the ONNX output head (built with it) and every backend's top k follow
@@ -62,7 +68,7 @@ def max_lengths(src_lengths: Tensor, options: SearchConfig, cap: int | None = No
     return limits.clamp(max=min(caps)) if caps else limits
 
 
-def select(tensors: TensorDict, index: Tensor) -> TensorDict:
+def select(tensors: Mapping[str, Tensor], index: Tensor) -> dict[str, Tensor]:
     """Pick rows (dim 0) of every tensor: reorders beams or drops finished sentences."""
     return {name: value.index_select(0, index) for name, value in tensors.items()}
 
@@ -242,44 +248,42 @@ class BeamBatch:
 
 @torch.inference_mode()
 def beam_search(
-    model, src: Tensor, src_lengths: Tensor, options: SearchConfig, max_len_cap: int | None = None
+    model: Seq2Seq, src: Tensor, src_lengths: Tensor, options: SearchConfig, max_len_cap: int | None = None
 ) -> list[list[Hypothesis]]:
     """Translate a batch: src (B, S) with lengths (B,) -> an n-best list for each sentence.
 
-    `model` is anything with `encode` and `decode_step` (a PyTorch model or an ONNX backend).
-    A model may also take over three chores of the search, for speed (`nmt.backends.onnx` does):
-    `select_memory(memory, rows)` and `select_state(state, rows)` in place of `select` (its memory
-    and state need not be tensors then), and `decode_top_k(prev_tokens, memory, state, k) ->
-    (row_best (R, k), row_tokens (R, k), eos (R,), state)`, each row's k best continuations
-    other than PAD and BOS, in place of the full log-probabilities (see `BeamBatch.advance_top_k`).
-    """
-    select_memory = getattr(model, "select_memory", select)
-    select_state = getattr(model, "select_state", select)
-    decode_top_k = None if options.no_repeat_ngram else getattr(model, "decode_top_k", None)
+    Each step takes each row's `beam_size` best continuations from `model.decode_top_k`
+    (`BeamBatch.advance_top_k`), or, when n-grams are blocked, which needs them all, the full
+    log-probabilities from `model.decode_step` (`BeamBatch.advance`)."""
     beam = options.beam_size
     memory, state = model.encode(src, src_lengths)
     beams = BeamBatch(max_lengths(src_lengths, options, max_len_cap), options)
     # the first step is the same for every beam of a sentence (BOS after the same source), so it
-    # runs once per sentence, its result repeated for the beams; memory and state are then
-    # expanded to the beams by the first selections below
+    # runs once per sentence, its result repeated for the beams; the state is then expanded to
+    # the beams by the first selection below, and so is the memory, unless the model takes it
+    # once per sentence: `grouped` beam rows share a memory row, `held` do now
     rows_per_input = beam
-    expand = torch.arange(src.size(0), device=src.device).repeat_interleave(beam)
+    grouped, held = (beam if model.memory_per_sentence else 1), beam
     while not beams.done:
         tokens = beams.last_tokens[::rows_per_input]
-        if decode_top_k is None:
+        if options.no_repeat_ngram:
             log_probs, state = model.decode_step(tokens, memory, state)
             state_rows, memory_rows = beams.advance(log_probs.repeat_interleave(rows_per_input, dim=0))
         else:
-            row_best, row_tokens, eos, state = decode_top_k(tokens, memory, state, beam)
+            row_best, row_tokens, eos, state = model.decode_top_k(tokens, memory, state, beam)
             row_best, row_tokens, eos = (
                 t.repeat_interleave(rows_per_input, dim=0) for t in (row_best, row_tokens, eos)
             )
             state_rows, memory_rows = beams.advance_top_k(row_best, row_tokens, eos)
         if rows_per_input > 1:  # after the first step: from one row per sentence to one per beam
             state_rows = torch.div(state_rows, rows_per_input, rounding_mode="floor")
-            memory_rows = expand if memory_rows is None else expand.index_select(0, memory_rows)
             rows_per_input = 1
-        state = select_state(state, state_rows)
-        if memory_rows is not None:
-            memory = select_memory(memory, memory_rows)
+        state = model.select_state(state, state_rows)
+        if memory_rows is None and held != grouped:
+            memory_rows = torch.arange(beams.tokens.size(0), device=src.device)  # every beam row
+        if memory_rows is not None:  # beam rows -> memory rows: one per `grouped` of them
+            memory = model.select_memory(
+                memory, torch.div(memory_rows[::grouped], held, rounding_mode="floor")
+            )
+            held = grouped
     return beams.results

@@ -6,8 +6,15 @@ Decoding one token at a time reuses two kinds of keys and values:
 - self-attention keys/values of the tokens decoded so far grow by one position per step
   ("self_k{i}", "self_v{i}" in state, starting with length 0).
 
-Letters: B batch, S source length, T target length (t: tokens decoded so far), D d_model,
-N heads, Dh = D / N, V vocabulary.
+A decoding step (`decode_features`, which the search runs and the ONNX exporter traces) is
+written for that one token: every row a 2-D (R, D) row, the self-attention's query, key and
+value projections fused into one (D, 3D) matrix, reshapes to constant shapes, the source mask
+turned into an additive bias once for all layers, and the memory taken once per sentence for
+its consecutive hypotheses (`memory_per_sentence`, see `nmt.models.step`). Teacher forcing
+(`forward`) runs the layers over whole sequences instead.
+
+Letters: B batch (sentences), R rows decoded (R = B * G, G hypotheses per sentence), S source
+length, T target length (t: tokens decoded so far), D d_model, N heads, Dh = D / N, V vocabulary.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from torch import Tensor, nn
 
 from nmt.config import TransformerConfig
 from nmt.models.attention import padding_mask
-from nmt.models.step import ProjectedStep
+from nmt.models.step import Seq2SeqModel, Tensors
 from nmt.specials import PAD_ID
 
 
@@ -40,6 +47,9 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, d_model: int, heads: int, dropout: float) -> None:
         super().__init__()
         self.heads, self.dropout = heads, dropout
+        self.d_model, self.head_dim = d_model, d_model // heads
+        self._qkv: tuple[Tensor, Tensor] | None = None  # see _fused_qkv
+        self._qkv_key: tuple[tuple[int, int], ...] = ()
         self.q = nn.Linear(d_model, d_model)
         self.k = nn.Linear(d_model, d_model)
         self.v = nn.Linear(d_model, d_model)
@@ -59,17 +69,57 @@ class MultiHeadAttention(nn.Module):
         mask: boolean, True = may attend, broadcastable to (B, N, T, S); None = attend everywhere."""
         dropout = self.dropout if self.training else 0.0
         queries = self._split(self.q(x))  # (B, N, T, Dh)
-        if x.size(1) == 1:
-            # one query (a decoding step): plain matmuls beat the fused kernel, which is built
-            # for long sequences (about 2x faster per step on CPU at batch 160)
-            scores = queries @ keys.transpose(-2, -1) / math.sqrt(queries.size(-1))  # (B, N, 1, S)
-            if mask is not None:
-                scores = scores.masked_fill(~mask, float("-inf"))
-            weights = F.dropout(scores.softmax(dim=-1), dropout, self.training)
-            out = weights @ values  # (B, N, 1, Dh)
-        else:
-            out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, dropout_p=dropout)
+        out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, dropout_p=dropout)
         return self.out(out.transpose(1, 2).flatten(2))
+
+    # -- one decoding step: rows (R, D), see the module docstring --------------------------------
+
+    def _attend(self, queries: Tensor, keys: Tensor, values: Tensor, bias: Tensor | None) -> Tensor:
+        """queries (B, N, G, Dh) against keys/values (B, N, S, Dh), additive bias (B, 1, 1, S) or
+        None -> (B, N, G, Dh). Plain matmuls: for a few queries they beat the fused kernel, which
+        is built for long sequences."""
+        scores = queries @ keys.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, N, G, S)
+        if bias is not None:
+            scores = scores + bias
+        weights = F.dropout(scores.softmax(dim=-1), self.dropout, self.training)
+        return weights @ values
+
+    def _fused_qkv(self) -> tuple[Tensor, Tensor]:
+        """The query, key and value projections as one (3D, D) weight and (3D,) bias. Without
+        gradients they are concatenated once and kept while the weights are the same, unchanged
+        tensors (an optimizer step or loading weights changes their version, which rebuilds them)."""
+        linears = (self.q, self.k, self.v)
+        if torch.is_grad_enabled():
+            return torch.cat([m.weight for m in linears]), torch.cat([m.bias for m in linears])
+        key = tuple((t.data_ptr(), t._version) for m in linears for t in (m.weight, m.bias))
+        if self._qkv is None or self._qkv_key != key:
+            # plain tensors even when made in inference mode, so the exporter may trace them
+            with torch.inference_mode(False), torch.no_grad():
+                self._qkv = (
+                    torch.cat([m.weight for m in linears]),
+                    torch.cat([m.bias for m in linears]),
+                )
+            self._qkv_key = key
+        return self._qkv
+
+    def step_self(self, h: Tensor, cache_k: Tensor, cache_v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Self-attention of one new position per row: h (R, D), the rows' caches (R, N, t, Dh)
+        -> (R, D) and the caches extended to (R, N, t + 1, Dh). Reshapes to constant shapes: an
+        exported graph computes no shapes at each step."""
+        qkv = F.linear(h, *self._fused_qkv())  # (R, 3D): one matrix product
+        q, k, v = qkv.reshape(-1, 3, self.heads, 1, self.head_dim).unbind(1)  # (R, N, 1, Dh) each
+        keys, values = torch.cat([cache_k, k], dim=2), torch.cat([cache_v, v], dim=2)
+        context = self._attend(q, keys, values, None)  # (R, N, 1, Dh)
+        return self.out(context.reshape(-1, self.d_model)), keys, values
+
+    def step_cross(self, h: Tensor, keys: Tensor, values: Tensor, bias: Tensor) -> Tensor:
+        """Cross-attention of R = B * G rows, G consecutive ones per sentence: h (R, D) against
+        the B sentences' keys/values (B, N, S, Dh), bias (B, 1, 1, S) -> (R, D)."""
+        queries = (
+            self.q(h).reshape(keys.size(0), -1, self.heads, self.head_dim).transpose(1, 2)
+        )  # (B, N, G, Dh)
+        context = self._attend(queries, keys, values, bias)  # (B, N, G, Dh)
+        return self.out(context.transpose(1, 2).reshape(-1, self.d_model))
 
 
 class FeedForward(nn.Sequential):
@@ -150,8 +200,21 @@ class DecoderLayer(_ResidualLayer):
         x = self._residual(x, self.ff(self._input(x, self.ff_norm)), self.ff_norm)
         return x, self_k, self_v
 
+    def step(
+        self, x: Tensor, self_k: Tensor, self_v: Tensor, cross_k: Tensor, cross_v: Tensor, src_bias: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One decoding step of R = B * G rows: x (R, D); self_k/self_v (R, N, t, Dh);
+        cross_k/cross_v (B, N, S, Dh); src_bias (B, 1, 1, S), 0 or -inf
+        -> x (R, D) and the self-attention cache extended to (R, N, t + 1, Dh)."""
+        attended, self_k, self_v = self.self_attn.step_self(self._input(x, self.self_norm), self_k, self_v)
+        x = self._residual(x, attended, self.self_norm)
+        h = self._input(x, self.cross_norm)
+        x = self._residual(x, self.cross_attn.step_cross(h, cross_k, cross_v, src_bias), self.cross_norm)
+        x = self._residual(x, self.ff(self._input(x, self.ff_norm)), self.ff_norm)
+        return x, self_k, self_v
 
-class TransformerSeq2Seq(ProjectedStep, nn.Module):
+
+class TransformerSeq2Seq(Seq2SeqModel):
     """Encoder-decoder Transformer with sinusoidal positions and tied target/output embeddings.
 
     `share_embeddings`: one matrix for source, target and output (needs one joint vocabulary);
@@ -159,9 +222,12 @@ class TransformerSeq2Seq(ProjectedStep, nn.Module):
     `pre_norm`: LayerNorm before each sublayer plus a final LayerNorm on each stack (more stable
     without warmup); otherwise the original post-norm.
 
-    memory: {"src_mask" (B, S), "cross_k{i}", "cross_v{i}" (B, N, S, Dh) for each decoder layer i}
-    state: {"self_k{i}", "self_v{i}" (B, N, t, Dh) for each decoder layer i; t = 0 after encode}
+    memory: {"src_mask" (B, S), "cross_k{i}", "cross_v{i}" (B, N, S, Dh) for each decoder layer i},
+      one row per sentence (`memory_per_sentence`)
+    state: {"self_k{i}", "self_v{i}" (R, N, t, Dh) for each decoder layer i; t = 0 after encode}
     """
+
+    memory_per_sentence = True
 
     def __init__(self, cfg: TransformerConfig, src_vocab_size: int, tgt_vocab_size: int) -> None:
         super().__init__()
@@ -229,7 +295,7 @@ class TransformerSeq2Seq(ProjectedStep, nn.Module):
         return self.output
 
     def _decode(
-        self, tgt: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor], causal_mask: Tensor | None
+        self, tgt: Tensor, memory: Tensors, state: Tensors, causal_mask: Tensor | None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """tgt (B, T), following the state's t cached positions -> the output projection's inputs
         (B, T, D), the extended state."""
@@ -260,10 +326,24 @@ class TransformerSeq2Seq(ProjectedStep, nn.Module):
         return self.output(self._decode(tgt_in, memory, state, causal_mask)[0])
 
     def decode_features(
-        self, prev_tokens: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """prev_tokens (B,) -> the output projection's inputs (B, D) and the state with one more
-        cached position. The position of prev_tokens is the cache length; one new query may
-        attend to every cached key."""
-        features, state = self._decode(prev_tokens.unsqueeze(1), memory, state, causal_mask=None)
-        return features[:, 0], state
+        """prev_tokens (R,) -> the output projection's inputs (R, D) and the state with one more
+        cached position. The rows are G consecutive hypotheses of each of the memory's B
+        sentences (R = B * G); the position of prev_tokens is the cache length."""
+        step = state["self_k0"].shape[2]
+        x = self.dropout(self.tgt_embed(prev_tokens) * self.scale + self.positions[step])  # (R, D)
+        src_mask = memory["src_mask"]  # (B, S)
+        bias = torch.zeros_like(src_mask, dtype=x.dtype).masked_fill(~src_mask, float("-inf"))
+        bias = bias[:, None, None, :]  # (B, 1, 1, S), once for all layers
+        new_state = {}
+        for i, layer in enumerate(self.decoder_layers):
+            x, new_state[f"self_k{i}"], new_state[f"self_v{i}"] = layer.step(
+                x,
+                state[f"self_k{i}"],
+                state[f"self_v{i}"],
+                memory[f"cross_k{i}"],
+                memory[f"cross_v{i}"],
+                bias,
+            )
+        return self.decoder_norm(x), new_state

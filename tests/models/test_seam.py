@@ -1,11 +1,13 @@
-"""The contract every model keeps with search, training and export: forward / encode / decode_step."""
+"""The contract every model keeps with search, training and export (`nmt.models.step`): forward /
+encode / decode_step, the search's hooks, and the memory layout each model declares."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from nmt.specials import PAD_ID
+from nmt.search import BANNED_IDS
+from nmt.specials import EOS_ID, PAD_ID
 
 
 def decode_all(model, src, src_lengths, tgt_in):
@@ -91,3 +93,34 @@ def test_gradients_reach_every_parameter(model, batch):
         assert param.grad is not None, name
         assert torch.isfinite(param.grad).all(), name
     assert any(param.grad.abs().sum() > 0 for param in model.parameters())
+
+
+@torch.no_grad()
+def test_memory_taken_once_per_sentence_decodes_as_memory_copied_per_row(model, batch):
+    """The memory layout (`memory_per_sentence`): G consecutive rows per sentence against one
+    memory row each give what each row gives against its own copy of the memory."""
+    group = 3
+    expand = torch.arange(batch.src.size(0)).repeat_interleave(group)  # (R,) = (B * G,)
+    memory, state = model.encode(batch.src, batch.src_lengths)
+    per_row = model.select_memory(memory, expand)
+    own = memory if model.memory_per_sentence else per_row
+    state = expanded = model.select_state(state, expand)
+    for t in range(3):
+        tokens = batch.tgt_in[:, t].index_select(0, expand)
+        log_probs, state = model.decode_step(tokens, own, state)
+        expected, expanded = model.decode_step(tokens, per_row, expanded)
+        torch.testing.assert_close(log_probs, expected, atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_decode_top_k_is_the_top_k_of_decode_step_without_banned_tokens(model, batch):
+    memory, state = model.encode(batch.src, batch.src_lengths)
+    log_probs, expected_state = model.decode_step(batch.tgt_in[:, 0], memory, state)
+    best, tokens, eos, new_state = model.decode_top_k(batch.tgt_in[:, 0], memory, state, 4)
+    assert best.shape == tokens.shape == (batch.src.size(0), 4)
+    assert not torch.isin(tokens, torch.tensor(BANNED_IDS)).any()
+    torch.testing.assert_close(best, log_probs.gather(1, tokens), atol=1e-6, rtol=0)
+    log_probs[:, BANNED_IDS] = float("-inf")
+    torch.testing.assert_close(best, log_probs.topk(4, dim=1).values, atol=1e-6, rtol=0)
+    torch.testing.assert_close(eos, log_probs[:, EOS_ID], atol=1e-6, rtol=0)
+    assert new_state.keys() == expected_state.keys()
