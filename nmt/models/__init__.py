@@ -13,23 +13,29 @@ finished sentences with ``index_select(0, idx)`` on each of them. The key sets a
 class's docstring and are fixed for a given config.
 
 Code outside this package asks the model (`Seq2SeqModel`) and its config (`nmt.config`: position
-limit, export formats), never its class.
+limit, export formats), never its class: `build_model` and `ctranslate2_spec` are the only
+places that pick by architecture.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from nmt.config import AnyModelConfig, AttentionRNNConfig, RNNConfig, TransformerConfig
+from nmt.models.ct2_spec import CTranslate2SpecError, build_spec
 from nmt.models.rnn import AttentionRNNSeq2Seq, RNNSeq2Seq
 from nmt.models.step import Seq2Seq, Seq2SeqModel
 from nmt.models.transformer import TransformerSeq2Seq
 
 __all__ = [
     "AttentionRNNSeq2Seq",
+    "CTranslate2SpecError",
     "RNNSeq2Seq",
     "Seq2Seq",
     "Seq2SeqModel",
     "TransformerSeq2Seq",
     "build_model",
+    "ctranslate2_spec",
 ]
 
 
@@ -43,3 +49,14 @@ def build_model(cfg: AnyModelConfig, src_vocab_size: int, tgt_vocab_size: int) -
         case AttentionRNNConfig():
             return AttentionRNNSeq2Seq(cfg, src_vocab_size, tgt_vocab_size)
     raise TypeError(f"not a model config: {type(cfg).__name__}")
+
+
+def ctranslate2_spec(
+    model: Seq2SeqModel, cfg: AnyModelConfig, vocab_src: list[str], vocab_tgt: list[str]
+) -> Any:
+    """The CTranslate2 model spec of `model` (built from `cfg`), with its weights and vocabularies
+    (pieces in id order), for a model whose config lists "ctranslate2" in `export_formats`."""
+    match model, cfg:
+        case TransformerSeq2Seq(), TransformerConfig():
+            return build_spec(model, cfg, vocab_src, vocab_tgt)
+    raise CTranslate2SpecError(f"CTranslate2 has no {cfg.architecture!r} model (use --format onnx)")
