@@ -115,9 +115,8 @@ class MultiHeadAttention(nn.Module):
     def step_cross(self, h: Tensor, keys: Tensor, values: Tensor, bias: Tensor) -> Tensor:
         """Cross-attention of R = B * G rows, G consecutive ones per sentence: h (R, D) against
         the B sentences' keys/values (B, N, S, Dh), bias (B, 1, 1, S) -> (R, D)."""
-        queries = (
-            self.q(h).reshape(keys.size(0), -1, self.heads, self.head_dim).transpose(1, 2)
-        )  # (B, N, G, Dh)
+        batch = keys.size(0)
+        queries = self.q(h).reshape(batch, -1, self.heads, self.head_dim).transpose(1, 2)  # (B, N, G, Dh)
         context = self._attend(queries, keys, values, bias)  # (B, N, G, Dh)
         return self.out(context.transpose(1, 2).reshape(-1, self.d_model))
 
