@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from nmt.checkpoint import atomic_folder, atomic_write, readable_mode
 from nmt.config import AnyModelConfig, SearchConfig, parse_section
 from nmt.errors import BundleError, ConfigError
-from nmt.models import build_model
+from nmt.models import Seq2SeqModel, build_model
 from nmt.tokenizer import Tokenizer
 
 BUNDLE_FILE = "bundle.json"
@@ -62,7 +62,7 @@ class Bundle:
     def tgt_lang(self) -> str:
         return self.meta["tgt_lang"]
 
-    def load_model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
+    def load_model(self, device: str | torch.device = "cpu") -> Seq2SeqModel:
         """Build the model, load its weights (in fp32) and put it in eval mode on `device`."""
         model = build_model(self.model_config, self.src_tokenizer.vocab_size, self.tgt_tokenizer.vocab_size)
         try:

@@ -5,9 +5,9 @@ folder, BUNDLE/onnx/:
 
     encoder.onnx   src (B, S) int64, src_lengths (B,) int64 -> "memory.KEY"..., "state.KEY"...
     decoder.onnx   prev_tokens (R,) int64, beam_indices (R,) int64, k () int64,
-                   want_log_probs () bool, [want_attention () bool,] "memory.KEY"... (R rows;
-                   the Transformer's: one row per sentence, shared by its R / B consecutive
-                   rows), "state.KEY"... (the previous step's rows)
+                   want_log_probs () bool, [want_attention () bool,] "memory.KEY"... (R rows,
+                   or with memory_per_sentence one row per sentence, shared by its R / B
+                   consecutive rows), "state.KEY"... (the previous step's rows)
                    -> log_probs (R, V) float32 (only when want_log_probs, else (0, V)),
                       top_log_probs (R, k), top_tokens (R, k), eos_log_probs (R,),
                       "new_state.KEY"... (R rows)[, attention (R, S) float32 (only when
@@ -17,9 +17,9 @@ folder, BUNDLE/onnx/:
 
 KEY are the model's own memory and state keys (see `nmt.models`). want_attention and attention
 are there for models with attention (`decode_step_with_attention`), in exports made since
-alignments exist: an export without them still translates, and says it has no attention. Graph inputs a model does not
-use (the no-attention RNN never reads "memory.src_mask") are dropped by the exporter, so only the
-inputs a session declares are fed.
+alignments exist: an export without them still translates, and says it has no attention. Graph
+inputs a model does not use (the no-attention RNN never reads "memory.src_mask") are dropped by
+the exporter, so only the inputs a session declares are fed.
 """
 
 EXPORT_DIR = "onnx"  # inside the bundle folder

@@ -1,14 +1,19 @@
-"""Greedy and batched beam search over any model that offers `encode` / `decode_step`.
+"""Greedy and batched beam search over any model that offers the seam `nmt.models.step.Seq2Seq`.
 
 One implementation serves every architecture and backend: greedy search is beam search with a
-beam of one. The search only needs the seam described in `nmt.models`:
+beam of one. The search only needs the seam (typed in `nmt.models.step`):
 
     encode(src (B, S), src_lengths (B,)) -> (memory, state)
-    decode_step(prev_tokens (B,), memory, state) -> (log_probs (B, V), state)
+    decode_top_k(prev_tokens (R,), memory, state, k) -> (best (R, k), tokens (R, k), eos (R,), state)
+    decode_step(prev_tokens (R,), memory, state) -> (log_probs (R, V), state), when n-grams are blocked
+    select_memory / select_state(tensors, rows), and the memory layout `memory_per_sentence`
+    decode_top_k_with_attention / decode_step_with_attention: the same and the step's attention
+      (R, S) last, only when the hypotheses' attention is asked for (`attends` models)
 
 `memory` (encoder outputs, masks, cross-attention keys) is the same for every hypothesis of a
-sentence, so it is only re-selected when finished sentences leave the batch; `state` (LSTM
-states, key/value caches) follows its hypothesis and is re-selected every step.
+sentence, so it is only re-selected when finished sentences leave the batch (and expanded to the
+beams once, unless the model takes it once per sentence); `state` (recurrent states, key/value
+caches) follows its hypothesis and is re-selected every step.
 
 `BeamBatch` holds the bookkeeping of a batch of beams and is driven by one loop in
 `beam_search`; it is tested on hand-made log-probabilities.
@@ -27,7 +32,9 @@ Letters: B sentences, K beams, R = B * K rows, V vocabulary, t tokens so far.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -35,7 +42,8 @@ from torch import Tensor
 from nmt.config import SearchConfig
 from nmt.specials import BOS_ID, EOS_ID, PAD_ID
 
-TensorDict = dict[str, Tensor]
+if TYPE_CHECKING:  # the models import this module's rules; the search needs their seam's type only
+    from nmt.models.step import Seq2Seq
 
 # the tokens no search ever produces, whatever the model gives them: the one statement of this
 # rule, which the ONNX output head (built with it) and every backend's top k follow
@@ -65,7 +73,7 @@ def max_lengths(src_lengths: Tensor, options: SearchConfig, cap: int | None = No
     return limits.clamp(max=min(caps)) if caps else limits
 
 
-def select(tensors: TensorDict, index: Tensor) -> TensorDict:
+def select(tensors: Mapping[str, Tensor], index: Tensor) -> dict[str, Tensor]:
     """Pick rows (dim 0) of every tensor: reorders beams or drops finished sentences."""
     return {name: value.index_select(0, index) for name, value in tensors.items()}
 
@@ -267,7 +275,7 @@ class BeamBatch:
 
 @torch.inference_mode()
 def beam_search(
-    model,
+    model: Seq2Seq,
     src: Tensor,
     src_lengths: Tensor,
     options: SearchConfig,
@@ -276,56 +284,58 @@ def beam_search(
 ) -> list[list[Hypothesis]]:
     """Translate a batch: src (B, S) with lengths (B,) -> an n-best list for each sentence.
 
-    With `attention`, every hypothesis carries its steps' attention over the source, its tokens'
-    and its EOS's (a model with attention only: it decodes through `decode_step_with_attention`;
-    see `nmt.models.step`). Without, no step computes or keeps any.
+    Each step takes each row's `beam_size` best continuations from `model.decode_top_k`
+    (`BeamBatch.advance_top_k`), or, when n-grams are blocked, which needs them all, the full
+    log-probabilities from `model.decode_step` (`BeamBatch.advance`).
 
-    `model` is anything with `encode` and `decode_step` (a PyTorch model or an ONNX backend).
-    A model may also take over three chores of the search, for speed (`nmt.backends.onnx` does):
-    `select_memory(memory, rows)` and `select_state(state, rows)` in place of `select` (its memory
-    and state need not be tensors then), and `decode_top_k(prev_tokens, memory, state, k) ->
-    (row_best (R, k), row_tokens (R, k), eos (R,), state)`, each row's k best continuations
-    other than PAD and BOS, in place of the full log-probabilities (see `BeamBatch.advance_top_k`);
-    with `attention`, `decode_top_k_with_attention`, which also returns the attention (R, S) last.
-    """
-    select_memory = getattr(model, "select_memory", select)
-    select_state = getattr(model, "select_state", select)
-    top_k_name = "decode_top_k_with_attention" if attention else "decode_top_k"
-    decode_top_k = None if options.no_repeat_ngram else getattr(model, top_k_name, None)
+    With `attention`, every hypothesis carries its steps' attention over the source, its tokens'
+    and its EOS's: the steps go through `decode_top_k_with_attention` / `decode_step_with_attention`
+    instead (a model with attention only, `model.attends`; others raise NoAttention; see
+    `nmt.models.step`). Without, no step computes or keeps any."""
     beam = options.beam_size
     memory, state = model.encode(src, src_lengths)
     beams = BeamBatch(max_lengths(src_lengths, options, max_len_cap), options, attention)
-    weights: Tensor | None = None  # (R, S): the step's attention, when asked for
     # the first step is the same for every beam of a sentence (BOS after the same source), so it
-    # runs once per sentence, its result repeated for the beams; memory and state are then
-    # expanded to the beams by the first selections below
+    # runs once per sentence, its result repeated for the beams; the state is then expanded to
+    # the beams by the first selection below, and so is the memory, unless the model takes it
+    # once per sentence: `grouped` beam rows share a memory row, `held` do now
     rows_per_input = beam
-    expand = torch.arange(src.size(0), device=src.device).repeat_interleave(beam)
+    grouped, held = (beam if model.memory_per_sentence else 1), beam
     while not beams.done:
         tokens = beams.last_tokens[::rows_per_input]
-        if decode_top_k is None:
+        weights: Tensor | None = None  # (R, S): the step's attention, when asked for
+        if options.no_repeat_ngram:
             if attention:
                 log_probs, state, weights = model.decode_step_with_attention(tokens, memory, state)
             else:
                 log_probs, state = model.decode_step(tokens, memory, state)
-            outputs = [log_probs]
-        elif attention:
-            *outputs, state, weights = decode_top_k(tokens, memory, state, beam)
+            if weights is not None:
+                weights = weights.repeat_interleave(rows_per_input, dim=0)
+            state_rows, memory_rows = beams.advance(
+                log_probs.repeat_interleave(rows_per_input, dim=0), weights
+            )
         else:
-            *outputs, state = decode_top_k(tokens, memory, state, beam)
-        outputs = [t.repeat_interleave(rows_per_input, dim=0) for t in outputs]
-        if weights is not None:
-            weights = weights.repeat_interleave(rows_per_input, dim=0)
-        if decode_top_k is None:
-            state_rows, memory_rows = beams.advance(outputs[0], weights)
-        else:
-            row_best, row_tokens, eos = outputs
+            if attention:
+                row_best, row_tokens, eos, state, weights = model.decode_top_k_with_attention(
+                    tokens, memory, state, beam
+                )
+            else:
+                row_best, row_tokens, eos, state = model.decode_top_k(tokens, memory, state, beam)
+            row_best, row_tokens, eos = (
+                t.repeat_interleave(rows_per_input, dim=0) for t in (row_best, row_tokens, eos)
+            )
+            if weights is not None:
+                weights = weights.repeat_interleave(rows_per_input, dim=0)
             state_rows, memory_rows = beams.advance_top_k(row_best, row_tokens, eos, weights)
         if rows_per_input > 1:  # after the first step: from one row per sentence to one per beam
             state_rows = torch.div(state_rows, rows_per_input, rounding_mode="floor")
-            memory_rows = expand if memory_rows is None else expand.index_select(0, memory_rows)
             rows_per_input = 1
-        state = select_state(state, state_rows)
-        if memory_rows is not None:
-            memory = select_memory(memory, memory_rows)
+        state = model.select_state(state, state_rows)
+        if memory_rows is None and held != grouped:
+            memory_rows = torch.arange(beams.tokens.size(0), device=src.device)  # every beam row
+        if memory_rows is not None:  # beam rows -> memory rows: one per `grouped` of them
+            memory = model.select_memory(
+                memory, torch.div(memory_rows[::grouped], held, rounding_mode="floor")
+            )
+            held = grouped
     return beams.results

@@ -39,7 +39,7 @@ from nmt.config import Recipe
 from nmt.data import Batch, ParallelCorpus, read_corpus, shard
 from nmt.errors import NmtError
 from nmt.metrics import bleu_only
-from nmt.models import build_model
+from nmt.models import Seq2SeqModel, build_model
 from nmt.optim import build_optimizer, build_scheduler, label_smoothed_loss
 from nmt.run import RunDir
 from nmt.runlog import plot_metrics
@@ -167,7 +167,7 @@ def train_step(
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, data: Data, recipe: Recipe, device: torch.device) -> dict:
+def validate(model: Seq2SeqModel, data: Data, recipe: Recipe, device: torch.device) -> dict:
     """Validation loss (NLL per target token) and BLEU/chrF of beam-search translations."""
     model.eval()
     nll, tokens = 0.0, 0

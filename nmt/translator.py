@@ -1,8 +1,8 @@
 """Text in, text out: tokenize, batch by length, search, detokenize, restore the order.
 
-`Translator` wraps anything with the `encode` / `decode_step` seam (a PyTorch model, the ONNX
-Runtime backend), or an engine with a `beam_search` of its own (the CTranslate2 backend),
-together with its tokenizers. The CLI, evaluation, validation
+`Translator` wraps a model with the seam `nmt.models.step.Seq2Seq` (a PyTorch model, the ONNX
+Runtime backend), which `nmt.search.beam_search` drives, or a `SearchEngine`, with a beam search
+of its own (the CTranslate2 backend), together with its tokenizers. The CLI, evaluation, validation
 during training and the service all translate through it.
 
 Asked for `alignments`, a translator on a model with attention also returns each translation's
@@ -16,7 +16,7 @@ import logging
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -26,10 +26,24 @@ from nmt.bundle import Bundle
 from nmt.config import SearchConfig
 from nmt.data import collate_source
 from nmt.errors import NoAttention
+from nmt.models import Seq2Seq
 from nmt.search import Hypothesis, beam_search
 from nmt.tokenizer import Tokenizer
 
 log = logging.getLogger("nmt.translate")
+
+
+@runtime_checkable
+class SearchEngine(Protocol):
+    """An engine that searches on its own: `nmt.search.beam_search`'s arguments and results
+    (without attention, which such an engine does not give: `attends` is False)."""
+
+    @property
+    def attends(self) -> bool: ...
+
+    def beam_search(
+        self, src: Tensor, src_lengths: Tensor, options: SearchConfig, max_len_cap: int | None = None
+    ) -> list[list[Hypothesis]]: ...
 
 
 @dataclass(frozen=True)
@@ -68,7 +82,7 @@ def length_sorted_batches(lengths: list[int], max_sentences: int, max_tokens: in
 class Translator:
     def __init__(
         self,
-        model,
+        model: Seq2Seq | SearchEngine,
         src_tokenizer: Tokenizer,
         tgt_tokenizer: Tokenizer,
         search: SearchConfig,
@@ -101,7 +115,7 @@ class Translator:
         (ONNX Runtime on BUNDLE/onnx/) or "ctranslate2" (CTranslate2 on BUNDLE/ct2/, Transformers
         only). `engine` options go to the backend (`OnnxModel`: threads, optimization, spinning;
         `CTranslate2Model`: compute_type, threads); the other keyword arguments to `Translator`."""
-        model: Any
+        model: Seq2Seq | SearchEngine
         no_attention = f"{bundle.name} is a model without attention ({bundle.model_config.architecture})"
         if backend == "onnx":
             from nmt.backends.onnx import OnnxModel
@@ -134,7 +148,7 @@ class Translator:
     @property
     def attends(self) -> bool:
         """Whether it can give attention and alignments (`translate(..., alignments=True)`)."""
-        return bool(getattr(self.model, "attends", False))
+        return self.model.attends
 
     @property
     def max_source_tokens(self) -> int | None:
@@ -182,7 +196,7 @@ class Translator:
             rows = [todo[i] for i in batch]
             src, src_lengths = collate_source([ids[i] for i in rows])
             src, src_lengths = src.to(self.device), src_lengths.to(self.device)
-            if hasattr(self.model, "beam_search"):  # an engine with a search of its own (CTranslate2)
+            if isinstance(self.model, SearchEngine):  # a search of its own (CTranslate2)
                 nbest = self.model.beam_search(src, src_lengths, search, self.max_len_cap)
             else:
                 nbest = beam_search(self.model, src, src_lengths, search, self.max_len_cap, alignments)

@@ -16,7 +16,7 @@ from nmt.bundle import load_bundle
 from nmt.ct2_format import EXPORT_DIR, EXPORT_FILE
 from nmt.data import collate_source
 from nmt.errors import BundleError
-from nmt.export.ctranslate2 import build_spec
+from nmt.models import ctranslate2_spec
 from nmt.search import beam_search
 from nmt.translator import Translator
 from tests.conftest import assert_one_line_error, run_nmt
@@ -49,7 +49,7 @@ def test_every_transformer_variant_gives_pytorch_greedy_output(variant, tmp_path
     cfg = make_config(arch, **overrides)
     model = make_model(cfg)
     tgt_vocab = SRC_VOCAB if cfg.share_embeddings else TGT_VOCAB
-    spec = build_spec(model, cfg, _vocabulary(SRC_VOCAB), _vocabulary(tgt_vocab))
+    spec = ctranslate2_spec(model, cfg, _vocabulary(SRC_VOCAB), _vocabulary(tgt_vocab))
     spec.validate()
     spec.optimize(quantization="float32")
     spec.save(str(tmp_path))

@@ -19,8 +19,8 @@ from nmt.data import collate_source
 from nmt.errors import BundleError, NoAttention
 from nmt.export.onnx import export_model, export_onnx
 from nmt.onnx_format import DECODER_FILE, ENCODER_FILE, EXPORT_DIR, EXPORT_FILE, EXPORT_FORMAT
-from nmt.search import beam_search, select
-from nmt.specials import BOS_ID, EOS_ID, PAD_ID
+from nmt.search import beam_search
+from nmt.specials import BOS_ID
 from nmt.translator import Translator
 from tests.conftest import TINY_MODELS, assert_one_line_error, run_nmt
 from tests.models.conftest import VARIANTS, make_batch, make_config, make_model
@@ -203,7 +203,7 @@ def _search_both(bundle_path, sentences, device="cpu", **options):
     src, src_lengths = collate_source(bundle.src_tokenizer.encode(sentences))
     src, src_lengths = src.to(device), src_lengths.to(device)
     search = bundle.search.model_copy(update=options)
-    cap = getattr(bundle.model_config, "max_positions", None)
+    cap = bundle.model_config.position_limit
     expected = beam_search(bundle.load_model(device), src, src_lengths, search, cap)
     return expected, beam_search(OnnxModel.from_bundle(bundle, device), src, src_lengths, search, cap)
 
@@ -246,40 +246,45 @@ def test_on_cuda_the_state_stays_on_the_gpu_and_the_search_matches_pytorch(arch,
 @pytest.mark.parametrize("arch", ARCHS)
 def test_the_graph_reorders_beams_and_ranks_the_top_k_as_the_search_would(arch, exported, sentences):
     """decode_top_k after select_memory / select_state (applied inside the graphs) against the
-    PyTorch model's decode_step after `select` and a top-k of its masked log-probabilities."""
+    PyTorch model's decode_top_k after the same selections, in the model's memory layout: the
+    Transformer's memory keeps one row per sentence for its beams, the others' one per beam."""
     bundle = load_bundle(exported[arch])
     model, onnx_model = bundle.load_model(), OnnxModel.from_bundle(bundle)
+    assert onnx_model.memory_per_sentence == model.memory_per_sentence == (arch == "transformer")
     src, src_lengths = collate_source(bundle.src_tokenizer.encode(sentences[:4]))
     beam = 3
     expand = torch.arange(4).repeat_interleave(beam)
+    # the memory's own rows: the sentences, or each sentence's rows once per beam
+    memory_rows = torch.arange(4) if model.memory_per_sentence else expand
     reorders = [torch.tensor([2, 2, 1, 3, 5, 4, 8, 6, 6, 11, 9, 9]), torch.arange(12).flip(0) // beam * beam]
     with torch.inference_mode():
-        memory, state = (select(d, expand) for d in model.encode(src, src_lengths))
+        memory, state = model.encode(src, src_lengths)
+        memory, state = model.select_memory(memory, memory_rows), model.select_state(state, expand)
         onnx_memory, onnx_state = onnx_model.encode(src, src_lengths)
         onnx_memory, onnx_state = (
-            onnx_model.select_memory(onnx_memory, expand),
+            onnx_model.select_memory(onnx_memory, memory_rows),
             onnx_model.select_state(onnx_state, expand),
         )
         prev_tokens = torch.full((12,), BOS_ID)
         for rows in [*reorders, None]:
-            log_probs, state = model.decode_step(prev_tokens, memory, state)
+            expected_best, expected_tokens, expected_eos, state = model.decode_top_k(
+                prev_tokens, memory, state, beam
+            )
             best, tokens, eos, onnx_state = onnx_model.decode_top_k(
                 prev_tokens, onnx_memory, onnx_state, beam
             )
-            log_probs[:, [PAD_ID, BOS_ID]] = float("-inf")
-            expected_best, expected_tokens = log_probs.topk(beam, dim=1)
             assert torch.equal(tokens, expected_tokens)
-            assert torch.allclose(best, expected_best, atol=1e-4) and torch.allclose(
-                eos, log_probs[:, EOS_ID], atol=1e-4
-            )
+            assert torch.allclose(best, expected_best, atol=1e-4)
+            assert torch.allclose(eos, expected_eos, atol=1e-4)
             if rows is not None:
-                state, onnx_state = select(state, rows), onnx_model.select_state(onnx_state, rows)
+                state, onnx_state = model.select_state(state, rows), onnx_model.select_state(onnx_state, rows)
                 prev_tokens = expected_tokens[rows, 0]
         # what the search does when sentences finish: keep the rows of sentences 1 and 3
         keep = torch.tensor([3, 4, 5, 9, 10, 11])
-        memory, state = select(memory, keep), select(state, keep)
+        kept_memory = torch.tensor([1, 3]) if model.memory_per_sentence else keep
+        memory, state = model.select_memory(memory, kept_memory), model.select_state(state, keep)
         onnx_memory, onnx_state = (
-            onnx_model.select_memory(onnx_memory, keep),
+            onnx_model.select_memory(onnx_memory, kept_memory),
             onnx_model.select_state(onnx_state, keep),
         )
         log_probs, _ = model.decode_step(prev_tokens[keep], memory, state)

@@ -1,7 +1,8 @@
 """Beam search behaviour on hand-made log-probabilities.
 
-`ScriptedModel` offers the encode / decode_step seam; its next-token distribution is a table
-keyed by (source id, prefix so far), so every test states exactly what the model believes.
+`ScriptedModel` offers the seam (`encode` / `decode_step`, the rest from `TensorSeam`); its
+next-token distribution is a table keyed by (source id, prefix so far), so every test states
+exactly what the model believes.
 """
 
 import math
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from nmt.config import SearchConfig
+from nmt.models.step import TensorSeam
 from nmt.search import BeamBatch, Hypothesis, _blocked_ngrams, beam_search, length_penalty
 from nmt.specials import BOS_ID, EOS_ID
 
@@ -17,7 +19,7 @@ V = 10
 A, B, C, D = 4, 5, 6, 7
 
 
-class ScriptedModel:
+class ScriptedModel(TensorSeam):
     """next-token probabilities from `table[src_id][prefix]`; unknown prefixes end the sentence."""
 
     def __init__(self, table):

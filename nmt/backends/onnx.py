@@ -14,8 +14,8 @@ What crosses between Python and ONNX Runtime at each decoding step, and what doe
   and the EOS log-probabilities come back; the (R, V) log-probabilities are not even computed
   (see `nmt.export.onnx_head`);
 - memory (cross-attention keys and values, computed once by the encoder graph) is only re-selected
-  when finished sentences leave the batch, by a one-node Gather graph on the same device; the
-  Transformer's is never copied per beam (see `OrtTensors`, `select_memory`).
+  when finished sentences leave the batch, by a one-node Gather graph on the same device; a
+  memory taken once per sentence (`memory_per_sentence`) is never copied per beam.
 On a GPU (CUDAExecutionProvider, with onnxruntime-gpu) the state stays on the device; the small
 per-step outputs are bound to host memory, where the search reads them.
 
@@ -142,17 +142,14 @@ def providers_for(device: torch.device) -> list[str | tuple[str, dict[str, str]]
 
 
 class OrtTensors(Mapping[str, Tensor]):
-    """Memory or state of `OnnxModel`: ONNX Runtime values by key, standing for rows that are
-    - for a state, the values' rows in `rows` order (None = all in order): the pending selection
-      recorded by `OnnxModel.select_state`, applied by the decoder graph;
-    - for a memory, each of the values' rows `group` times over: the Transformer's decoder takes
-      the memory once per sentence for its `group` consecutive hypotheses.
-    Reading a key gives a torch tensor of the rows stood for, as the PyTorch model would have it."""
+    """Memory or state of `OnnxModel`: ONNX Runtime values by key, standing for the values' rows
+    in `rows` order (None = all in order): for a state, the pending selection recorded by
+    `OnnxModel.select_state`, applied by the decoder graph. Reading a key gives a torch tensor of
+    the rows stood for, as the PyTorch model would have it."""
 
-    def __init__(self, values: dict[str, ort.OrtValue], rows: Tensor | None = None, group: int = 1) -> None:
+    def __init__(self, values: dict[str, ort.OrtValue], rows: Tensor | None = None) -> None:
         self.ort_values = values
         self.rows = rows
-        self.group = group
 
     @property
     def stored(self) -> int:
@@ -162,13 +159,11 @@ class OrtTensors(Mapping[str, Tensor]):
     @property
     def size(self) -> int:
         """Rows stood for."""
-        return self.rows.numel() if self.rows is not None else self.stored * self.group
+        return self.rows.numel() if self.rows is not None else self.stored
 
     def __getitem__(self, key: str) -> Tensor:
         tensor = torch.from_numpy(self.ort_values[key].numpy())  # no copy on the CPU; to the host from a GPU
-        if self.rows is not None:
-            tensor = tensor.index_select(0, self.rows.cpu())
-        return tensor.repeat_interleave(self.group, dim=0) if self.group > 1 else tensor
+        return tensor if self.rows is None else tensor.index_select(0, self.rows.cpu())
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.ort_values)
@@ -178,8 +173,8 @@ class OrtTensors(Mapping[str, Tensor]):
 
 
 class OnnxModel:
-    """`encode` / `decode_step` (and `decode_top_k`, `select_memory`, `select_state`, which
-    `nmt.search.beam_search` uses when a model has them) over ONNX Runtime sessions.
+    """The seam `nmt.models.step.Seq2Seq` (`encode`, `decode_step`, `decode_top_k`,
+    `select_memory`, `select_state`, `memory_per_sentence`) over ONNX Runtime sessions.
 
     device: where the returned tensors live (and which execution provider runs, see `providers_for`);
     threads: intra-op threads of each session; optimization: ONNX Runtime's graph optimization level
@@ -296,21 +291,12 @@ class OnnxModel:
         return memory, state
 
     def select_memory(self, memory: Mapping[str, Tensor], rows: Tensor) -> OrtTensors:
-        """The memory's `rows` (dim 0): each sentence's beams, or the sentences that remain.
-
-        With a decoder that takes the memory once per sentence, nothing is copied to give each
-        sentence its beams, and dropping sentences gathers their single rows; `rows` must then
-        keep each sentence's rows together, as the beam search does."""
+        """The memory's `rows` (dim 0), gathered on the device: each sentence's beams, or the
+        sentences that remain (one row each when the decoder takes the memory once per sentence,
+        `memory_per_sentence`, see `nmt.models.step`)."""
         memory = self._values(memory)
-        if self.memory_per_sentence:
-            sentences = torch.div(rows, memory.group, rounding_mode="floor")
-            kept = torch.unique_consecutive(sentences)
-            group = rows.numel() // max(kept.numel(), 1)
-            if not torch.equal(sentences, kept.repeat_interleave(group)):
-                raise ValueError("select_memory: the rows must keep each sentence's rows together")
-            if torch.equal(kept, torch.arange(memory.stored, device=kept.device)):
-                return OrtTensors(memory.ort_values, group=group)
-            return OrtTensors(self._gather_rows(memory.ort_values, kept), group=group)
+        if torch.equal(rows, torch.arange(memory.stored, device=rows.device)):
+            return memory
         return OrtTensors(self._gather_rows(memory.ort_values, rows))
 
     def _gather_rows(self, values: dict[str, ort.OrtValue], rows: Tensor) -> dict[str, ort.OrtValue]:

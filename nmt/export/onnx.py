@@ -32,8 +32,9 @@ How: the TorchScript-based exporter (`dynamo=False`; the dynamo one needs onnxsc
 
 Exporter pitfalls met, and their workarounds:
 - A packed 1-layer LSTM whose per-step outputs are unused makes the exporter fail
-  (`vector::_M_range_check`): the no-attention model's encode() drops the encoder outputs, so
-  its encoder graph also returns them, as "encoder_outputs", which the backend does not fetch.
+  (`vector::_M_range_check`): the encoder graph is traced on `encode_for_export`, which returns
+  whatever extra tensors a model needs kept as graph outputs (the no-attention RNN's
+  "encoder_outputs"); the backend does not fetch them.
 - The exporter folds a zero-size tensor (the Transformer's empty cache after encode) into a
   constant with the traced batch size; rebuilt from the source's batch size, it stays dynamic.
   ONNX Runtime accepts the zero-length cache inputs of the first decoding step as they are.
@@ -45,16 +46,14 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import warnings
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-import torch.nn.functional as F
 from onnx import numpy_helper
 from torch import Tensor, nn
 
@@ -64,8 +63,7 @@ from nmt.checkpoint import atomic_folder
 from nmt.data import collate_source
 from nmt.errors import NmtError
 from nmt.export.onnx_head import add_head
-from nmt.models import RNNSeq2Seq, TransformerSeq2Seq
-from nmt.models.step import ProjectedStep
+from nmt.models import Seq2SeqModel
 from nmt.onnx_format import (
     ATTENTION,
     BEAM_INDICES,
@@ -105,123 +103,28 @@ class ExportError(NmtError):
 
 class _EncoderGraph(nn.Module):
     """`encode` as a graph: src (B, S), src_lengths (B,) -> the memory tensors, then the state
-    tensors, in the model's key order (then "encoder_outputs" for the no-attention RNN)."""
+    tensors, in the model's key order, then the extra outputs of `encode_for_export`."""
 
-    def __init__(self, model: Any) -> None:  # a model of nmt.models
+    def __init__(self, model: Seq2SeqModel) -> None:
         super().__init__()
         self.model = model
-        self.keep_encoder_outputs = isinstance(model, RNNSeq2Seq)  # see the module docstring
         self.memory_keys: list[str] = []
         self.state_keys: list[str] = []
+        self.extra_keys: list[str] = []
 
     def output_names(self) -> list[str]:
         names = [MEMORY + key for key in self.memory_keys] + [STATE + key for key in self.state_keys]
-        return names + (["encoder_outputs"] if self.keep_encoder_outputs else [])
+        return names + self.extra_keys
 
     def forward(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, ...]:
-        seen: list[Tensor] = []
-        hook = None
-        if self.keep_encoder_outputs:
-            hook = self.model.encoder.register_forward_hook(lambda _module, _args, out: seen.append(out[0]))
-        try:
-            memory, state = self.model.encode(src, src_lengths)
-        finally:
-            if hook is not None:
-                hook.remove()
-        self.memory_keys, self.state_keys = list(memory), list(state)
+        memory, state, extra = self.model.encode_for_export(src, src_lengths)
+        self.memory_keys, self.state_keys, self.extra_keys = list(memory), list(state), list(extra)
         # a zero-size tensor has a shape and no values; built from src's batch size, the exporter
         # keeps that size dynamic instead of folding the tensor into a constant
         state = {
             k: v.new_zeros(src.shape[:1] + v.shape[1:]) if v.numel() == 0 else v for k, v in state.items()
         }
-        return (*memory.values(), *state.values(), *seen)
-
-
-class _TransformerStep(nn.Module):
-    """`TransformerSeq2Seq.decode_step`, written again for a lean graph: the same arithmetic with
-    every row of the batch a 2-D (R, D) row, the self-attention's query, key and value projections
-    fused into one (D, 3D) matrix (one Gemm instead of three), reshapes to constant shapes (no
-    Shape/Slice/Concat chains computing them at every step) and the source mask turned into an
-    additive bias once for all layers. For the shipped 4-layer model, the traced model's own step
-    gave ~290 nodes after ONNX Runtime's optimizations; the whole decoder graph built on this one,
-    beam gathers and top-k included, has ~170. The export check compares it with the model's
-    decode_step like any graph.
-
-    One difference in what it takes: the memory may hold one row per *sentence* while the rows
-    (R = B * G) are G consecutive hypotheses of each of its B sentences, the layout of the beam
-    search. Cross-attention then runs as one (G, Dh) x (Dh, S) product per sentence and head
-    instead of G single-row ones against G copies of the same keys, and the memory is never
-    copied beam by beam. G = 1 is `decode_step`'s own layout.
-
-    memory: the model's keys, (B, ...) with B dividing R; state: the model's keys and shapes
-    (see `TransformerSeq2Seq`)."""
-
-    def __init__(self, model: TransformerSeq2Seq) -> None:
-        super().__init__()
-        self.model = model
-        first = model.decoder_layers[0].self_attn
-        self.heads = first.heads
-        self.d_model = first.q.in_features
-        self.head_dim = self.d_model // self.heads
-        self.pre_norm = model.decoder_layers[0].pre_norm
-        for i, layer in enumerate(model.decoder_layers):
-            attn = layer.self_attn
-            self.register_buffer(f"qkv_weight{i}", torch.cat([attn.q.weight, attn.k.weight, attn.v.weight]))
-            self.register_buffer(f"qkv_bias{i}", torch.cat([attn.q.bias, attn.k.bias, attn.v.bias]))
-
-    def _attend(
-        self, queries: Tensor, keys: Tensor, values: Tensor, bias: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
-        """queries (B, N, G, Dh) against keys/values (B, N, S, Dh), bias (B, 1, 1, S) -> (B, N, G, Dh)
-        and the weights (B, N, G, S)."""
-        scores = queries @ keys.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, N, G, S)
-        if bias is not None:
-            scores = scores + bias
-        weights = scores.softmax(dim=-1)
-        return weights @ values, weights
-
-    def _input(self, x: Tensor, norm: nn.LayerNorm) -> Tensor:
-        return norm(x) if self.pre_norm else x
-
-    def _residual(self, x: Tensor, y: Tensor, norm: nn.LayerNorm) -> Tensor:
-        """pre-norm: x + y; post-norm: norm(x + y) (dropout is off at inference)."""
-        return x + y if self.pre_norm else norm(x + y)
-
-    def forward(
-        self, prev_tokens: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
-    ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        """prev_tokens (R,) -> the output projection's inputs (R, D), the state with one more
-        position and the alignment layer's cross-attention, heads averaged (R, S)
-        (`decode_features_with_attention`)."""
-        model, heads, head_dim = self.model, self.heads, self.head_dim
-        step = state["self_k0"].shape[2]
-        x = model.tgt_embed(prev_tokens) * model.scale + model.positions[step]  # (R, D)
-        src_mask = memory["src_mask"]
-        bias = torch.zeros_like(src_mask, dtype=x.dtype).masked_fill(~src_mask, float("-inf"))
-        bias = bias[:, None, None, :]  # (B, 1, 1, S)
-        new_state, attention = {}, None
-        for i, layer in enumerate(model.decoder_layers):
-            h = self._input(x, layer.self_norm)
-            qkv = F.linear(h, getattr(self, f"qkv_weight{i}"), getattr(self, f"qkv_bias{i}"))  # (R, 3D)
-            q, k, v = qkv.reshape(-1, 3, heads, 1, head_dim).unbind(1)  # (R, N, 1, Dh) each
-            keys = torch.cat([state[f"self_k{i}"], k], dim=2)  # (R, N, t + 1, Dh)
-            values = torch.cat([state[f"self_v{i}"], v], dim=2)
-            new_state[f"self_k{i}"], new_state[f"self_v{i}"] = keys, values
-            context = self._attend(q, keys, values, None)[0].reshape(-1, self.d_model)  # (R, D)
-            x = self._residual(x, layer.self_attn.out(context), layer.self_norm)
-
-            h = self._input(x, layer.cross_norm)
-            keys, values = memory[f"cross_k{i}"], memory[f"cross_v{i}"]  # (B, N, S, Dh)
-            q = layer.cross_attn.q(h).reshape(keys.shape[0], -1, heads, head_dim).transpose(1, 2)
-            context, weights = self._attend(q, keys, values, bias)  # (B, N, G, Dh), (B, N, G, S)
-            if i == model.alignment_layer:
-                attention = weights.mean(dim=1).reshape(-1, weights.shape[-1])  # (R, S)
-            context = context.transpose(1, 2).reshape(-1, self.d_model)  # (R, D)
-            x = self._residual(x, layer.cross_attn.out(context), layer.cross_norm)
-
-            x = self._residual(x, layer.ff(self._input(x, layer.ff_norm)), layer.ff_norm)
-        assert attention is not None
-        return model.decoder_norm(x), new_state, attention
+        return (*memory.values(), *state.values(), *extra.values())
 
 
 class _DecoderGraph(nn.Module):
@@ -234,18 +137,13 @@ class _DecoderGraph(nn.Module):
     the state (the Transformer's growing key/value caches) never leaves ONNX Runtime between
     steps; the search hands over the indices, not the tensors. The output head, which turns the
     features into what the search reads, is appended to the traced graph (`_attach_head`).
-    Memory and state tensors come in the key orders of the encoder graph; the Transformer's
-    memory has one row per sentence (see `_TransformerStep`), the LSTMs' one per row."""
+    Memory and state tensors come in the key orders of the encoder graph, in the model's memory
+    layout (one row per sentence with `memory_per_sentence`, else one per row)."""
 
-    def __init__(self, model: Any, memory_keys: list[str], state_keys: list[str]) -> None:
+    def __init__(self, model: Seq2SeqModel, memory_keys: list[str], state_keys: list[str]) -> None:
         super().__init__()
         self.model, self.memory_keys, self.state_keys = model, memory_keys, state_keys
         self.attends = model.attends  # then the step's attention (R, S) is a last output
-        transformer = isinstance(model, TransformerSeq2Seq)
-        if transformer:
-            self.step = _TransformerStep(model)
-        else:
-            self.step = model.decode_features_with_attention if self.attends else model.decode_features
 
     def input_names(self) -> list[str]:
         return (
@@ -263,8 +161,13 @@ class _DecoderGraph(nn.Module):
             key: value.index_select(0, beam_indices)
             for key, value in zip(self.state_keys, tensors[len(self.memory_keys) :], strict=True)
         }
-        features, new_state, *attention = self.step(prev_tokens, memory, state)
-        return (features, *(new_state[k] for k in self.state_keys), *attention)
+        if self.attends:
+            features, new_state, attention = self.model.decode_features_with_attention(
+                prev_tokens, memory, state
+            )
+            return (features, *(new_state[k] for k in self.state_keys), attention)
+        features, new_state = self.model.decode_features(prev_tokens, memory, state)
+        return (features, *(new_state[k] for k in self.state_keys))
 
 
 def _make_optional(path: Path, output: str, name: str, switch: str) -> None:
@@ -535,7 +438,9 @@ def _graph_description(path: Path) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def _max_difference(model: Any, folder: Path, src: Tensor, src_lengths: Tensor) -> tuple[float, float]:
+def _max_difference(
+    model: Seq2SeqModel, folder: Path, src: Tensor, src_lengths: Tensor
+) -> tuple[float, float]:
     """Largest |log p| difference between PyTorch and ONNX Runtime over the first decoding steps,
     in the full log-probabilities and in the ranked top k (values; PAD and BOS excluded) and EOS;
     and the largest difference in the attention (0 for a model without attention)."""
@@ -567,7 +472,7 @@ def _max_difference(model: Any, folder: Path, src: Tensor, src_lengths: Tensor) 
 
 @torch.no_grad()
 def export_model(
-    model: nn.Module, folder: Path, version: str | None = None, quantize: str | None = None
+    model: Seq2SeqModel, folder: Path, version: str | None = None, quantize: str | None = None
 ) -> dict[str, Any]:
     """Write encoder.onnx, decoder.onnx and export.json for `model` (on the CPU) into `folder`;
     returns what export.json holds. `version` is the bundle's, which the backend checks on loading."""
@@ -598,7 +503,7 @@ def export_model(
     memory = list(traced[: len(encoder.memory_keys)])
     state = list(traced[len(encoder.memory_keys) : len(encoder.memory_keys) + len(encoder.state_keys)])
     batch = len(TRACE_LENGTHS)
-    projection = cast(ProjectedStep, model).projection
+    projection = model.projection
     prev_tokens = torch.full((batch,), BOS_ID)
     steps = []
     for _ in range(2):  # the state after one step and after two: an axis that grew is the cache
@@ -642,7 +547,7 @@ def export_model(
         "opset": OPSET,
         "quantization": quantize,
         # the decoder takes the memory once per sentence, shared by its consecutive rows
-        "memory_per_sentence": isinstance(model, TransformerSeq2Seq),
+        "memory_per_sentence": model.memory_per_sentence,
     }
     _write_meta(folder, meta)  # the check loads the folder as the backend will
     difference, attention = {}, {}

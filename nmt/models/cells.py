@@ -12,6 +12,7 @@ Letters: B batch, T steps, L layers, D directions (1 or 2), H hidden size.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 from torch import Tensor, nn
@@ -59,7 +60,7 @@ def final_state(rnn: nn.RNNBase, final: Tensor | tuple[Tensor, ...]) -> dict[str
     }
 
 
-def run_cell(rnn: nn.RNNBase, x: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+def run_cell(rnn: nn.RNNBase, x: Tensor, state: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
     """Run a unidirectional `rnn` on x (B, T, *) from `state` ({key: (B, L, H)})
     -> outputs (B, T, H) and the state after step T."""
     initial = tuple(state[key].transpose(0, 1).contiguous() for key in state_keys(rnn))  # (L, B, H)

@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from nmt.config import AttentionRNNConfig, RNNConfig
 from nmt.models.attention import build_attention, padding_mask
 from nmt.models.cells import build_cell, final_state, run_cell, state_keys
-from nmt.models.step import ProjectedStep
+from nmt.models.step import Seq2SeqModel, Tensors
 from nmt.specials import PAD_ID
 
 
@@ -113,7 +113,7 @@ def _decoder_cell(cfg: RNNConfig | AttentionRNNConfig, extra_input: int) -> nn.R
     return build_cell(cfg.cell, cfg.embed_dim + extra_input, cfg.hidden_size, cfg.layers, cfg.dropout)
 
 
-class RNNSeq2Seq(ProjectedStep, nn.Module):
+class RNNSeq2Seq(Seq2SeqModel):
     """Encoder-decoder without attention (Sutskever et al. 2014; Cho et al. 2014).
 
     The decoder sees the source only through its initial state, the bridged final encoder states.
@@ -140,20 +140,27 @@ class RNNSeq2Seq(ProjectedStep, nn.Module):
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """src (B, S), src_lengths (B,) -> (memory, state); see the class docstring for the keys."""
-        _, final = self.encoder(src, src_lengths)
+        memory, state, _ = self.encode_for_export(src, src_lengths)
+        return memory, state
+
+    def encode_for_export(
+        self, src: Tensor, src_lengths: Tensor
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
+        """`encode`, and the encoder outputs (B, S, K) it drops: tracing a packed 1-layer LSTM
+        whose per-step outputs go unused fails (`vector::_M_range_check`), so the encoder graph
+        returns them too, as "encoder_outputs", which nothing reads."""
+        outputs, final = self.encoder(src, src_lengths)
         state = self.bridge(final)  # (B, L, H) each
         memory = {"src_mask": padding_mask(src_lengths, src.size(1))}
         if self.context_every_step:
             memory["context"] = state["h"][:, -1]  # (B, H)
-        return memory, state
+        return memory, state, {"encoder_outputs": outputs}
 
     @property
     def projection(self) -> nn.Linear:
         return self.output.proj
 
-    def _decode(
-        self, tgt: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
-    ) -> tuple[Tensor, dict[str, Tensor]]:
+    def _decode(self, tgt: Tensor, memory: Tensors, state: Tensors) -> tuple[Tensor, dict[str, Tensor]]:
         """tgt (B, T) -> the projection's inputs (B, T, E) and the state after the last step."""
         x = self.dropout(self.tgt_embed(tgt))  # (B, T, E)
         if self.readout is not None:  # Cho 2014: the source summary enters every step
@@ -170,14 +177,14 @@ class RNNSeq2Seq(ProjectedStep, nn.Module):
         return self.projection(self._decode(tgt_in, memory, state)[0])
 
     def decode_features(
-        self, prev_tokens: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """prev_tokens (B,) -> the projection's inputs (B, E) and the new state."""
         features, state = self._decode(prev_tokens.unsqueeze(1), memory, state)
         return features[:, 0], state
 
 
-class AttentionRNNSeq2Seq(ProjectedStep, nn.Module):
+class AttentionRNNSeq2Seq(Seq2SeqModel):
     """Encoder-decoder with attention, Luong et al. (2015)'s flow with input feeding.
 
     At step t, with a_{t-1} the previous attentional vector (zeros at the first step):
@@ -225,7 +232,7 @@ class AttentionRNNSeq2Seq(ProjectedStep, nn.Module):
         return memory, state
 
     def _step(
-        self, embedded: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
+        self, embedded: Tensor, memory: Tensors, state: Tensors
     ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """One decoder step: embedded (B, E) -> attentional vector a_t (B, H), the new state and
         the attention weights (B, S)."""
@@ -236,9 +243,7 @@ class AttentionRNNSeq2Seq(ProjectedStep, nn.Module):
             new_state["feed"] = attentional
         return attentional, new_state, weights[:, 0]
 
-    def _steps(
-        self, x: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
-    ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    def _steps(self, x: Tensor, memory: Tensors, state: Tensors) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """Decoder inputs x (B, T, *) -> attentional vectors (B, T, H), the cell's state after step T
         and the attention weights (B, T, S)."""
         queries, new_state = run_cell(self.decoder, x, state)  # (B, T, H)
@@ -270,14 +275,14 @@ class AttentionRNNSeq2Seq(ProjectedStep, nn.Module):
         return self.output.proj
 
     def decode_features(
-        self, prev_tokens: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """prev_tokens (B,) -> the projection's inputs (B, E) and the new state."""
         features, state, _ = self.decode_features_with_attention(prev_tokens, memory, state)
         return features, state
 
     def decode_features_with_attention(
-        self, prev_tokens: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors
     ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """As `decode_features`, with the step's attention weights (B, S), which the step computes
         anyway."""

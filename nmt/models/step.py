@@ -1,58 +1,185 @@
-"""`decode_step` from two parts every model has: the decoder's features and the output projection.
+"""The typed seam between a model and what drives it: the search, the translator, the exporters.
 
-    decode_features(prev_tokens (B,), memory, state) -> (features (B, E), new_state)
+`Seq2Seq` is what the search needs of any model, whatever runs it (a PyTorch model of
+`nmt.models`, the ONNX Runtime backend); mypy checks every model and backend against it:
+
+    encode(src (B, S), src_lengths (B,)) -> (memory, state)
+    decode_step(prev_tokens (R,), memory, state) -> (log_probs (R, V) float32, new_state)
+    decode_top_k(prev_tokens (R,), memory, state, k) -> (best (R, k'), tokens (R, k'), eos (R,), new_state)
+    select_memory(memory, rows), select_state(state, rows): rows (dim 0) of each
+    memory_per_sentence: the memory layout (below)
+
+memory is what stays fixed while a sentence is decoded (always "src_mask" (B, S), True = real
+token), state what changes at every step; both map the model's own keys, fixed for a given
+config, to tensors with the batch on dim 0. `decode_top_k` is each row's k best continuations
+other than `nmt.search.BANNED_IDS`, best first (k' = k, or V - 2 when that is smaller), with the
+EOS log-probabilities: an engine may rank without materialising (R, V) log-probabilities (the
+ONNX backend does); here it is the plain top k of `decode_step`.
+
+The memory layout. With `memory_per_sentence` False, memory has one row per decoded row: the
+search selects the beams' rows from it like the state's. With True, memory keeps one row per
+sentence while the R = B * G rows decoded are G consecutive hypotheses of each of its B
+sentences (G = R / B; G = 1 is the plain layout): cross-attention then runs as one (G, Dh) x
+(Dh, S) product per sentence instead of G single-row ones against G copies of the same keys,
+and the search never copies the memory beam by beam; it selects sentences.
+
+`Seq2SeqModel` is the base of the PyTorch models. Their `decode_step` is made of two parts
+every model has, which exporters trace: the decoder's features and the output projection
+
+    decode_features(prev_tokens (R,), memory, state) -> (features (R, E), new_state)
     projection: nn.Linear, E -> V (the target embedding when tied)
     decode_step = log_softmax(projection(features)), in float32
 
-A model with attention (`attends`) also offers the step with its attention over the source:
+A model with attention (`attends`) also offers the step with its attention over the source,
+which the search asks for only when alignments are wanted:
 
-    decode_features_with_attention(prev_tokens, memory, state) -> (features, new_state, attention (B, S))
-    decode_step_with_attention = decode_step and that attention
+    decode_step_with_attention -> (log_probs (R, V), new_state, attention (R, S))
+    decode_top_k_with_attention -> (best, tokens, eos, new_state, attention (R, S))
+    decode_features_with_attention(prev_tokens, memory, state) -> (features, new_state, attention (R, S))
+      (`Seq2SeqModel`: the part exporters trace)
 
 The weights of each row sum to 1 over its real source tokens (EOS included) and are 0 at padding.
-`decode_step` never computes more than it returns: the attention is a separate call, so asking for
-none costs nothing.
+`decode_step` and `decode_top_k` never compute more than they return: the attention is a
+separate call, so asking for none costs nothing. A model without attention (`attends` False)
+raises `nmt.errors.NoAttention` from these.
 
-Exporters use the parts: the ONNX decoder graph ranks the projection's outputs without
-materialising the log-probabilities (see `nmt.export.onnx_head`).
+The ONNX decoder graph ranks the projection's outputs without materialising the
+log-probabilities (see `nmt.export.onnx_head`). What else a model can do is declared by its
+config (`nmt.config`: position_limit, export_formats, architecture).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from typing import Protocol
+
 from torch import Tensor, nn
 
+from nmt.errors import NoAttention
+from nmt.search import BANNED_IDS, select
+from nmt.specials import EOS_ID
 
-class ProjectedStep:
-    """Mixin giving a model with `decode_features` and `projection` its `decode_step` (and, with
-    `decode_features_with_attention`, its `decode_step_with_attention`)."""
+Tensors = Mapping[str, Tensor]  # a memory or a state: the model's keys -> (B or R, ...) tensors
 
-    attends: bool = False  # whether the model has attention over the source to return
+
+class Seq2Seq(Protocol):
+    """What the search needs of a model; see the module docstring."""
+
+    @property
+    def memory_per_sentence(self) -> bool: ...
+
+    @property
+    def attends(self) -> bool: ...
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensors, Tensors]: ...
+
+    def decode_step(self, prev_tokens: Tensor, memory: Tensors, state: Tensors) -> tuple[Tensor, Tensors]: ...
+
+    def decode_top_k(
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors, k: int
+    ) -> tuple[Tensor, Tensor, Tensor, Tensors]: ...
+
+    def decode_step_with_attention(
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors
+    ) -> tuple[Tensor, Tensors, Tensor]: ...
+
+    def decode_top_k_with_attention(
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors, k: int
+    ) -> tuple[Tensor, Tensor, Tensor, Tensors, Tensor]: ...
+
+    def select_memory(self, memory: Tensors, rows: Tensor) -> Tensors: ...
+
+    def select_state(self, state: Tensors, rows: Tensor) -> Tensors: ...
+
+
+def _top_k(log_probs: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The plain top k of log-probabilities (R, V), a new tensor it modifies: best, tokens, eos."""
+    log_probs[:, BANNED_IDS] = -math.inf
+    best, tokens = log_probs.topk(min(k, log_probs.size(1) - len(BANNED_IDS)), dim=1)
+    return best, tokens, log_probs[:, EOS_ID]
+
+
+class TensorSeam:
+    """The search's hooks for a model whose memory and state are tensors it computes whole:
+    rows picked with `index_select`, the top k taken from `decode_step`'s log-probabilities
+    (with attention: from `decode_step_with_attention`'s)."""
+
+    memory_per_sentence = False
+    attends = False  # whether the model has attention over the source to return
+
+    def decode_step(self, prev_tokens: Tensor, memory: Tensors, state: Tensors) -> tuple[Tensor, Tensors]:
+        raise NotImplementedError
+
+    def decode_top_k(
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors, k: int
+    ) -> tuple[Tensor, Tensor, Tensor, Tensors]:
+        log_probs, state = self.decode_step(prev_tokens, memory, state)  # (R, V), a new tensor
+        return (*_top_k(log_probs, k), state)
+
+    def decode_step_with_attention(
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors
+    ) -> tuple[Tensor, Tensors, Tensor]:
+        raise NoAttention(f"{type(self).__name__} has no attention")
+
+    def decode_top_k_with_attention(
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors, k: int
+    ) -> tuple[Tensor, Tensor, Tensor, Tensors, Tensor]:
+        log_probs, state, attention = self.decode_step_with_attention(prev_tokens, memory, state)
+        return (*_top_k(log_probs, k), state, attention)
+
+    def select_memory(self, memory: Tensors, rows: Tensor) -> dict[str, Tensor]:
+        return select(memory, rows)
+
+    def select_state(self, state: Tensors, rows: Tensor) -> dict[str, Tensor]:
+        return select(state, rows)
+
+
+class Seq2SeqModel(TensorSeam, nn.Module):
+    """Base of the PyTorch models: `decode_step` from `decode_features` and `projection` (and,
+    with attention, `decode_step_with_attention` from `decode_features_with_attention`), and the
+    plain hooks of `TensorSeam`. `forward(src, src_lengths, tgt_in)` is teacher forcing."""
+
+    src_vocab_size: int
+    tgt_vocab_size: int
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        raise NotImplementedError
+
+    def encode_for_export(
+        self, src: Tensor, src_lengths: Tensor
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
+        """`encode`, and tensors an exported encoder graph must return besides (by name; nothing
+        reads them): a model's way around an exporter bug. None by default."""
+        memory, state = self.encode(src, src_lengths)
+        return memory, state, {}
 
     @property
     def projection(self) -> nn.Linear:
         raise NotImplementedError
 
     def decode_features(
-        self, prev_tokens: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors
     ) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError
 
-    def decode_step(
-        self, prev_tokens: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """prev_tokens (B,) -> log-probabilities (B, V) float32 and the new state."""
-        features, state = self.decode_features(prev_tokens, memory, state)
-        return self.projection(features).float().log_softmax(dim=-1), state
-
     def decode_features_with_attention(
-        self, prev_tokens: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors
     ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        raise NotImplementedError(f"{type(self).__name__} has no attention")
+        """As `decode_features`, with the step's attention over the source (R, S)."""
+        raise NoAttention(f"{type(self).__name__} has no attention")
+
+    def decode_step(
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """prev_tokens (R,) -> log-probabilities (R, V) float32 and the new state."""
+        features, new_state = self.decode_features(prev_tokens, memory, state)
+        return self.projection(features).float().log_softmax(dim=-1), new_state
 
     def decode_step_with_attention(
-        self, prev_tokens: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors
     ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        """prev_tokens (B,) -> log-probabilities (B, V) float32, the new state and the step's
-        attention over the source (B, S)."""
-        features, state, attention = self.decode_features_with_attention(prev_tokens, memory, state)
-        return self.projection(features).float().log_softmax(dim=-1), state, attention
+        """prev_tokens (R,) -> log-probabilities (R, V) float32, the new state and the step's
+        attention over the source (R, S)."""
+        features, new_state, attention = self.decode_features_with_attention(prev_tokens, memory, state)
+        return self.projection(features).float().log_softmax(dim=-1), new_state, attention

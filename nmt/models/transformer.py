@@ -6,8 +6,15 @@ Decoding one token at a time reuses two kinds of keys and values:
 - self-attention keys/values of the tokens decoded so far grow by one position per step
   ("self_k{i}", "self_v{i}" in state, starting with length 0).
 
-Letters: B batch, S source length, T target length (t: tokens decoded so far), D d_model,
-N heads, Dh = D / N, V vocabulary.
+A decoding step (`decode_features`, which the search runs and the ONNX exporter traces) is
+written for that one token: every row a 2-D (R, D) row, the self-attention's query, key and
+value projections fused into one (D, 3D) matrix, reshapes to constant shapes, the source mask
+turned into an additive bias once for all layers, and the memory taken once per sentence for
+its consecutive hypotheses (`memory_per_sentence`, see `nmt.models.step`). Teacher forcing
+(`forward`) runs the layers over whole sequences instead.
+
+Letters: B batch (sentences), R rows decoded (R = B * G, G hypotheses per sentence), S source
+length, T target length (t: tokens decoded so far), D d_model, N heads, Dh = D / N, V vocabulary.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from torch import Tensor, nn
 
 from nmt.config import TransformerConfig
 from nmt.models.attention import padding_mask
-from nmt.models.step import ProjectedStep
+from nmt.models.step import Seq2SeqModel, Tensors
 from nmt.specials import PAD_ID
 
 
@@ -40,6 +47,9 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, d_model: int, heads: int, dropout: float) -> None:
         super().__init__()
         self.heads, self.dropout = heads, dropout
+        self.d_model, self.head_dim = d_model, d_model // heads
+        self._qkv: tuple[Tensor, Tensor] | None = None  # see _fused_qkv
+        self._qkv_key: tuple[tuple[int, int], ...] = ()
         self.q = nn.Linear(d_model, d_model)
         self.k = nn.Linear(d_model, d_model)
         self.v = nn.Linear(d_model, d_model)
@@ -57,24 +67,66 @@ class MultiHeadAttention(nn.Module):
         """Queries from x (B, T, D) attend to keys/values (B, N, S, Dh) -> (B, T, D).
 
         mask: boolean, True = may attend, broadcastable to (B, N, T, S); None = attend everywhere."""
-        if x.size(1) == 1:
-            # one query (a decoding step): plain matmuls beat the fused kernel, which is built
-            # for long sequences (about 2x faster per step on CPU at batch 160)
-            return self.attend(x, keys, values, mask)[0]
         dropout = self.dropout if self.training else 0.0
         queries = self._split(self.q(x))  # (B, N, T, Dh)
         out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, dropout_p=dropout)
         return self.out(out.transpose(1, 2).flatten(2))
 
-    def attend(self, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """As `forward`, with plain matmuls, also giving the attention weights (B, N, T, S)."""
-        queries = self._split(self.q(x))  # (B, N, T, Dh)
-        scores = queries @ keys.transpose(-2, -1) / math.sqrt(queries.size(-1))  # (B, N, T, S)
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
+    # -- one decoding step: rows (R, D), see the module docstring --------------------------------
+
+    def _attend(
+        self, queries: Tensor, keys: Tensor, values: Tensor, bias: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """queries (B, N, G, Dh) against keys/values (B, N, S, Dh), additive bias (B, 1, 1, S) or
+        None -> (B, N, G, Dh) and the attention weights (B, N, G, S), which it computes anyway.
+        Plain matmuls: for a few queries they beat the fused kernel, which is built for long
+        sequences."""
+        scores = queries @ keys.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, N, G, S)
+        if bias is not None:
+            scores = scores + bias
         weights = scores.softmax(dim=-1)
-        out = F.dropout(weights, self.dropout, self.training) @ values  # (B, N, T, Dh)
-        return self.out(out.transpose(1, 2).flatten(2)), weights
+        return F.dropout(weights, self.dropout, self.training) @ values, weights
+
+    def _fused_qkv(self) -> tuple[Tensor, Tensor]:
+        """The query, key and value projections as one (3D, D) weight and (3D,) bias. Without
+        gradients they are concatenated once and kept while the weights are the same, unchanged
+        tensors (an optimizer step or loading weights changes their version, which rebuilds them)."""
+        linears = (self.q, self.k, self.v)
+        if torch.is_grad_enabled():
+            return torch.cat([m.weight for m in linears]), torch.cat([m.bias for m in linears])
+        key = tuple((t.data_ptr(), t._version) for m in linears for t in (m.weight, m.bias))
+        if self._qkv is None or self._qkv_key != key:
+            # plain tensors even when made in inference mode, so the exporter may trace them
+            with torch.inference_mode(False), torch.no_grad():
+                self._qkv = (
+                    torch.cat([m.weight for m in linears]),
+                    torch.cat([m.bias for m in linears]),
+                )
+            self._qkv_key = key
+        return self._qkv
+
+    def step_self(self, h: Tensor, cache_k: Tensor, cache_v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Self-attention of one new position per row: h (R, D), the rows' caches (R, N, t, Dh)
+        -> (R, D) and the caches extended to (R, N, t + 1, Dh). Reshapes to constant shapes: an
+        exported graph computes no shapes at each step."""
+        qkv = F.linear(h, *self._fused_qkv())  # (R, 3D): one matrix product
+        q, k, v = qkv.reshape(-1, 3, self.heads, 1, self.head_dim).unbind(1)  # (R, N, 1, Dh) each
+        keys, values = torch.cat([cache_k, k], dim=2), torch.cat([cache_v, v], dim=2)
+        context = self._attend(q, keys, values, None)[0]  # (R, N, 1, Dh)
+        return self.out(context.reshape(-1, self.d_model)), keys, values
+
+    def step_cross(
+        self, h: Tensor, keys: Tensor, values: Tensor, bias: Tensor, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """Cross-attention of R = B * G rows, G consecutive ones per sentence: h (R, D) against
+        the B sentences' keys/values (B, N, S, Dh), bias (B, 1, 1, S) -> (R, D), and with
+        `need_weights` the attention weights averaged over the heads (R, S) (else None, and
+        nothing more computed)."""
+        batch = keys.size(0)
+        queries = self.q(h).reshape(batch, -1, self.heads, self.head_dim).transpose(1, 2)  # (B, N, G, Dh)
+        context, weights = self._attend(queries, keys, values, bias)  # (B, N, G, Dh), (B, N, G, S)
+        averaged = weights.mean(dim=1).reshape(-1, weights.size(-1)) if need_weights else None  # (R, S)
+        return self.out(context.transpose(1, 2).reshape(-1, self.d_model)), averaged
 
 
 class FeedForward(nn.Sequential):
@@ -142,28 +194,43 @@ class DecoderLayer(_ResidualLayer):
         cross_v: Tensor,
         src_mask: Tensor,
         causal_mask: Tensor | None,
-        need_weights: bool = False,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, T, D) for the positions after the t cached ones; self_k/self_v (B, N, t, Dh);
         cross_k/cross_v (B, N, S, Dh); src_mask (B, 1, 1, S); causal_mask (T, t + T) or None when T = 1.
-        -> x (B, T, D), the self-attention cache extended to (B, N, t + T, Dh), and with
-        `need_weights` the cross-attention weights (B, N, T, S) (else None)."""
+        -> x (B, T, D) and the self-attention cache extended to (B, N, t + T, Dh)."""
         h = self._input(x, self.self_norm)
         k, v = self.self_attn.keys_values(h)
         self_k, self_v = torch.cat([self_k, k], dim=2), torch.cat([self_v, v], dim=2)
         x = self._residual(x, self.self_attn(h, self_k, self_v, causal_mask), self.self_norm)
         h = self._input(x, self.cross_norm)
-        weights = None
-        if need_weights:
-            y, weights = self.cross_attn.attend(h, cross_k, cross_v, src_mask)
-        else:
-            y = self.cross_attn(h, cross_k, cross_v, src_mask)
-        x = self._residual(x, y, self.cross_norm)
+        x = self._residual(x, self.cross_attn(h, cross_k, cross_v, src_mask), self.cross_norm)
+        x = self._residual(x, self.ff(self._input(x, self.ff_norm)), self.ff_norm)
+        return x, self_k, self_v
+
+    def step(
+        self,
+        x: Tensor,
+        self_k: Tensor,
+        self_v: Tensor,
+        cross_k: Tensor,
+        cross_v: Tensor,
+        src_bias: Tensor,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """One decoding step of R = B * G rows: x (R, D); self_k/self_v (R, N, t, Dh);
+        cross_k/cross_v (B, N, S, Dh); src_bias (B, 1, 1, S), 0 or -inf
+        -> x (R, D), the self-attention cache extended to (R, N, t + 1, Dh), and with
+        `need_weights` the cross-attention weights averaged over the heads (R, S) (else None)."""
+        attended, self_k, self_v = self.self_attn.step_self(self._input(x, self.self_norm), self_k, self_v)
+        x = self._residual(x, attended, self.self_norm)
+        h = self._input(x, self.cross_norm)
+        attended, weights = self.cross_attn.step_cross(h, cross_k, cross_v, src_bias, need_weights)
+        x = self._residual(x, attended, self.cross_norm)
         x = self._residual(x, self.ff(self._input(x, self.ff_norm)), self.ff_norm)
         return x, self_k, self_v, weights
 
 
-class TransformerSeq2Seq(ProjectedStep, nn.Module):
+class TransformerSeq2Seq(Seq2SeqModel):
     """Encoder-decoder Transformer with sinusoidal positions and tied target/output embeddings.
 
     `share_embeddings`: one matrix for source, target and output (needs one joint vocabulary);
@@ -171,12 +238,14 @@ class TransformerSeq2Seq(ProjectedStep, nn.Module):
     `pre_norm`: LayerNorm before each sublayer plus a final LayerNorm on each stack (more stable
     without warmup); otherwise the original post-norm.
 
-    memory: {"src_mask" (B, S), "cross_k{i}", "cross_v{i}" (B, N, S, Dh) for each decoder layer i}
-    state: {"self_k{i}", "self_v{i}" (B, N, t, Dh) for each decoder layer i; t = 0 after encode}
+    memory: {"src_mask" (B, S), "cross_k{i}", "cross_v{i}" (B, N, S, Dh) for each decoder layer i},
+      one row per sentence (`memory_per_sentence`)
+    state: {"self_k{i}", "self_v{i}" (R, N, t, Dh) for each decoder layer i; t = 0 after encode}
     The attention the step returns (`decode_step_with_attention`) is the cross-attention of decoder
     layer `alignment_layer` (the config's; the last by default), averaged over its heads.
     """
 
+    memory_per_sentence = True
     attends = True
 
     def __init__(self, cfg: TransformerConfig, src_vocab_size: int, tgt_vocab_size: int) -> None:
@@ -246,21 +315,15 @@ class TransformerSeq2Seq(ProjectedStep, nn.Module):
         return self.output
 
     def _decode(
-        self,
-        tgt: Tensor,
-        memory: dict[str, Tensor],
-        state: dict[str, Tensor],
-        causal_mask: Tensor | None,
-        need_weights: bool = False,
-    ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+        self, tgt: Tensor, memory: Tensors, state: Tensors, causal_mask: Tensor | None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """tgt (B, T), following the state's t cached positions -> the output projection's inputs
-        (B, T, D), the extended state, and with `need_weights` the alignment layer's
-        cross-attention averaged over its heads (B, T, S) (else None)."""
+        (B, T, D), the extended state."""
         x = self._embed(tgt, self.tgt_embed, start=state["self_k0"].shape[2])
         attn_mask = memory["src_mask"][:, None, None, :]  # (B, 1, 1, S)
-        new_state, attention = {}, None
+        new_state = {}
         for i, layer in enumerate(self.decoder_layers):
-            x, new_state[f"self_k{i}"], new_state[f"self_v{i}"], weights = layer(
+            x, new_state[f"self_k{i}"], new_state[f"self_v{i}"] = layer(
                 x,
                 state[f"self_k{i}"],
                 state[f"self_v{i}"],
@@ -268,11 +331,8 @@ class TransformerSeq2Seq(ProjectedStep, nn.Module):
                 memory[f"cross_v{i}"],
                 attn_mask,
                 causal_mask,
-                need_weights and i == self.alignment_layer,
             )
-            if weights is not None:
-                attention = weights.mean(dim=1)  # (B, T, S)
-        return self.decoder_norm(x), new_state, attention
+        return self.decoder_norm(x), new_state
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing: src (B, S), src_lengths (B,), tgt_in (B, T) -> logits (B, T, V)."""
@@ -286,20 +346,43 @@ class TransformerSeq2Seq(ProjectedStep, nn.Module):
         return self.output(self._decode(tgt_in, memory, state, causal_mask)[0])
 
     def decode_features(
-        self, prev_tokens: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """prev_tokens (B,) -> the output projection's inputs (B, D) and the state with one more
-        cached position. The position of prev_tokens is the cache length; one new query may
-        attend to every cached key."""
-        features, state, _ = self._decode(prev_tokens.unsqueeze(1), memory, state, causal_mask=None)
-        return features[:, 0], state
+        """prev_tokens (R,) -> the output projection's inputs (R, D) and the state with one more
+        cached position. The rows are G consecutive hypotheses of each of the memory's B
+        sentences (R = B * G); the position of prev_tokens is the cache length."""
+        features, new_state, _ = self._step(prev_tokens, memory, state, need_weights=False)
+        return features, new_state
 
     def decode_features_with_attention(
-        self, prev_tokens: Tensor, memory: dict[str, Tensor], state: dict[str, Tensor]
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors
     ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        """As `decode_features`, with the alignment layer's cross-attention, heads averaged (B, S)."""
-        features, state, attention = self._decode(
-            prev_tokens.unsqueeze(1), memory, state, causal_mask=None, need_weights=True
-        )
+        """As `decode_features`, with the alignment layer's cross-attention, heads averaged (R, S)."""
+        features, new_state, attention = self._step(prev_tokens, memory, state, need_weights=True)
         assert attention is not None
-        return features[:, 0], state, attention[:, 0]
+        return features, new_state, attention
+
+    def _step(
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors, need_weights: bool
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+        """`decode_features`, and with `need_weights` the alignment layer's cross-attention,
+        heads averaged (R, S) (else None: no layer computes more than its output)."""
+        step = state["self_k0"].shape[2]
+        x = self.dropout(self.tgt_embed(prev_tokens) * self.scale + self.positions[step])  # (R, D)
+        src_mask = memory["src_mask"]  # (B, S)
+        bias = torch.zeros_like(src_mask, dtype=x.dtype).masked_fill(~src_mask, float("-inf"))
+        bias = bias[:, None, None, :]  # (B, 1, 1, S), once for all layers
+        new_state, attention = {}, None
+        for i, layer in enumerate(self.decoder_layers):
+            x, new_state[f"self_k{i}"], new_state[f"self_v{i}"], weights = layer.step(
+                x,
+                state[f"self_k{i}"],
+                state[f"self_v{i}"],
+                memory[f"cross_k{i}"],
+                memory[f"cross_v{i}"],
+                bias,
+                need_weights and i == self.alignment_layer,
+            )
+            if weights is not None:
+                attention = weights
+        return self.decoder_norm(x), new_state, attention

@@ -1,4 +1,5 @@
-"""The contract every model keeps with search, training and export: forward / encode / decode_step."""
+"""The contract every model keeps with search, training and export (`nmt.models.step`): forward /
+encode / decode_step, the search's hooks, and the memory layout each model declares."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nmt.specials import PAD_ID
+from nmt.errors import NoAttention
+from nmt.search import BANNED_IDS
+from nmt.specials import EOS_ID, PAD_ID
 
 
 def decode_all(model, src, src_lengths, tgt_in):
@@ -100,8 +103,10 @@ def test_attention_is_a_distribution_over_each_source(model, batch):
     tokens (EOS included) that sum to 1, zero at padding. A model without attention has none."""
     memory, state = model.encode(batch.src, batch.src_lengths)
     if not model.attends:
-        with pytest.raises(NotImplementedError, match="has no attention"):
+        with pytest.raises(NoAttention, match="has no attention"):
             model.decode_step_with_attention(batch.tgt_in[:, 0], memory, state)
+        with pytest.raises(NoAttention, match="has no attention"):
+            model.decode_top_k_with_attention(batch.tgt_in[:, 0], memory, state, 4)
         return
     for t in range(3):
         expected, expected_state = model.decode_step(batch.tgt_in[:, t], memory, state)
@@ -112,3 +117,54 @@ def test_attention_is_a_distribution_over_each_source(model, batch):
         assert attention.shape == batch.src.shape
         torch.testing.assert_close(attention.sum(-1), torch.ones(batch.src.size(0)))
         assert (attention[batch.src == PAD_ID] == 0).all() and (attention >= 0).all()
+
+
+@torch.no_grad()
+def test_decode_top_k_with_attention_is_decode_top_k_and_the_steps_attention(model, batch):
+    if not model.attends:
+        return  # see test_attention_is_a_distribution_over_each_source
+    memory, state = model.encode(batch.src, batch.src_lengths)
+    tokens = batch.tgt_in[:, 0]
+    *expected, expected_state = model.decode_top_k(tokens, memory, state, 4)
+    _, _, expected_attention = model.decode_step_with_attention(tokens, memory, state)
+    *found, new_state, attention = model.decode_top_k_with_attention(tokens, memory, state, 4)
+    for a, b in zip(found, expected, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    torch.testing.assert_close(attention, expected_attention, atol=1e-6, rtol=0)
+    assert new_state.keys() == expected_state.keys()
+
+
+@torch.no_grad()
+def test_memory_taken_once_per_sentence_decodes_as_memory_copied_per_row(model, batch):
+    """The memory layout (`memory_per_sentence`): G consecutive rows per sentence against one
+    memory row each give what each row gives against its own copy of the memory."""
+    group = 3
+    expand = torch.arange(batch.src.size(0)).repeat_interleave(group)  # (R,) = (B * G,)
+    memory, state = model.encode(batch.src, batch.src_lengths)
+    per_row = model.select_memory(memory, expand)
+    own = memory if model.memory_per_sentence else per_row
+    state = expanded = model.select_state(state, expand)
+    for t in range(3):
+        tokens = batch.tgt_in[:, t].index_select(0, expand)
+        log_probs, state = model.decode_step(tokens, own, state)
+        expected, expanded = model.decode_step(tokens, per_row, expanded)
+        torch.testing.assert_close(log_probs, expected, atol=1e-5, rtol=0)
+        if model.attends:  # the attention too, one row per decoded row
+            _, _, attention = model.decode_step_with_attention(tokens, own, state)
+            _, _, expected_attention = model.decode_step_with_attention(tokens, per_row, expanded)
+            assert attention.shape == (expand.numel(), batch.src.size(1))
+            torch.testing.assert_close(attention, expected_attention, atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_decode_top_k_is_the_top_k_of_decode_step_without_banned_tokens(model, batch):
+    memory, state = model.encode(batch.src, batch.src_lengths)
+    log_probs, expected_state = model.decode_step(batch.tgt_in[:, 0], memory, state)
+    best, tokens, eos, new_state = model.decode_top_k(batch.tgt_in[:, 0], memory, state, 4)
+    assert best.shape == tokens.shape == (batch.src.size(0), 4)
+    assert not torch.isin(tokens, torch.tensor(BANNED_IDS)).any()
+    torch.testing.assert_close(best, log_probs.gather(1, tokens), atol=1e-6, rtol=0)
+    log_probs[:, BANNED_IDS] = float("-inf")
+    torch.testing.assert_close(best, log_probs.topk(4, dim=1).values, atol=1e-6, rtol=0)
+    torch.testing.assert_close(eos, log_probs[:, EOS_ID], atol=1e-6, rtol=0)
+    assert new_state.keys() == expected_state.keys()

@@ -61,14 +61,14 @@ def test_alignment_layer_picks_the_cross_attention_heads_averaged(batch, tiny_co
 
     def recording(index, attend):
         def wrapper(*args):
-            out, weights = attend(*args)
+            out, weights = attend(*args)  # the cross-attention's own: step_cross is its only caller
             seen[index] = weights  # (B, N, 1, S)
             return out, weights
 
         return wrapper
 
     for i, layer in enumerate(model.decoder_layers):
-        layer.cross_attn.attend = recording(i, layer.cross_attn.attend)
+        layer.cross_attn._attend = recording(i, layer.cross_attn._attend)
     memory, state = model.encode(batch.src, batch.src_lengths)
     tokens = batch.tgt_in[:, 0]
     for layer in (0, 1, -1):
@@ -84,3 +84,27 @@ def test_alignment_layer_must_exist(tiny_config):
         assert tiny_config("transformer", alignment_layer=layer).alignment_layer == layer
     with pytest.raises(ValueError, match="alignment_layer"):
         tiny_config("transformer", alignment_layer=2)
+
+
+def test_decoding_follows_weights_changed_in_place(batch, tiny_config, tiny_model):
+    """The decoding step's fused query/key/value matrix is kept between steps; an optimizer step
+    (weights changed in place) or loading other weights must not leave it stale."""
+    model = tiny_model(tiny_config("transformer"))
+    tokens = batch.tgt_in[:, 0]
+
+    def first_step() -> torch.Tensor:
+        memory, state = model.encode(batch.src, batch.src_lengths)
+        return model.decode_step(tokens, memory, state)[0]
+
+    def teacher_forced() -> torch.Tensor:
+        return model(batch.src, batch.src_lengths, batch.tgt_in[:, :1])[:, 0].log_softmax(-1)
+
+    with torch.inference_mode():
+        before = first_step()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.mul_(1.5)
+        torch.testing.assert_close(first_step(), teacher_forced(), atol=1e-5, rtol=0)
+        assert not torch.allclose(first_step(), before)
+        model.load_state_dict(tiny_model(tiny_config("transformer"), seed=1).state_dict())
+        torch.testing.assert_close(first_step(), teacher_forced(), atol=1e-5, rtol=0)
