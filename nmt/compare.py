@@ -25,7 +25,6 @@ from sacrebleu.metrics import BLEU, CHRF, TER
 from sacrebleu.significance import PairedTest
 
 from nmt.bundle import Bundle, load_bundle
-from nmt.config import SearchConfig
 from nmt.data import read_lines
 from nmt.errors import NmtError
 from nmt.translator import Translator
@@ -126,11 +125,7 @@ def translate_systems(
     systems = []
     for name, bundle in zip(_names(bundles), bundles, strict=True):
         translator = Translator.from_bundle(bundle, device, batch_size=batch_size)
-        search = (
-            bundle.search
-            if beam_size is None
-            else SearchConfig(**{**bundle.search.model_dump(), "beam_size": beam_size, "n_best": 1})
-        )
+        search = bundle.search.with_overrides(beam_size=beam_size, n_best=1)
         start = time.perf_counter()
         hypotheses = translator.translate_best(src, search)
         systems.append(System(name, hypotheses, bundle, time.perf_counter() - start))
