@@ -5,6 +5,7 @@ Only that they run is checked: their numbers depend on the machine, so no timing
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,8 @@ def test_decode_benchmark_runs_on_a_tiny_bundle(arch: str, trained_bundles, tiny
 def test_decode_profile_splits_the_time_by_operator_and_bounds_fp32(trained_bundles, tiny_corpus: Path):
     bundle = trained_bundles["lstm_attention"]
     stdout = run_benchmark("decode_profile.py", *_on_a_tiny_bundle(bundle, tiny_corpus), verdict=False)
-    assert "share of kernels" in stdout and "Gemm" in stdout
+    assert "share of kernels" in stdout
+    # the table's rows are operators; which ten take the most time varies run to run on a tiny model
+    assert re.search(r"^\s*(Gemm|MatMul|LSTM|TopK)\s+\d+\.\d{3}\s+\d+\.\d%$", stdout, re.MULTILINE), stdout
     assert "output projection" in stdout and "at most" in stdout
     assert not any(Path(bundle).glob("onnx*")), "it must not touch the bundle"
