@@ -186,26 +186,16 @@ class DecoderLayer(_ResidualLayer):
         self.ff_norm = nn.LayerNorm(cfg.d_model)
 
     def forward(
-        self,
-        x: Tensor,
-        self_k: Tensor,
-        self_v: Tensor,
-        cross_k: Tensor,
-        cross_v: Tensor,
-        src_mask: Tensor,
-        causal_mask: Tensor | None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """x (B, T, D) for the positions after the t cached ones; self_k/self_v (B, N, t, Dh);
-        cross_k/cross_v (B, N, S, Dh); src_mask (B, 1, 1, S); causal_mask (T, t + T) or None when T = 1.
-        -> x (B, T, D) and the self-attention cache extended to (B, N, t + T, Dh)."""
+        self, x: Tensor, cross_k: Tensor, cross_v: Tensor, src_mask: Tensor, causal_mask: Tensor
+    ) -> Tensor:
+        """Teacher forcing: x (B, T, D); cross_k/cross_v (B, N, S, Dh); src_mask (B, 1, 1, S);
+        causal_mask (T, T) -> x (B, T, D)."""
         h = self._input(x, self.self_norm)
         k, v = self.self_attn.keys_values(h)
-        self_k, self_v = torch.cat([self_k, k], dim=2), torch.cat([self_v, v], dim=2)
-        x = self._residual(x, self.self_attn(h, self_k, self_v, causal_mask), self.self_norm)
+        x = self._residual(x, self.self_attn(h, k, v, causal_mask), self.self_norm)
         h = self._input(x, self.cross_norm)
         x = self._residual(x, self.cross_attn(h, cross_k, cross_v, src_mask), self.cross_norm)
-        x = self._residual(x, self.ff(self._input(x, self.ff_norm)), self.ff_norm)
-        return x, self_k, self_v
+        return self._residual(x, self.ff(self._input(x, self.ff_norm)), self.ff_norm)
 
     def step(
         self,
@@ -287,10 +277,9 @@ class TransformerSeq2Seq(Seq2SeqModel):
             with torch.no_grad():
                 embedding.weight[PAD_ID].zero_()
 
-    def _embed(self, tokens: Tensor, embedding: nn.Embedding, start: int | Tensor = 0) -> Tensor:
-        """tokens (B, T) at positions start .. start + T - 1 -> (B, T, D)."""
-        positions = self.positions[start : start + tokens.size(1)]
-        return self.dropout(embedding(tokens) * self.scale + positions)
+    def _embed(self, tokens: Tensor, embedding: nn.Embedding) -> Tensor:
+        """tokens (B, T) at positions 0 .. T - 1 -> (B, T, D)."""
+        return self.dropout(embedding(tokens) * self.scale + self.positions[: tokens.size(1)])
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """src (B, S), src_lengths (B,) -> (memory, state); see the class docstring for the keys."""
@@ -314,36 +303,20 @@ class TransformerSeq2Seq(Seq2SeqModel):
     def projection(self) -> nn.Linear:
         return self.output
 
-    def _decode(
-        self, tgt: Tensor, memory: Tensors, state: Tensors, causal_mask: Tensor | None
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """tgt (B, T), following the state's t cached positions -> the output projection's inputs
-        (B, T, D), the extended state."""
-        x = self._embed(tgt, self.tgt_embed, start=state["self_k0"].shape[2])
-        attn_mask = memory["src_mask"][:, None, None, :]  # (B, 1, 1, S)
-        new_state = {}
-        for i, layer in enumerate(self.decoder_layers):
-            x, new_state[f"self_k{i}"], new_state[f"self_v{i}"] = layer(
-                x,
-                state[f"self_k{i}"],
-                state[f"self_v{i}"],
-                memory[f"cross_k{i}"],
-                memory[f"cross_v{i}"],
-                attn_mask,
-                causal_mask,
-            )
-        return self.decoder_norm(x), new_state
-
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing: src (B, S), src_lengths (B,), tgt_in (B, T) -> logits (B, T, V)."""
         if tgt_in.size(1) > self.max_positions:
             raise ValueError(
                 f"target of {tgt_in.size(1)} tokens exceeds max_positions ({self.max_positions})"
             )
-        memory, state = self.encode(src, src_lengths)
+        memory, _ = self.encode(src, src_lengths)
         length = tgt_in.size(1)
         causal_mask = torch.ones(length, length, dtype=torch.bool, device=tgt_in.device).tril()  # (T, T)
-        return self.output(self._decode(tgt_in, memory, state, causal_mask)[0])
+        attn_mask = memory["src_mask"][:, None, None, :]  # (B, 1, 1, S)
+        x = self._embed(tgt_in, self.tgt_embed)
+        for i, layer in enumerate(self.decoder_layers):
+            x = layer(x, memory[f"cross_k{i}"], memory[f"cross_v{i}"], attn_mask, causal_mask)
+        return self.output(self.decoder_norm(x))
 
     def decode_features(
         self, prev_tokens: Tensor, memory: Tensors, state: Tensors
