@@ -10,6 +10,14 @@ exports key on it, and `load_bundle` checks it, so an edited or torn bundle is r
 than served. Every file a bundle names, exports included, must lie inside its folder
 (`bundle_file`): a bundle may come from elsewhere, and its names must not reach out of it.
 Translate, evaluate, export and the service all load through `load_bundle`.
+
+Directions (`nmt.languages`): a bundle translates the pairs bundle.json lists under "directions"
+(a multilingual model, several), or the one `src_lang` -> `tgt_lang` of a bundle from before them.
+With "language_tokens", every source starts with the target's `<2xx>` piece (one id of the joint
+tokenizer, checked when the bundle loads). `Bundle.direction(source, target)` resolves which
+direction a call means; `src_lang` / `tgt_lang` are the languages of a one-direction bundle only.
+Scores: a one-direction bundle keeps {test set: scores} (the shape from before), a multilingual
+one {"en-de": {test set: scores}, ...}; `Bundle.scores(direction)` reads either.
 """
 
 from __future__ import annotations
@@ -27,7 +35,8 @@ from safetensors.torch import load_file, save_file
 
 from nmt.checkpoint import atomic_folder, atomic_write, readable_mode
 from nmt.config import AnyModelConfig, SearchConfig, parse_section
-from nmt.errors import BundleError, ConfigError
+from nmt.errors import BundleError, ConfigError, NmtError
+from nmt.languages import Direction, language_token
 from nmt.models import Seq2SeqModel, build_model
 from nmt.tokenizer import Tokenizer
 
@@ -55,12 +64,67 @@ class Bundle:
         return self.meta["name"]
 
     @property
+    def directions(self) -> list[Direction]:
+        """The directions it translates, as bundle.json lists them (at least one)."""
+        return _directions(self.meta, self.path / BUNDLE_FILE)
+
+    @property
+    def language_tokens(self) -> bool:
+        """Whether its sources start with the target language's token (`nmt.languages`)."""
+        return bool(self.meta.get("language_tokens", False))
+
+    @property
+    def multilingual(self) -> bool:
+        return len(self.directions) > 1
+
+    def translates(self, direction: Direction) -> bool:
+        return direction in self.directions
+
+    @property
     def src_lang(self) -> str:
-        return self.meta["src_lang"]
+        """The source language of a one-direction bundle (a multilingual one has several:
+        `directions`, `direction`)."""
+        return self.direction().source
 
     @property
     def tgt_lang(self) -> str:
-        return self.meta["tgt_lang"]
+        """The target language of a one-direction bundle (see `src_lang`)."""
+        return self.direction().target
+
+    def direction(self, source: str | None = None, target: str | None = None) -> Direction:
+        """The direction a call means: source and target may be left out (either or both) where
+        they leave one direction the bundle translates. NmtError, one line naming the pair and
+        the bundle's directions, otherwise."""
+        directions = self.directions
+        served = ", ".join(map(str, directions))
+        fits = [
+            d
+            for d in directions
+            if (source is None or d.source == source) and (target is None or d.target == target)
+        ]
+        if len(fits) == 1:
+            return fits[0]
+        asked = f"{source or '?'}-{target or '?'}"
+        if not fits:
+            raise NmtError(f"{self.name} does not translate {asked}; it translates {served}")
+        raise NmtError(
+            f"{self.name} translates several directions ({served}): name the source and target "
+            f"language (asked {asked})"
+        )
+
+    def language_token_id(self, target: str) -> int | None:
+        """The source id that asks for `target` (None for a bundle without language tokens)."""
+        if not self.language_tokens:
+            return None
+        return _token_id(self.src_tokenizer, target, self.path)
+
+    def scores(self, direction: Direction | None = None) -> dict[str, Any]:
+        """{test set: recorded scores} of one direction (default: the only one)."""
+        direction = direction or self.direction()
+        recorded = self.meta.get("scores") or {}
+        if not self.multilingual:
+            return recorded if self.translates(direction) else {}
+        return recorded.get(str(direction)) or {}
 
     def load_model(self, device: str | torch.device = "cpu") -> Seq2SeqModel:
         """Build the model, load its weights (in fp32) and put it in eval mode on `device`."""
@@ -197,6 +261,32 @@ def bundle_folder(bundle_path: Path, name: str, key: str) -> Path:
     return folder
 
 
+def _directions(meta: dict[str, Any], meta_file: Path) -> list[Direction]:
+    """bundle.json's "directions", or the one from its src_lang and tgt_lang; BundleError otherwise."""
+    try:
+        if "directions" in meta:
+            found = [Direction(*pair) for pair in meta["directions"]]
+            if not found or len(set(found)) != len(found):
+                raise ValueError("an empty list or one with repeats")
+            return found
+        return [Direction(meta["src_lang"], meta["tgt_lang"])]
+    except (KeyError, TypeError, ValueError) as error:
+        raise BundleError(f"{meta_file}: bad directions ({error})") from None
+
+
+def _token_id(tokenizer: Tokenizer, target: str, path: Path) -> int:
+    """The id of the `<2xx>` piece for `target`; BundleError naming the piece if the tokenizer lacks it."""
+    piece = language_token(target)
+    processor = tokenizer.processor
+    token = processor.piece_to_id(piece)
+    if processor.is_unknown(token) or processor.id_to_piece(token) != piece:
+        raise BundleError(
+            f"{path}: the tokenizer {tokenizer.path.name} has no piece {piece!r} for the language "
+            f"token of {target} (language_tokens is true)"
+        )
+    return token
+
+
 def _read_meta(meta_file: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """bundle.json, checked for the keys every loader relies on, and the files it names by key."""
     try:
@@ -206,7 +296,9 @@ def _read_meta(meta_file: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             "tokenizer.src": meta["tokenizer"]["src"],
             "tokenizer.tgt": meta["tokenizer"]["tgt"],
         }
-        keys = ("name", "src_lang", "tgt_lang", "model", "search", "version")
+        keys: tuple[str, ...] = ("name", "model", "search", "version")
+        if "directions" not in meta:
+            keys = ("name", "src_lang", "tgt_lang", *keys)
         missing_key = next((key for key in keys if key not in meta), None)
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise BundleError(
@@ -214,15 +306,26 @@ def _read_meta(meta_file: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         ) from None
     if missing_key:
         raise BundleError(f"{meta_file}: missing key {missing_key!r}")
+    _directions(meta, meta_file)
     return meta, named
 
 
-def record_scores(path: Path, test_set: str, scores: dict[str, Any]) -> None:
-    """Store `scores` under "scores"/`test_set` in the bundle's bundle.json (atomically; the
-    version hashes the weights, tokenizers and model config, so it stays the same)."""
+def record_scores(
+    path: Path, test_set: str, scores: dict[str, Any], direction: Direction | None = None
+) -> None:
+    """Store `scores` under "scores"/`test_set` in the bundle's bundle.json, or, for a bundle of
+    several directions, under "scores"/`direction`/`test_set` (atomically; the version hashes the
+    weights, tokenizers and model config, so it stays the same)."""
     meta_file = bundle_file(path, BUNDLE_FILE, BUNDLE_FILE)
     meta, _ = _read_meta(meta_file)
-    meta["scores"] = {**(meta.get("scores") or {}), test_set: scores}
+    recorded = meta.get("scores") or {}
+    if len(_directions(meta, meta_file)) > 1:
+        if direction is None:
+            raise BundleError(f"{path}: a bundle of several directions records scores per direction")
+        key = str(direction)
+        meta["scores"] = {**recorded, key: {**(recorded.get(key) or {}), test_set: scores}}
+    else:
+        meta["scores"] = {**recorded, test_set: scores}
     text = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
     atomic_write(meta_file, lambda handle: handle.write(text.encode("utf-8")))
 
@@ -254,7 +357,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         search = parse_section("search", meta["search"])
     except ConfigError as error:
         raise BundleError(f"{meta_file}: {error}") from None
-    return Bundle(
+    bundle = Bundle(
         path=path,
         meta=meta,
         model_config=model_config,
@@ -262,3 +365,6 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         src_tokenizer=Tokenizer.load(files["tokenizer.src"]),
         tgt_tokenizer=Tokenizer.load(files["tokenizer.tgt"]),
     )
+    for target in sorted({d.target for d in bundle.directions}):
+        bundle.language_token_id(target)  # a missing token fails here, not on the first request
+    return bundle

@@ -4,9 +4,10 @@
     nmt average (--checkpoints CKPT ... | --run DIR --last N) --out BUNDLE
     nmt translate --model BUNDLE [--beam-size 5] [--batch-size N] [--device cpu|cuda] [--alignments]
                                                                                      (stdin -> stdout)
-    nmt evaluate --model BUNDLE --src FILE --ref FILE [--json]
+    nmt evaluate --model BUNDLE --src FILE --ref FILE [--json] [--record TEST_SET]
     nmt attention --model BUNDLE --text TEXT --out FILE.png                  (the attention heatmap)
-        all three take [--backend torch|onnx|ctranslate2]; the last two run the export `nmt export` made
+        all three take [--backend torch|onnx|ctranslate2]; the last two run the export `nmt export` made;
+        and [--source LANG --target LANG], needed where the bundle translates several directions
     nmt export --model BUNDLE --format onnx [--quantize int8]                       (-> BUNDLE/onnx/)
     nmt export --model BUNDLE --format ctranslate2 [--quantize int8]         (Transformer -> BUNDLE/ct2/)
     nmt compare [--models BUNDLE...] [--hyps NAME=FILE...] --src FILE --ref FILE [--baseline NAME]
@@ -60,14 +61,20 @@ def _search_options(args, defaults):
 
 
 def _translator(args):
+    """(translator, search options, direction) for the decoding commands."""
     from nmt.bundle import load_bundle
     from nmt.translator import Translator
 
     bundle = load_bundle(args.model)
+    try:
+        direction = bundle.direction(args.source, args.target)
+    except NmtError as error:
+        flags = "--source/--target" if args.source is None or args.target is None else "--source --target"
+        raise NmtError(f"{flags}: {error}") from None
     translator = Translator.from_bundle(
         bundle, _device(args.device), args.backend, batch_size=args.batch_size
     )
-    return translator, _search_options(args, bundle.search)
+    return translator, _search_options(args, bundle.search), direction
 
 
 def _chunks(lines: Iterator[str], size: int) -> Iterator[list[str]]:
@@ -86,7 +93,7 @@ def cmd_translate(args) -> None:
     from nmt.errors import NoAttention
     from nmt.translator import Translation
 
-    translator, search = _translator(args)
+    translator, search, direction = _translator(args)
     if args.alignments and not translator.attends:
         raise NoAttention(f"--alignments: {translator.no_attention}")
     for stream in (sys.stdin, sys.stdout):
@@ -95,7 +102,7 @@ def cmd_translate(args) -> None:
     out = sys.stdout
     # chunks keep memory bounded on long inputs while each chunk still batches well
     for chunk in _chunks(sys.stdin, max(args.batch_size * 32, 1024)):
-        for nbest in translator.translate(chunk, search, args.alignments):
+        for nbest in translator.translate(chunk, search, args.alignments, direction.target):
             # n lines for every input, always: an empty line (or a search that finished fewer
             # hypotheses) is padded with empty translations scored -inf
             missing = search.n_best - len(nbest)
@@ -111,12 +118,13 @@ def cmd_attention(args) -> None:
     from nmt.errors import NoAttention
     from nmt.heatmap import draw_attention
 
-    translator, search = _translator(args)
+    translator, search, direction = _translator(args)
     if not translator.attends:
         raise NoAttention(translator.no_attention)
     if not args.text.strip():
         raise NmtError("--text: give a sentence to translate")
-    best = translator.translate([args.text], search.with_overrides(n_best=1), alignments=True)[0][0]
+    one = search.with_overrides(n_best=1)
+    best = translator.translate([args.text], one, alignments=True, target=direction.target)[0][0]
     if best.attention is None or not best.attention.src_pieces:
         raise NmtError("--text: the sentence has no tokens to draw")
     draw_attention(best.attention, best.alignment or [], Path(args.out), f"{args.text}\n{best.text}")
@@ -131,14 +139,15 @@ def cmd_evaluate(args) -> None:
     src, ref = read_lines(args.src), read_lines(args.ref)
     if len(src) != len(ref):
         raise NmtError(f"{args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
-    translator, search = _translator(args)
-    hypotheses = translator.translate_best(src, search)
+    translator, search, direction = _translator(args)
+    hypotheses = translator.translate_best(src, search, direction.target)
     if args.hyp_out:
         Path(args.hyp_out).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
     scores = corpus_scores(hypotheses, ref)
     lowercase = corpus_scores(hypotheses, ref, lowercase=True)
     measured = {
         "src": str(args.src),
+        "direction": str(direction),
         "sentences": len(src),
         **scores.as_dict(),
         "lowercase": lowercase.as_dict(),
@@ -146,7 +155,7 @@ def cmd_evaluate(args) -> None:
     if args.record:
         from nmt.bundle import record_scores
 
-        record_scores(Path(args.model), args.record, measured)
+        record_scores(Path(args.model), args.record, measured, direction)
     if args.json:
         print(json.dumps({"model": str(args.model), **measured}, indent=2))
     else:
@@ -169,7 +178,7 @@ def cmd_compare(args) -> None:
     from nmt.compare import LENGTH_EDGES, compare, parse_length_edges
 
     edges = LENGTH_EDGES if args.length_buckets is None else parse_length_edges(args.length_buckets)
-    report = compare(
+    found = compare(
         [Path(p) for p in args.models],
         Path(args.src),
         Path(args.ref),
@@ -181,14 +190,21 @@ def cmd_compare(args) -> None:
         args.samples,
         hyps=_named_files(args.hyps),
         length_edges=edges,
+        source=args.source,
+        target=args.target,
     )
-    print(report["table"])
-    for name, signature in report["signatures"].items():
-        print(f"{name}: {signature}")
-    print(f"\nBLEU by {report['length_buckets']['unit']}:")
-    print(report["length_table"])
-    if args.out:
-        print(f"report: {args.out}/compare.md, compare.json, compare.png")
+    reports = found.get("directions", {"": found})
+    for direction, report in reports.items():
+        if direction:
+            print(f"## {direction}\n")
+        print(report["table"])
+        for name, signature in report["signatures"].items():
+            print(f"{name}: {signature}")
+        print(f"\nBLEU by {report['length_buckets']['unit']}:")
+        print(report["length_table"])
+        if args.out:
+            out = Path(args.out, direction) if direction else Path(args.out)
+            print(f"report: {out}/compare.md, compare.json, compare.png\n")
 
 
 def cmd_train(args) -> None:
@@ -258,6 +274,12 @@ def _add_decoding(parser: argparse.ArgumentParser) -> None:
         default="torch",
         help="run the model with PyTorch, or on its export (made by nmt export): ONNX Runtime, or "
         "CTranslate2 (Transformers only)",
+    )
+    parser.add_argument(
+        "--source", metavar="LANG", help="source language (needed where the bundle has several directions)"
+    )
+    parser.add_argument(
+        "--target", metavar="LANG", help="target language (needed where the bundle has several directions)"
     )
 
 
@@ -366,8 +388,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="translations of --src made elsewhere, one line per source line (plain or .gz); "
         "scored after the --models",
     )
-    p.add_argument("--src", required=True, help="source file (plain or .gz)")
-    p.add_argument("--ref", required=True, help="reference file (plain or .gz)")
+    p.add_argument(
+        "--src",
+        required=True,
+        help="source file (plain or .gz); with {src} and {tgt} in the name (test.{src}.gz), every "
+        "direction the models share is compared on its own files",
+    )
+    p.add_argument("--ref", required=True, help="reference file (plain or .gz; {src} and {tgt} as --src)")
+    p.add_argument(
+        "--source", metavar="LANG", help="compare on the direction from LANG (default: all shared)"
+    )
+    p.add_argument("--target", metavar="LANG", help="compare on the direction into LANG")
     p.add_argument("--baseline", help="name (or folder, or --hyps file) of the baseline (default: the first)")
     p.add_argument("--out", help="folder for compare.md, compare.json and compare.png")
     p.add_argument("--beam-size", type=int, help="beam size for every model (default: each bundle's)")

@@ -27,6 +27,7 @@ from sacrebleu.significance import PairedTest
 from nmt.bundle import Bundle, load_bundle
 from nmt.data import read_lines
 from nmt.errors import NmtError
+from nmt.languages import Direction
 from nmt.translator import Translator
 
 if TYPE_CHECKING:
@@ -68,28 +69,56 @@ def _file_language(path: Path) -> str | None:
     return suffix if 2 <= len(suffix) <= 3 and suffix.isalpha() and suffix not in {"txt", "tsv"} else None
 
 
-def _check_pair(bundles: list[Bundle], src_file: Path, ref_file: Path) -> None:
-    """The bundles translate one language pair, the one the test set's file names say."""
-    pair = (bundles[0].src_lang, bundles[0].tgt_lang)
-    for bundle in bundles[1:]:
-        if (bundle.src_lang, bundle.tgt_lang) != pair:
-            raise NmtError(
-                f"{bundle.path} translates {bundle.src_lang}->{bundle.tgt_lang}, "
-                f"but {bundles[0].path} translates {pair[0]}->{pair[1]}"
-            )
-    for path, lang in ((src_file, pair[0]), (ref_file, pair[1])):
-        named = _file_language(path)
-        if named is not None and named != lang:
-            raise NmtError(f"{path} looks like '{named}' text, but the models translate {pair[0]}->{pair[1]}")
+def _arrow(direction: Direction) -> str:
+    return f"{direction.source}->{direction.target}"
+
+
+def shared_directions(bundles: list[Bundle]) -> list[Direction]:
+    """The directions every bundle translates, in the first bundle's order; NmtError if none."""
+    shared = [d for d in bundles[0].directions if all(b.translates(d) for b in bundles[1:])]
+    if not shared:
+        listed = "; ".join(f"{b.path} translates {', '.join(map(_arrow, b.directions))}" for b in bundles)
+        raise NmtError(f"the models share no direction: {listed}")
+    return shared
+
+
+def pick_direction(
+    shared: list[Direction], src_file: Path, ref_file: Path, source: str | None, target: str | None
+) -> Direction:
+    """The one direction of `shared` that --source/--target and the test set's file names allow."""
+    candidates = [
+        d for d in shared if (source is None or d.source == source) and (target is None or d.target == target)
+    ]
+    if not candidates:
+        asked = f"{source or '?'}->{target or '?'}"
+        raise NmtError(f"the models do not share {asked}; they share {', '.join(map(_arrow, shared))}")
+    named = _file_language(src_file), _file_language(ref_file)
+    fitting = [d for d in candidates if named[0] in (None, d.source) and named[1] in (None, d.target)]
+    if len(fitting) == 1:
+        return fitting[0]
+    if not fitting:
+        if len(candidates) == 1:
+            only = candidates[0]
+            path, lang = (src_file, named[0]) if named[0] not in (None, only.source) else (ref_file, named[1])
+            raise NmtError(f"{path} looks like '{lang}' text, but the models translate {_arrow(only)}")
+        raise NmtError(
+            f"{src_file} -> {ref_file} look like {named[0]}->{named[1]}, which the models do not share "
+            f"({', '.join(map(_arrow, candidates))})"
+        )
+    raise NmtError(
+        f"the models share several directions ({', '.join(map(_arrow, fitting))}): name one with "
+        "--source and --target, or give files with {src} and {tgt} in their names to compare each"
+    )
 
 
 def load_systems(
-    paths: list[Path], src_file: Path, ref_file: Path
+    paths: list[Path], src_file: Path, ref_file: Path, direction: Direction | None = None
 ) -> tuple[list[Bundle], list[str], list[str]]:
-    """Load and check the bundles (if any) and the test set: one language pair, aligned files."""
+    """Load the bundles (if any) and the test set, checked: aligned files, and bundles that
+    translate `direction` (default: the one their shared directions and the file names allow)."""
     bundles = [load_bundle(path) for path in paths]
-    if bundles:
-        _check_pair(bundles, src_file, ref_file)
+    if bundles and direction is None:
+        pick_direction(shared_directions(bundles), src_file, ref_file, None, None)
     src, ref = read_lines(src_file), read_lines(ref_file)
     if len(src) != len(ref):
         raise NmtError(f"{src_file} has {len(src)} lines but {ref_file} has {len(ref)}")
@@ -120,14 +149,20 @@ def read_hypotheses(
 
 
 def translate_systems(
-    bundles: list[Bundle], src: list[str], device: str, batch_size: int, beam_size: int | None
+    bundles: list[Bundle],
+    src: list[str],
+    device: str,
+    batch_size: int,
+    beam_size: int | None,
+    target: str | None = None,
 ) -> list[System]:
+    """Each bundle's translations of `src` (into `target`, for a multilingual one)."""
     systems = []
     for name, bundle in zip(_names(bundles), bundles, strict=True):
         translator = Translator.from_bundle(bundle, device, batch_size=batch_size)
         search = bundle.search.with_overrides(beam_size=beam_size, n_best=1)
         start = time.perf_counter()
-        hypotheses = translator.translate_best(src, search)
+        hypotheses = translator.translate_best(src, search, target)
         systems.append(System(name, hypotheses, bundle, time.perf_counter() - start))
     return systems
 
@@ -336,16 +371,67 @@ def compare(
     examples: int = 5,
     hyps: list[tuple[str, Path]] | None = None,
     length_edges: tuple[int, ...] = LENGTH_EDGES,
+    source: str | None = None,
+    target: str | None = None,
 ) -> dict[str, Any]:
     """Translate the test set with every model, read the translations in `hyps` ((name, file)
-    pairs), and score them all; write the report when `out_dir` is set."""
+    pairs), and score them all; write the report when `out_dir` is set.
+
+    The models are compared on one direction they all translate: the one `source` / `target`
+    and the test set's file names leave. Files named with ``{src}`` and ``{tgt}``
+    (``test.{src}.gz``) compare every shared direction (of those `source` / `target` allow),
+    each on its own files: the report is then {"directions": {"en-de": report, ...}}, each
+    written to OUT_DIR/en-de/."""
     if not paths and not hyps:
         raise NmtError("nothing to compare: give --models BUNDLE..., --hyps NAME=FILE..., or both")
-    bundles, src, refs = load_systems(paths, src_file, ref_file)
+    options = (baseline, device, batch_size, beam_size, samples, examples, hyps, length_edges)
+    if "{src}" in str(src_file) or "{tgt}" in str(ref_file):
+        if not paths:
+            raise NmtError("--src with {src}: compares the directions of --models; give some")
+        bundles = [load_bundle(path) for path in paths]
+        directions = [
+            d
+            for d in shared_directions(bundles)
+            if (source is None or d.source == source) and (target is None or d.target == target)
+        ]
+        if not directions:
+            raise NmtError(f"the models share no direction from {source or 'any'} into {target or 'any'}")
+        reports = {}
+        for d in directions:
+            src_d = Path(str(src_file).format(src=d.source, tgt=d.target))
+            ref_d = Path(str(ref_file).format(src=d.source, tgt=d.target))
+            out = out_dir / str(d) if out_dir is not None else None
+            reports[str(d)] = _compare_direction(paths, src_d, ref_d, d, out, *options)
+        return {"directions": reports}
+    direction = None
+    if paths:
+        shared = shared_directions([load_bundle(path) for path in paths])
+        direction = pick_direction(shared, src_file, ref_file, source, target)
+    return _compare_direction(paths, src_file, ref_file, direction, out_dir, *options)
+
+
+def _compare_direction(
+    paths: list[Path],
+    src_file: Path,
+    ref_file: Path,
+    direction: Direction | None,
+    out_dir: Path | None,
+    baseline: str | None,
+    device: str,
+    batch_size: int,
+    beam_size: int | None,
+    samples: int,
+    examples: int,
+    hyps: list[tuple[str, Path]] | None,
+    length_edges: tuple[int, ...],
+) -> dict[str, Any]:
+    """`compare` on one direction (None: no bundles, translations from files only)."""
+    bundles, src, refs = load_systems(paths, src_file, ref_file, direction)
     if not refs:
         raise NmtError(f"{ref_file}: the reference is empty")
     from_files = read_hypotheses(hyps or [], _names(bundles), src_file, len(src))
-    systems = translate_systems(bundles, src, device, batch_size, beam_size) + from_files
+    target = direction.target if direction is not None else None
+    systems = translate_systems(bundles, src, device, batch_size, beam_size, target) + from_files
     if baseline is not None:
         found = [s for s in systems if baseline in (s.name, s.origin)]
         if not found:
@@ -368,6 +454,7 @@ def compare(
             row["hypotheses"] = system.origin
         row["bleu_by_length"] = buckets
     report = {
+        "direction": None if direction is None else str(direction),
         "test_set": {"src": str(src_file), "ref": str(ref_file), "sentences": len(src)},
         "baseline": systems[0].name,
         "signatures": signatures,

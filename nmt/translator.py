@@ -8,6 +8,11 @@ during training and the service all translate through it.
 Asked for `alignments`, a translator on a model with attention also returns each translation's
 attention over its source (pieces and weights, `Attention`) and its word alignment
 (`nmt.alignment`); the search then carries the attention along, which it does not otherwise.
+
+A translator on a multilingual model (`language_ids`: target language -> the id of its `<2xx>`
+token, see `nmt.languages`) puts the target's token before each source sentence's pieces in
+`encode(texts, target)`. The token is no word of the source: attention and alignments leave its
+column out.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from nmt.alignment import Alignment, word_alignment
 from nmt.bundle import Bundle
 from nmt.config import SearchConfig
 from nmt.data import collate_source
-from nmt.errors import NoAttention
+from nmt.errors import NmtError, NoAttention
 from nmt.models import Seq2Seq
 from nmt.search import Hypothesis, beam_search
 from nmt.tokenizer import Tokenizer
@@ -49,7 +54,8 @@ class SearchEngine(Protocol):
 @dataclass(frozen=True)
 class Attention:
     """What a translation attended to: weights (T + 1, S + 1) of each target piece, then of the
-    final EOS, over the source pieces and the source's EOS (each row sums to 1)."""
+    final EOS, over the source pieces and the source's EOS (each row sums to 1, less what went
+    to a multilingual model's language token, which is not among the source pieces)."""
 
     src_pieces: list[str]  # S, without EOS
     tgt_pieces: list[str]  # T, without EOS
@@ -91,6 +97,7 @@ class Translator:
         batch_tokens: int = 8192,
         max_len_cap: int | None = None,
         no_attention: str = "the model has no attention, so it gives no alignments",
+        language_ids: dict[str, int] | None = None,
     ):
         self.model = model
         self.src_tokenizer = src_tokenizer
@@ -101,6 +108,7 @@ class Translator:
         self.batch_tokens = batch_tokens
         self.max_len_cap = max_len_cap
         self.no_attention = no_attention  # what asking a translator without attention for it says
+        self.language_ids = dict(language_ids or {})  # target language -> its token's id
 
     @classmethod
     def from_bundle(
@@ -135,6 +143,9 @@ class Translator:
             model = bundle.load_model(device)
         kwargs.setdefault("no_attention", f"{no_attention}: it cannot give alignments")
         cap = bundle.model_config.position_limit
+        if bundle.language_tokens:
+            targets = sorted({d.target for d in bundle.directions})
+            kwargs.setdefault("language_ids", {t: bundle.language_token_id(t) for t in targets})
         return cls(
             model,
             bundle.src_tokenizer,
@@ -155,17 +166,31 @@ class Translator:
         """The most tokens a source sentence may have (EOS excluded); None: the model sets no limit."""
         return None if self.max_len_cap is None else self.max_len_cap - 1
 
-    def encode(self, texts: list[str]) -> list[list[int]]:
-        """Source token ids of each text (NFC, trimmed), as `translate_ids` takes them."""
-        return self.src_tokenizer.encode([unicodedata.normalize("NFC", text.strip()) for text in texts])
+    def encode(self, texts: list[str], target: str | None = None) -> list[list[int]]:
+        """Source token ids of each text (NFC, trimmed), as `translate_ids` takes them; on a
+        multilingual model each non-empty text's start with `target`'s language token (which a
+        multilingual model needs, and a bilingual one ignores)."""
+        ids = self.src_tokenizer.encode([unicodedata.normalize("NFC", text.strip()) for text in texts])
+        if not self.language_ids:
+            return ids
+        if target not in self.language_ids:
+            known = ", ".join(sorted(self.language_ids))
+            asked = "no target language" if target is None else f"target language {target!r}"
+            raise NmtError(f"{asked}: the model translates into {known}")
+        token = self.language_ids[target]
+        return [[token, *seq] if seq else seq for seq in ids]
 
     def translate(
-        self, texts: list[str], search: SearchConfig | None = None, alignments: bool = False
+        self,
+        texts: list[str],
+        search: SearchConfig | None = None,
+        alignments: bool = False,
+        target: str | None = None,
     ) -> list[list[Translation]]:
         """An n-best list for each text, in input order. Empty texts translate to ''.
         `alignments`: each translation also carries its attention and word alignment; raises
-        NoAttention when the model (or its backend) has no attention."""
-        return self.translate_ids(self.encode(texts), search, alignments)
+        NoAttention when the model (or its backend) has no attention. `target`: as `encode`."""
+        return self.translate_ids(self.encode(texts, target), search, alignments)
 
     def translate_ids(
         self, ids: list[list[int]], search: SearchConfig | None = None, alignments: bool = False
@@ -214,6 +239,8 @@ class Translator:
         if src_ids is None or hypothesis.attention is None:
             return Translation(text, hypothesis.score, hypothesis.log_prob)
         weights = hypothesis.attention[:, : len(src_ids) + 1].cpu()  # (T + 1, S + 1): padding cut
+        if self.language_ids and src_ids and src_ids[0] in self.language_ids.values():
+            src_ids, weights = src_ids[1:], weights[:, 1:]  # the language token is no source word
         src_pieces = self.src_tokenizer.pieces(src_ids)
         tgt_pieces = self.tgt_tokenizer.pieces(hypothesis.tokens)
         return Translation(
@@ -224,6 +251,8 @@ class Translator:
             word_alignment(src_pieces, tgt_pieces, weights),
         )
 
-    def translate_best(self, texts: list[str], search: SearchConfig | None = None) -> list[str]:
-        """The best translation of each text, in input order."""
-        return [nbest[0].text for nbest in self.translate(texts, search)]
+    def translate_best(
+        self, texts: list[str], search: SearchConfig | None = None, target: str | None = None
+    ) -> list[str]:
+        """The best translation of each text, in input order (`target`: as `encode`)."""
+        return [nbest[0].text for nbest in self.translate(texts, search, target=target)]

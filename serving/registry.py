@@ -1,5 +1,11 @@
 """The models a service runs: every bundle under the models folder, its translator and batcher,
 and the routing of a request to one of them (explicit model, A/B split, or the pair's default).
+
+A bundle serves every direction it declares (a multilingual one several): it is loaded once, one
+translator and one batcher, and a `ModelEntry` per direction shares them (`ModelEntry.toward`).
+A batch may then mix directions: each sentence's ids start with its own target's token. A
+pair's default is the bundle with the highest BLEU recorded on `DEFAULT_TEST_SET` for that
+direction (`nmt evaluate --record`), else one of the kind its config prefers, else the first by name.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ import random
 from collections.abc import Callable
 from concurrent.futures import Executor
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +25,14 @@ import torch
 from nmt.bundle import BUNDLE_FILE, Bundle, bundle_name, load_bundle
 from nmt.config import SearchConfig
 from nmt.errors import BundleError, NmtError
+from nmt.languages import Direction
 from nmt.translator import Translation, Translator
 from serving.batcher import MicroBatcher
 from serving.settings import Settings
 
 log = logging.getLogger("nmt.serving.registry")
+
+DEFAULT_TEST_SET = "test_2016_flickr"  # the recorded scores that pick a pair's default
 
 
 class RoutingError(NmtError):
@@ -36,10 +45,14 @@ class RoutingError(NmtError):
 
 @dataclass
 class ModelEntry:
+    """A loaded bundle, as asked for one of its directions (its translator and batcher are the
+    bundle's, shared by the entries of all its directions)."""
+
     bundle: Bundle
     translator: Translator
     batcher: MicroBatcher
     backend: str
+    direction: Direction
 
     @property
     def name(self) -> str:
@@ -51,16 +64,28 @@ class ModelEntry:
 
     @property
     def pair(self) -> str:
-        return f"{self.bundle.src_lang}-{self.bundle.tgt_lang}"
+        return str(self.direction)
+
+    def toward(self, direction: Direction) -> ModelEntry:
+        """This model asked for another of its directions."""
+        return replace(self, direction=direction)
+
+    def bleu(self, test_set: str = DEFAULT_TEST_SET) -> float | None:
+        """The BLEU recorded for this direction on `test_set`, if any."""
+        bleu = (self.bundle.scores(self.direction).get(test_set) or {}).get("bleu")
+        return float(bleu) if isinstance(bleu, int | float) else None
 
     def describe(self) -> dict[str, Any]:
         meta = self.bundle.meta
+        one = None if self.bundle.multilingual else self.bundle.directions[0]
         return {
             "name": self.name,
             "version": self.version,
             "architecture": self.bundle.model_config.architecture,
-            "source": self.bundle.src_lang,
-            "target": self.bundle.tgt_lang,
+            "source": one and one.source,  # null for a model of several directions
+            "target": one and one.target,
+            "directions": [[d.source, d.target] for d in self.bundle.directions],
+            "language_tokens": self.bundle.language_tokens,
             "parameters": meta.get("parameters"),
             "backend": self.backend,
             "device": str(self.translator.device),
@@ -131,21 +156,19 @@ def _decode_fn(translator: Translator, settings: Settings):
 
 class Registry:
     def __init__(self, entries: list[ModelEntry], ab_split: dict[str, dict[str, float]]) -> None:
+        """`entries`: one per model (any of its directions); the registry routes all of them."""
         self.entries = {entry.name: entry for entry in entries}
         self.by_version = {entry.version: entry for entry in entries}
         self.pairs: dict[str, list[ModelEntry]] = {}
         for entry in entries:
-            self.pairs.setdefault(entry.pair, []).append(entry)
-        # the pair's default: one of the kind its config prefers if there is one, else the first by name
-        self.defaults = {
-            pair: min(group, key=lambda e: (not e.bundle.model_config.preferred_default, e.name))
-            for pair, group in self.pairs.items()
-        }
+            for direction in entry.bundle.directions:
+                self.pairs.setdefault(str(direction), []).append(entry.toward(direction))
+        self.defaults = {pair: min(group, key=_default_rank) for pair, group in self.pairs.items()}
         for pair, weights in ab_split.items():
             if pair not in self.pairs:
                 raise NmtError(f"NMT_AB_SPLIT: no model translates {pair}")
             for name in weights:
-                if name not in self.entries or self.entries[name].pair != pair:
+                if name not in {e.name for e in self.pairs[pair]}:
                     raise NmtError(f"NMT_AB_SPLIT: {pair} has no model named {name!r}")
         self.ab_split = {
             pair: {n: w for n, w in weights.items() if w > 0} for pair, weights in ab_split.items()
@@ -174,7 +197,7 @@ class Registry:
                 on_batch=batch_observer(bundle.name) if batch_observer else None,
                 slots=settings.slots,
             )
-            entries.append(ModelEntry(bundle, translator, batcher, settings.backend))
+            entries.append(ModelEntry(bundle, translator, batcher, settings.backend, bundle.directions[0]))
             log.info("loaded %s (%s, %s) from %s", bundle.name, bundle.version, settings.backend, folder)
         return cls(entries, settings.ab_split)
 
@@ -182,7 +205,7 @@ class Registry:
         """Source language -> the target languages it translates into."""
         found: dict[str, list[str]] = {}
         for entry in self.defaults.values():
-            found.setdefault(entry.bundle.src_lang, []).append(entry.bundle.tgt_lang)
+            found.setdefault(entry.direction.source, []).append(entry.direction.target)
         return {src: sorted(tgts) for src, tgts in sorted(found.items())}
 
     def route(self, src: str, tgt: str, model: str | None, client_id: str | None) -> ModelEntry:
@@ -193,9 +216,11 @@ class Registry:
             entry = self.entries.get(model) or self.by_version.get(model)
             if entry is None:
                 raise RoutingError("model", f"unknown model {model!r}; GET /v1/models lists them")
-            if entry.pair != pair:
-                raise RoutingError("model", f"model {model!r} translates {entry.pair}, not {pair}")
-            return entry
+            served = next((e for e in self.pairs.get(pair, []) if e.name == entry.name), None)
+            if served is None:
+                directions = ", ".join(map(str, entry.bundle.directions))
+                raise RoutingError("model", f"model {model!r} translates {directions}, not {pair}")
+            return served
         if pair not in self.pairs:
             sources = self.languages()
             if src not in sources:
@@ -206,7 +231,15 @@ class Registry:
         weights = self.ab_split.get(pair)
         if not weights:
             return self.defaults[pair]
-        return self.entries[weighted_choice(weights, pair, client_id)]
+        chosen = weighted_choice(weights, pair, client_id)
+        return next(e for e in self.pairs[pair] if e.name == chosen)
+
+
+def _default_rank(entry: ModelEntry) -> tuple:
+    """Sorts a pair's models, its default first: the highest recorded BLEU on DEFAULT_TEST_SET
+    (models without one after those with), then one of the kind its config prefers, then by name."""
+    bleu = entry.bleu()
+    return (bleu is None, -(bleu or 0.0), not entry.bundle.model_config.preferred_default, entry.name)
 
 
 def weighted_choice(weights: dict[str, float], pair: str, client_id: str | None) -> str:

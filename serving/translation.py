@@ -150,7 +150,7 @@ async def translate_texts(
     caller: Caller,
     alignment: bool = False,
 ) -> list[TextResult]:
-    src, tgt = entry.bundle.src_lang, entry.bundle.tgt_lang
+    src, tgt = entry.direction.source, entry.direction.target
     cache: TranslationCache = services.cache
     options = options_json(search)
     split = [split_sentences(text) for text in texts]
@@ -220,9 +220,11 @@ def _join_alignments(sentences: list[str], best: list[list]) -> Alignment:
 
 
 async def _encode(entry: ModelEntry, sentences: list[str]) -> list[list[int]]:
+    """The sentences' ids for the entry's direction (a multilingual model's start with its target's token)."""
+    target = entry.direction.target
     if sum(map(len, sentences)) <= ENCODE_INLINE_CHARS:
-        return entry.translator.encode(sentences)
-    return await asyncio.to_thread(entry.translator.encode, sentences)
+        return entry.translator.encode(sentences, target)
+    return await asyncio.to_thread(entry.translator.encode, sentences, target)
 
 
 def _check_lengths(

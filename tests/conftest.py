@@ -8,6 +8,7 @@ fails the tests that need it: a skip would hide a broken set-up.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import pathlib
 import subprocess
@@ -193,3 +194,82 @@ def write_crafted_checkpoint(path: Path, target: Path) -> Path:
     payload["model"] = {"weight": _TouchOnLoad(target)}
     torch.save(payload, path)
     return path
+
+
+MULTILINGUAL_LANGS = ("en", "de", "fr")
+
+
+def make_multilingual_bundle(
+    multi30k: Path, folder: Path, arch: str = "transformer", lines: int = 300, steps: int = 30
+) -> Path:
+    """A tiny multilingual bundle (all six directions of en, de, fr, with language tokens) in
+    `folder`: a joint SentencePiece model with the `<2xx>` pieces as user-defined symbols, trained
+    on `lines` lines of each language, and a tiny `arch` model trained `steps` steps on
+    token-prefixed pairs: enough to check the plumbing, not to translate."""
+    import sentencepiece as spm
+
+    from nmt.bundle import save_bundle
+    from nmt.config import parse_section
+    from nmt.data import collate_source, collate_target
+    from nmt.languages import Direction, language_token
+    from nmt.models import build_model
+    from nmt.optim import label_smoothed_loss
+    from nmt.specials import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+    from nmt.tokenizer import Tokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    texts = {
+        lang: [line.strip() for line in _head(multi30k / f"train.{lang}.gz", lines)]
+        for lang in MULTILINGUAL_LANGS
+    }
+    spm_path = folder / "spm-multi.model"
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter([t for lang in MULTILINGUAL_LANGS for t in texts[lang]]),
+        model_prefix=str(spm_path.with_suffix("")),
+        vocab_size=500,
+        hard_vocab_limit=False,
+        character_coverage=1.0,
+        user_defined_symbols=[language_token(lang) for lang in MULTILINGUAL_LANGS],
+        pad_id=PAD_ID,
+        unk_id=UNK_ID,
+        bos_id=BOS_ID,
+        eos_id=EOS_ID,
+        num_threads=1,
+        minloglevel=2,
+    )
+    tokenizer = Tokenizer.load(spm_path)
+    directions = [Direction(s, t) for s in MULTILINGUAL_LANGS for t in MULTILINGUAL_LANGS if s != t]
+    encoded = {lang: tokenizer.encode(texts[lang]) for lang in MULTILINGUAL_LANGS}
+    tokens = {lang: tokenizer.processor.piece_to_id(language_token(lang)) for lang in MULTILINGUAL_LANGS}
+    model_config = parse_section("model", dict(TINY_MODELS[arch]))
+    torch.manual_seed(0)
+    model = build_model(model_config, tokenizer.vocab_size, tokenizer.vocab_size)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(steps):
+        d = directions[step % len(directions)]
+        rows = range((step * 16) % lines, (step * 16) % lines + 16)
+        src, src_lengths = collate_source([[tokens[d.target], *encoded[d.source][i % lines]] for i in rows])
+        tgt_in, tgt_out = collate_target([encoded[d.target][i % lines] for i in rows])
+        loss = label_smoothed_loss(model(src, src_lengths, tgt_in), tgt_out, 0.1)
+        optimizer.zero_grad()
+        (loss / int((tgt_out != PAD_ID).sum())).backward()
+        optimizer.step()
+    model.eval()
+    search = parse_section("search", {"beam_size": 2, "max_len_a": 1.0, "max_len_b": 5})
+    name = f"tiny-multi-{arch}"
+    meta = {"name": name, "src_lang": "en", "tgt_lang": "de"}  # save_bundle names its files by these
+    path = save_bundle(folder / name, model, model_config, tokenizer, tokenizer, search, meta)
+    # the reading side's contract (nmt.languages): directions and language_tokens, no src/tgt_lang
+    meta_file = path / "bundle.json"
+    written = json.loads(meta_file.read_text(encoding="utf-8"))
+    del written["src_lang"], written["tgt_lang"]
+    written |= {"directions": [[d.source, d.target] for d in directions], "language_tokens": True}
+    meta_file.write_text(json.dumps(written, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def multilingual_bundle(multi30k: Path, tmp_path_factory) -> Path:
+    """A tiny multilingual Transformer (en, de, fr: six directions), see `make_multilingual_bundle`."""
+    return make_multilingual_bundle(multi30k, tmp_path_factory.mktemp("multilingual"))
