@@ -200,7 +200,7 @@ MULTILINGUAL_LANGS = ("en", "de", "fr")
 
 
 def make_multilingual_bundle(
-    multi30k: Path, folder: Path, arch: str = "transformer", lines: int = 300, steps: int = 30
+    multi30k: Path, folder: Path, arch: str = "transformer", lines: int = 300, steps: int = 150
 ) -> Path:
     """A tiny multilingual bundle (all six directions of en, de, fr, with language tokens) in
     `folder`: a joint SentencePiece model with the `<2xx>` pieces as user-defined symbols, trained
