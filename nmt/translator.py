@@ -168,11 +168,13 @@ class Translator:
 
     def encode(self, texts: list[str], target: str | None = None) -> list[list[int]]:
         """Source token ids of each text (NFC, trimmed), as `translate_ids` takes them; on a
-        multilingual model each non-empty text's start with `target`'s language token (which a
-        multilingual model needs, and a bilingual one ignores)."""
+        multilingual model each non-empty text's start with `target`'s language token (`target`
+        may be left out where the model has one target language; a bilingual one ignores it)."""
         ids = self.src_tokenizer.encode([unicodedata.normalize("NFC", text.strip()) for text in texts])
         if not self.language_ids:
             return ids
+        if target is None and len(self.language_ids) == 1:  # one target language: no choice to make
+            [target] = self.language_ids
         if target not in self.language_ids:
             known = ", ".join(sorted(self.language_ids))
             asked = "no target language" if target is None else f"target language {target!r}"

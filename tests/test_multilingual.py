@@ -95,6 +95,9 @@ def test_encode_prepends_the_target_token(multilingual_bundle):
         translator.encode(TEXTS)
     with pytest.raises(NmtError, match="target language 'es'"):
         translator.encode(TEXTS, "es")
+    # a model with one target language needs no target named
+    into_de = Translator.from_bundle(bundle, language_ids={"de": bundle.language_token_id("de")})
+    assert into_de.encode(TEXTS) == translator.encode(TEXTS, "de")
 
 
 def test_the_token_steers_the_translation(multilingual_bundle):
