@@ -17,7 +17,7 @@ from nmt.config import SearchConfig
 from nmt.errors import BundleError, NmtError
 from nmt.languages import Direction, language_token
 from nmt.translator import Translator
-from tests.conftest import MULTILINGUAL_LANGS, assert_one_line_error, run_nmt
+from tests.conftest import MULTILINGUAL_LANGS, assert_one_line_error, make_multilingual_bundle, run_nmt
 
 TEXTS = ["A man runs.", "Two dogs play in the snow.", "", "A woman sings on a stage."]
 GREEDY = SearchConfig(beam_size=1, max_len_a=1.0, max_len_b=5)
@@ -289,3 +289,22 @@ def test_compare_per_shared_direction(multilingual_bundle, trained_bundles, test
         check=False,
     )
     assert_one_line_error(result, "several directions", "en->de, en->fr")
+
+
+def test_an_attention_rnn_takes_the_token_on_torch_and_onnx(multi30k, tmp_path):
+    path = make_multilingual_bundle(multi30k, tmp_path, "lstm_attention", steps=30)
+    run_nmt("export", "--model", str(path), "--format", "onnx")
+    bundle = load_bundle(path)
+    torch.set_num_threads(1)
+    reference = Translator.from_bundle(bundle)
+    onnx = Translator.from_bundle(bundle, backend="onnx", engine={"threads": 1})
+    texts = TEXTS[:2]
+    pieces = [bundle.src_tokenizer.pieces(ids) for ids in bundle.src_tokenizer.encode(texts)]
+    for target in ("de", "fr"):
+        ours = reference.translate(texts, GREEDY, alignments=True, target=target)
+        theirs = onnx.translate(texts, GREEDY, alignments=True, target=target)
+        for mine, its, source in zip(ours, theirs, pieces, strict=True):
+            assert its[0].text == mine[0].text and its[0].alignment == mine[0].alignment
+            for found in (mine[0], its[0]):
+                assert found.attention is not None and found.attention.src_pieces == source
+                assert found.attention.weights.shape[1] == len(source) + 1
