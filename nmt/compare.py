@@ -111,18 +111,12 @@ def pick_direction(
     )
 
 
-def load_systems(
-    paths: list[Path], src_file: Path, ref_file: Path, direction: Direction | None = None
-) -> tuple[list[Bundle], list[str], list[str]]:
-    """Load the bundles (if any) and the test set, checked: aligned files, and bundles that
-    translate `direction` (default: the one their shared directions and the file names allow)."""
-    bundles = [load_bundle(path) for path in paths]
-    if bundles and direction is None:
-        pick_direction(shared_directions(bundles), src_file, ref_file, None, None)
+def read_test_set(src_file: Path, ref_file: Path) -> tuple[list[str], list[str]]:
+    """The test set's source and reference lines, checked to be aligned."""
     src, ref = read_lines(src_file), read_lines(ref_file)
     if len(src) != len(ref):
         raise NmtError(f"{src_file} has {len(src)} lines but {ref_file} has {len(ref)}")
-    return bundles, src, ref
+    return src, ref
 
 
 def _names(bundles: list[Bundle]) -> list[str]:
@@ -385,10 +379,10 @@ def compare(
     if not paths and not hyps:
         raise NmtError("nothing to compare: give --models BUNDLE..., --hyps NAME=FILE..., or both")
     options = (baseline, device, batch_size, beam_size, samples, examples, hyps, length_edges)
+    bundles = [load_bundle(path) for path in paths]
     if "{src}" in str(src_file) or "{tgt}" in str(ref_file):
-        if not paths:
+        if not bundles:
             raise NmtError("--src with {src}: compares the directions of --models; give some")
-        bundles = [load_bundle(path) for path in paths]
         directions = [
             d
             for d in shared_directions(bundles)
@@ -401,17 +395,16 @@ def compare(
             src_d = Path(str(src_file).format(src=d.source, tgt=d.target))
             ref_d = Path(str(ref_file).format(src=d.source, tgt=d.target))
             out = out_dir / str(d) if out_dir is not None else None
-            reports[str(d)] = _compare_direction(paths, src_d, ref_d, d, out, *options)
+            reports[str(d)] = _compare_direction(bundles, src_d, ref_d, d, out, *options)
         return {"directions": reports}
     direction = None
-    if paths:
-        shared = shared_directions([load_bundle(path) for path in paths])
-        direction = pick_direction(shared, src_file, ref_file, source, target)
-    return _compare_direction(paths, src_file, ref_file, direction, out_dir, *options)
+    if bundles:
+        direction = pick_direction(shared_directions(bundles), src_file, ref_file, source, target)
+    return _compare_direction(bundles, src_file, ref_file, direction, out_dir, *options)
 
 
 def _compare_direction(
-    paths: list[Path],
+    bundles: list[Bundle],
     src_file: Path,
     ref_file: Path,
     direction: Direction | None,
@@ -425,8 +418,9 @@ def _compare_direction(
     hyps: list[tuple[str, Path]] | None,
     length_edges: tuple[int, ...],
 ) -> dict[str, Any]:
-    """`compare` on one direction (None: no bundles, translations from files only)."""
-    bundles, src, refs = load_systems(paths, src_file, ref_file, direction)
+    """`compare` on one direction, which every bundle translates (None: no bundles, translations
+    from files only)."""
+    src, refs = read_test_set(src_file, ref_file)
     if not refs:
         raise NmtError(f"{ref_file}: the reference is empty")
     from_files = read_hypotheses(hyps or [], _names(bundles), src_file, len(src))
