@@ -79,6 +79,7 @@ class _Run:
     elements: list[tuple[etree._Element, etree._Element | None, int]] = field(default_factory=list)
     atoms: list[tuple[etree._Element, etree._Element | None, int]] = field(default_factory=list)
     children: list[etree._Element] = field(default_factory=list)  # the container's, in this run
+    spaced_after: set[etree._Element] = field(default_factory=set)  # atoms with whitespace after
     words: list[str] = field(default_factory=list)
     word_paths: list[tuple[etree._Element, ...]] = field(default_factory=list)
     lead: str = ""
@@ -92,6 +93,8 @@ class _Run:
     def atom(self, element: etree._Element, parent: etree._Element | None) -> None:
         """An element placed whole; a line break also separates the words around it."""
         self.atoms.append((element, parent, self.offset))
+        if (element.tail or "")[:1].isspace():
+            self.spaced_after.add(element)
         if isinstance(element.tag, str) and element.tag.lower() == "br":
             self.text(" ", self.paths[-1] if self.paths else ())
 
@@ -280,6 +283,9 @@ def _render(run: _Run, target: list[str], alignment: Alignment | None) -> None:
                 cursor = max(cursor, bounds[node][1])
             else:
                 writer.add(node)
+                if node in run.spaced_after and start < m:
+                    writer.text(" ")
+                    spaced.add(start)
         for i in range(cursor, hi):
             space(i)
             writer.text(target[i])

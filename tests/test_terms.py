@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from nmt.terms import PLACEHOLDER, find_spans, protect, restore
 from tests.conftest import run_benchmark
 

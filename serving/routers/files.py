@@ -123,7 +123,15 @@ async def translate_file_endpoint(request: Request) -> TranslateFileResponse:
     return TranslateFileResponse(translatedFileUrl=str(request.url_for("download_file", id=id)))
 
 
-@router.get("/download_file/{id}", name="download_file", summary="LibreTranslate: a translated file")
+@router.get(
+    "/download_file/{id}",
+    name="download_file",
+    response_class=Response,
+    responses={
+        200: {"description": "the translated file", "content": {t: {} for t in set(MEDIA_TYPES.values())}}
+    },
+    summary="LibreTranslate: a translated file",
+)
 async def download_file(request: Request, id: str) -> Response:
     services = await get_services(request)
     raw = await services.files.get(id) if _ID.match(id) and services.files else None
