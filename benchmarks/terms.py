@@ -19,6 +19,7 @@ import argparse
 import gzip
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.harness import corpus_file, print_table, verdict  # noqa: E402
 from nmt.bundle import load_bundle  # noqa: E402
 from nmt.metrics import bleu_only  # noqa: E402
-from nmt.terms import PATTERNS, protect, restore  # noqa: E402
+from nmt.terms import MASKED, PATTERNS, PLACEHOLDER, protect, restore  # noqa: E402
 from nmt.translator import Translator  # noqa: E402
 
 # written by hand: English words of Multi30k and the German word its references use most for them
@@ -84,24 +85,37 @@ def words(text: str) -> list[str]:
     return re.findall(r"\w+", text.lower())
 
 
+@dataclass
+class Counts:
+    """Of the spans of a set: how many, how many placed through the alignment, and of those
+    masked (URLs, e-mail addresses), how many the model copied as the placeholder itself."""
+
+    spans: int = 0
+    aligned: int = 0
+    masked: int = 0
+    copied: int = 0
+
+
 def translate(
     translator: Translator, texts: list[str], glossaries: list[dict[str, str]] | dict[str, str] | None
-) -> tuple[list[str], int]:
+) -> tuple[list[str], Counts]:
     """Translations with the glossary (one for all, or one per text) and the verbatim spans
-    enforced; and how many spans were placed through the alignment (the others were copied or
-    inserted)."""
+    enforced, and what happened to the spans."""
     each = glossaries if isinstance(glossaries, list) else [glossaries or {}] * len(texts)
     masked = [protect(text, glossary) for text, glossary in zip(texts, each, strict=True)]
-    alignments = translator.attends
-    out = translator.translate([m.text for m in masked], alignments=alignments)
-    results, aligned = [], 0
+    out = translator.translate([m.text for m in masked], alignments=translator.attends)
+    results, counts = [], Counts()
     for m, nbest in zip(masked, out, strict=True):
         best = nbest[0]
         text, _ = restore(m, best.text, best.alignment)
         results.append(text)
+        counts.spans += len(m.spans)
         if best.alignment is not None:
-            aligned += sum(any(s in r for s, _ in best.alignment) for r in m.words)
-    return results, aligned
+            counts.aligned += sum(any(s in r for s, _ in best.alignment) for r in m.words)
+        hidden = sum(span.kind in MASKED for span in m.spans)
+        counts.masked += hidden
+        counts.copied += min(hidden, best.text.split().count(PLACEHOLDER))
+    return results, counts
 
 
 def main() -> None:
@@ -143,7 +157,7 @@ def main() -> None:
         bundle = load_bundle(path)
         backend = args.backend if (path / "onnx").is_dir() or args.backend == "torch" else "torch"
         translator = Translator.from_bundle(bundle, backend=backend)
-        with_terms, aligned = translate(  # each sentence with its own one-entry glossary
+        with_terms, counts = translate(  # each sentence with its own one-entry glossary
             translator, [s for s, _, _ in glossary_set], [{term: t} for _, term, t in glossary_set]
         )
         alone = translator.translate_best([s for s, _, _ in glossary_set])
@@ -153,7 +167,7 @@ def main() -> None:
         print(
             f"{path.name}: glossary terms in the output {100 * present / n:.1f}% of {n} sentences "
             f"(target 95%); the model alone {100 * present_alone / n:.1f}%; "
-            f"{aligned} of {n} placed through the alignment"
+            f"{counts.aligned} of {counts.spans} spans placed through the alignment"
         )
         unusual, _ = translate(
             translator,
@@ -178,7 +192,7 @@ def main() -> None:
             f"{path.name}: sentences without terms: BLEU {bleu_with:.2f} with the glossary, "
             f"{bleu_without:.2f} without; {identical} of {len(plain)} outputs identical"
         )
-        copied, _ = translate(translator, injected, None)
+        copied, counts = translate(translator, injected, None)
         spans = [m.group() for text in injected for p in PATTERNS.values() for m in p.finditer(text)]
         kept = sum(
             m.group() in out
@@ -188,7 +202,9 @@ def main() -> None:
         )
         print(
             f"{path.name}: numbers, URLs and e-mail addresses copied {100 * kept / len(spans):.1f}% "
-            f"of {len(spans)} (target 100%)"
+            f"of {len(spans)} (target 100%); the model wrote the placeholder {PLACEHOLDER!r} for "
+            f"{counts.copied} of {counts.masked} masked spans, {counts.aligned} of {counts.spans} spans "
+            f"placed through the alignment"
         )
         ok = present / n >= 0.95 and forced / n >= 0.95 and identical == len(plain) and kept == len(spans)
         passed &= ok
