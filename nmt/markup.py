@@ -38,10 +38,63 @@ from lxml import etree
 from nmt.alignment import Alignment
 
 INLINE = frozenset(
-    ["a", "abbr", "acronym", "b", "bdi", "bdo", "big", "cite", "code", "data", "del", "dfn", "em", "font", "i", "ins", "kbd", "label", "mark", "q", "rp", "rt", "ruby", "s", "samp", "small", "span", "strike", "strong", "sub", "sup", "time", "tt", "u", "var"]
+    [
+        "a",
+        "abbr",
+        "acronym",
+        "b",
+        "bdi",
+        "bdo",
+        "big",
+        "cite",
+        "code",
+        "data",
+        "del",
+        "dfn",
+        "em",
+        "font",
+        "i",
+        "ins",
+        "kbd",
+        "label",
+        "mark",
+        "q",
+        "rp",
+        "rt",
+        "ruby",
+        "s",
+        "samp",
+        "small",
+        "span",
+        "strike",
+        "strong",
+        "sub",
+        "sup",
+        "time",
+        "tt",
+        "u",
+        "var",
+    ]
 )
-VOID = frozenset(["area", "br", "embed", "hr", "img", "input", "wbr", "source", "track", "col", "param", "meta", "link"])
-VERBATIM = frozenset(["script", "style", "code", "pre", "textarea", "svg", "math", "template", "kbd", "samp", "var", "noscript"])
+VOID = frozenset(
+    ["area", "br", "embed", "hr", "img", "input", "wbr", "source", "track", "col", "param", "meta", "link"]
+)
+VERBATIM = frozenset(
+    [
+        "script",
+        "style",
+        "code",
+        "pre",
+        "textarea",
+        "svg",
+        "math",
+        "template",
+        "kbd",
+        "samp",
+        "var",
+        "noscript",
+    ]
+)
 _WORD = re.compile(r"\S+")
 _DOCUMENT = re.compile(r"\s*(<!--.*?-->\s*)*<(!doctype|html)", re.IGNORECASE | re.DOTALL)
 

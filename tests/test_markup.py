@@ -55,7 +55,9 @@ def test_blocks_are_segments_and_inline_tags_follow_the_alignment():
     out = page.render(
         [("Das Auto ist rot hier.", [(0, 0), (2, 1), (3, 2), (1, 3), (4, 4)]), ("Ein Hund", identity("a b"))]
     )
-    assert out == '<p>Das Auto ist <b>rot</b> <a href="/x?a=1&amp;b=2">hier.</a></p><ul><li>Ein Hund</li></ul>'
+    assert (
+        out == '<p>Das Auto ist <b>rot</b> <a href="/x?a=1&amp;b=2">hier.</a></p><ul><li>Ein Hund</li></ul>'
+    )
 
 
 def test_verbatim_elements_are_left_as_they_are():
@@ -66,7 +68,11 @@ def test_verbatim_elements_are_left_as_they_are():
     page = parse(html)
     assert page.segments == ["Run now ok"]
     out = page.render([("Lauf jetzt ok", identity("a b c"))])
-    for part in ("<code>ls -l</code>", '<span class="notranslate">Acme</span>', '<p translate="no">Keep me</p>'):
+    for part in (
+        "<code>ls -l</code>",
+        '<span class="notranslate">Acme</span>',
+        '<p translate="no">Keep me</p>',
+    ):
         assert part in out
     assert '<script>var a = "text";</script>' in out and "<pre>  raw  text</pre>" in out
     assert tags(out) == tags(html)
@@ -102,7 +108,9 @@ def test_a_whole_document_keeps_its_doctype_head_and_body():
     page = parse(html)
     assert page.segments == ["Hi there", "A dog."]
     out = page.render([("Hallo da", identity("a b")), ("Ein Hund.", identity("a b"))])
-    assert out.startswith("<!DOCTYPE html>") and "<title>Hallo da</title>" in out and "<p>Ein Hund.</p>" in out
+    assert (
+        out.startswith("<!DOCTYPE html>") and "<title>Hallo da</title>" in out and "<p>Ein Hund.</p>" in out
+    )
     assert tags(out) == tags(html)
 
 

@@ -82,7 +82,10 @@ def test_shipped_models_meet_the_term_targets():
         name = model.split("/")[-1]
         terms = re.search(rf"{name}: glossary terms in the output ([\d.]+)% of (\d+)", stdout)
         assert terms and float(terms.group(1)) >= 95 and int(terms.group(2)) >= 100, stdout
-        same = re.search(rf"{name}: sentences without terms: BLEU ([\d.]+) with the glossary, ([\d.]+) without; (\d+) of (\d+)", stdout)
+        same = re.search(
+            rf"{name}: sentences without terms: BLEU ([\d.]+) with the glossary, ([\d.]+) without; (\d+) of (\d+)",
+            stdout,
+        )
         assert same and same.group(1) == same.group(2) and same.group(3) == same.group(4), stdout
         copied = re.search(rf"{name}: numbers, URLs and e-mail addresses copied ([\d.]+)%", stdout)
         assert copied and float(copied.group(1)) == 100.0, stdout

@@ -50,7 +50,7 @@ def translate(client, text: str, model: str = "transformer-en-de", **fields) -> 
 def test_html_keeps_its_markup_on_both_endpoints(server, model):
     html = (
         '<p>A man in a <b>red</b> shirt is <a href="/x?a=1&amp;b=2">riding a bike</a>.</p>'
-        "<ul><li>Two dogs play.</li><li translate=\"no\">Do not touch</li></ul>"
+        '<ul><li>Two dogs play.</li><li translate="no">Do not touch</li></ul>'
         "<script>var s = 'a dog';</script>"
     )
     with server.client() as client:
@@ -97,25 +97,34 @@ def test_glossary_and_do_not_translate_in_the_request(server):
         aligned = translate(client, "A dog runs.", glossary={"dog": "Vierbeiner"}, return_alignment=True)
         assert len(aligned["alignment"]) == len(aligned["text"].split())
         # a text no term applies to: the model's own translation, unchanged
-        assert translate(client, "A cat sleeps.", glossary={"dog": "Vierbeiner"})["text"] == translate(
-            client, "A cat sleeps."
-        )["text"]
+        assert (
+            translate(client, "A cat sleeps.", glossary={"dog": "Vierbeiner"})["text"]
+            == translate(client, "A cat sleeps.")["text"]
+        )
 
 
 def test_glossary_stored_per_key_and_merged_under_the_request(server):
     with server.client() as client:
         k2 = {"Authorization": "Bearer k2"}
-        put = client.put("/v1/glossary", json={"glossary": {"dog": "Vierbeiner", "man": "Herr"}}, headers=AUTH)
+        put = client.put(
+            "/v1/glossary", json={"glossary": {"dog": "Vierbeiner", "man": "Herr"}}, headers=AUTH
+        )
         assert put.status_code == 200, put.text
-        assert client.get("/v1/glossary", headers=AUTH).json() == {"glossary": {"dog": "Vierbeiner", "man": "Herr"}}
+        assert client.get("/v1/glossary", headers=AUTH).json() == {
+            "glossary": {"dog": "Vierbeiner", "man": "Herr"}
+        }
         assert client.get("/v1/glossary", headers=k2).json() == {"glossary": {}}
         out = translate(client, "A dog and a man.")["text"]
         assert "Vierbeiner" in out and "Herr" in out, out
         out = translate(client, "A dog and a man.", glossary={"dog": "Köter"})["text"]
         assert "Köter" in out and "Herr" in out, out  # the request's entry wins, the rest applies
-        libre = client.post("/translate", json={"q": "A dog.", "source": "en", "target": "de", "api_key": "k1"})
+        libre = client.post(
+            "/translate", json={"q": "A dog.", "source": "en", "target": "de", "api_key": "k1"}
+        )
         assert "Vierbeiner" in libre.json()["translatedText"]
-        other = client.post("/v1/translate", json={"text": "A dog.", "source": "en", "target": "de"}, headers=k2)
+        other = client.post(
+            "/v1/translate", json={"text": "A dog.", "source": "en", "target": "de"}, headers=k2
+        )
         assert "Vierbeiner" not in other.json()["translations"][0]["text"]
         assert client.delete("/v1/glossary", headers=AUTH).status_code == 204
         assert client.get("/v1/glossary", headers=AUTH).json() == {"glossary": {}}
@@ -187,7 +196,9 @@ def test_files_txt_html_srt_docx_end_to_end(server):
 
         status, body = _translate_file(client, "film.srt", subtitles.encode())
         parsed = list(srt.parse(_download(client, body["translatedFileUrl"]).decode()))
-        assert [(s.index, s.start, s.end) for s in parsed] == [(s.index, s.start, s.end) for s in srt.parse(subtitles)]
+        assert [(s.index, s.start, s.end) for s in parsed] == [
+            (s.index, s.start, s.end) for s in srt.parse(subtitles)
+        ]
         assert "Mann" in parsed[0].content and "Hunde" in parsed[1].content
 
         status, body = _translate_file(client, "letter.docx", _docx())
