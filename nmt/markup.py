@@ -186,12 +186,17 @@ class Document:
     """A parsed page: `segments` to translate, then `render` with their translations."""
 
     def __init__(self, markup: str) -> None:
+        self.markup = markup
         self.is_document = bool(_DOCUMENT.match(markup))
-        if self.is_document:
-            self.root = lxml.html.document_fromstring(markup)
-        else:
-            self.root = lxml.html.fragment_fromstring(markup, create_parent="div")
         self.runs: list[_Run] = []
+        try:
+            if self.is_document:
+                self.root = lxml.html.document_fromstring(markup)
+            else:
+                self.root = lxml.html.fragment_fromstring(markup, create_parent="div")
+        except etree.ParserError:  # a document with nothing in it (a doctype alone)
+            self.root = None
+            return
         self._collect(self.root)
 
     @property
@@ -225,6 +230,8 @@ class Document:
         """The page with each segment's translation (and its alignment, None without one)."""
         if len(translations) != len(self.runs):
             raise ValueError(f"{len(self.runs)} segments, {len(translations)} translations")
+        if self.root is None:
+            return self.markup
         for run, (text, alignment) in zip(self.runs, translations, strict=True):
             _render(run, text.split(), alignment)
         if self.is_document:

@@ -170,6 +170,9 @@ def restore(masked: Masked, translation: str, alignment: Alignment | None) -> tu
             lead = _EDGE.match(words[group[0]]).group(1)  # type: ignore[union-attr]
             trail = _EDGE.match(words[group[-1]]).group(3)  # type: ignore[union-attr]
             _emit(out, out_source, masked.spans[i].target, lead, trail, masked.words[i].start)
+            for inside in group[1:]:  # spans to insert within the words this one replaced
+                for j in inserts.get(inside, []):
+                    _emit(out, out_source, masked.spans[j].target, "", "", masked.words[j].start)
             t = group[-1] + 1
             continue
         out.append(words[t])

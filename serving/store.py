@@ -23,6 +23,9 @@ class Store:
         self.link = link
         self.max_entries = max_entries
         self._memory: dict[str, tuple[str, float]] = {}  # key -> (value, expiry; inf: none)
+        self.recent: dict[
+            str, tuple[Any, float]
+        ] = {}  # what a user of the store keeps read (serving/terms.py)
 
     async def get(self, key: str) -> str | None:
         if self.link is not None:

@@ -9,6 +9,7 @@ verbatim always, glossary or not.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -65,21 +66,39 @@ async def request_terms(
     return ({**stored, **glossary} if glossary else stored), verbatim or []
 
 
+RECENT_ENTRIES = 10_000
+REREAD_S = 2.0  # a stored glossary read is reused this long (other replicas see a change that late)
+
+
 class Glossaries:
-    """The glossary stored per caller (its API key, else its client id or address: `deps.owner`)."""
+    """The glossary stored per caller (its API key, else its client id or address: `deps.owner`).
+
+    Every translation request reads its caller's glossary; with Redis that would be one more round
+    trip per cache hit, so a read is kept in the process for `REREAD_S` (this process's own writes
+    are seen at once)."""
 
     def __init__(self, services: Services) -> None:
         assert services.glossaries is not None
         self.store: Store = services.glossaries
 
     async def get(self, owner: str) -> dict[str, str]:
+        now = time.monotonic()
+        kept = self.store.recent.get(owner)
+        if kept is not None and kept[1] > now:
+            return kept[0]
         raw = await self.store.get(owner)
-        return orjson.loads(raw) if raw else {}
+        glossary = orjson.loads(raw) if raw else {}
+        if len(self.store.recent) >= RECENT_ENTRIES:
+            self.store.recent.clear()
+        self.store.recent[owner] = (glossary, now + REREAD_S)
+        return glossary
 
     async def put(self, owner: str, glossary: dict[str, str]) -> None:
         await self.store.set(owner, orjson.dumps(glossary).decode())
+        self.store.recent.pop(owner, None)
 
     async def delete(self, owner: str) -> bool:
+        self.store.recent.pop(owner, None)
         return await self.store.delete(owner)
 
 

@@ -116,7 +116,16 @@ def test_a_whole_document_keeps_its_doctype_head_and_body():
 
 @pytest.mark.parametrize(
     "html",
-    ["<b>", "</p>", "<!-- only a comment -->", "<p>&nbsp;</p>", "<img src=x>", "<<>>", "<p>a<b>b</p>c</b>d"],
+    [
+        "<b>",
+        "</p>",
+        "<!-- only a comment -->",
+        "<p>&nbsp;</p>",
+        "<img src=x>",
+        "<<>>",
+        "<p>a<b>b</p>c</b>d",
+        "<!DOCTYPE html>",
+    ],
 )
 def test_odd_markup_never_fails(html):
     page = parse(html)

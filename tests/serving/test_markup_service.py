@@ -232,3 +232,32 @@ def test_file_errors_are_json_naming_the_file(server):
         for id in ("0" * 32 + ".notes.txt", "..%2F..%2Fetc%2Fpasswd", "../../serving/main.py"):
             reply = client.get(f"/download_file/{id}")
             assert reply.status_code == 404 and "error" in reply.json(), (id, reply.text)
+
+
+def test_glossary_and_files_are_kept_in_redis(redis_server, tmp_path):
+    """With Redis, a stored glossary and a translated file are there for every replica: a second
+    server on the same Redis reads what the first stored."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "transformer-en-de").symlink_to(ROOT / "models" / "transformer-en-de")
+    servers = [
+        start_server(folder, tmp_path, backend="torch", api_keys="k1", redis_url=redis_server.url)
+        for _ in range(2)
+    ]
+    try:
+        with servers[0].client() as first, servers[1].client() as second:
+            assert (
+                first.put("/v1/glossary", json={"glossary": {"dog": "Vierbeiner"}}, headers=AUTH).status_code
+                == 200
+            )
+            assert second.get("/v1/glossary", headers=AUTH).json() == {"glossary": {"dog": "Vierbeiner"}}
+            assert "Vierbeiner" in translate(second, "A dog runs.")["text"]
+            status, body = _translate_file(first, "notes.txt", b"A man is cooking.\n")
+            assert status == 200, body
+            url = body["translatedFileUrl"].replace(servers[0].url, servers[1].url)
+            assert "Mann" in second.get(url).text
+            assert second.delete("/v1/glossary", headers=AUTH).status_code == 204
+            assert first.get("/v1/glossary", headers=AUTH).json() == {"glossary": {}}
+    finally:
+        for server in servers:
+            stop_server(server)
