@@ -62,7 +62,7 @@ async def request_terms(
         check_glossary(glossary, settings)
     if verbatim:
         check_verbatim(verbatim, settings)
-    stored = await Glossaries(services).get(owner)
+    stored = await Glossaries(services).get(owner, strict=False)
     return ({**stored, **glossary} if glossary else stored), verbatim or []
 
 
@@ -81,12 +81,20 @@ class Glossaries:
         assert services.glossaries is not None
         self.store: Store = services.glossaries
 
-    async def get(self, owner: str) -> dict[str, str]:
+    async def get(self, owner: str, strict: bool = True) -> dict[str, str]:
+        """`strict` (GET /v1/glossary): read the store, a Redis failure being a 503. Else (when
+        translating) a recent read may serve, and on a Redis failure the request goes on without
+        the stored glossary, as it goes on uncached: a Redis outage never fails a translation."""
         now = time.monotonic()
-        kept = self.store.recent.get(owner)
+        kept = None if strict else self.store.recent.get(owner)  # GET /v1/glossary reads the store
         if kept is not None and kept[1] > now:
             return kept[0]
-        raw = await self.store.get(owner)
+        try:
+            raw = await self.store.get(owner)
+        except ApiError:
+            if strict:
+                raise
+            return {}
         glossary = orjson.loads(raw) if raw else {}
         if len(self.store.recent) >= RECENT_ENTRIES:
             self.store.recent.clear()

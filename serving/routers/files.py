@@ -127,13 +127,24 @@ async def translate_file_endpoint(request: Request) -> TranslateFileResponse:
     "/download_file/{id}",
     name="download_file",
     response_class=Response,
+    openapi_extra={  # documented, not enforced by FastAPI: a malformed id is a 404 like any unknown one
+        "parameters": [
+            {
+                "name": "id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "pattern": _ID.pattern},
+            }
+        ]
+    },
     responses={
         200: {"description": "the translated file", "content": {t: {} for t in set(MEDIA_TYPES.values())}}
     },
     summary="LibreTranslate: a translated file",
 )
-async def download_file(request: Request, id: str) -> Response:
+async def download_file(request: Request) -> Response:
     services = await get_services(request)
+    id = request.path_params["id"]
     raw = await services.files.get(id) if _ID.match(id) and services.files else None
     if raw is None:
         raise ApiError(404, "id", "no such file (or it has expired)", "not_found")

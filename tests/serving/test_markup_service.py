@@ -258,6 +258,9 @@ def test_glossary_and_files_are_kept_in_redis(redis_server, tmp_path):
             assert "Mann" in second.get(url).text
             assert second.delete("/v1/glossary", headers=AUTH).status_code == 204
             assert first.get("/v1/glossary", headers=AUTH).json() == {"glossary": {}}
+            redis_server.stop()  # an outage: translations go on without stored glossaries
+            assert "Hund" in translate(first, "A dog sleeps.")["text"]
+            assert first.get("/v1/glossary", headers=AUTH).status_code == 503
     finally:
         for server in servers:
             stop_server(server)
