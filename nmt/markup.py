@@ -13,7 +13,8 @@ translations back:
   the first target word aligned to the source word after them;
 - left verbatim, content and all: script, style, code, pre, textarea, svg, math, template, and any
   element with translate="no" or class="notranslate";
-- attributes are untouched; entities are read as the characters they stand for and written back
+- attributes are untouched (control characters, which libxml2 cannot hold, become U+FFFD, as
+  HTML's parsing rules do with NULL); entities are read as the characters they stand for and written back
   by the serializer (&amp; &lt; &gt; stay escaped; &nbsp; between words becomes a space).
 Without an alignment (a model without attention, the plain LSTM) an element's words are placed
 proportionally: source words [i, j) of n become target words [round(i m / n), round(j m / n)) of
@@ -96,6 +97,8 @@ VERBATIM = frozenset(
     ]
 )
 _WORD = re.compile(r"\S+")
+# characters libxml2 refuses (XML 1.0 excludes them; HTML's parsing rules replace NULL by U+FFFD)
+_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _DOCUMENT = re.compile(r"\s*(<!--.*?-->\s*)*<(!doctype|html)", re.IGNORECASE | re.DOTALL)
 
 
@@ -187,6 +190,7 @@ class Document:
 
     def __init__(self, markup: str) -> None:
         self.markup = markup
+        markup = _UNSAFE.sub("\ufffd", markup)
         self.is_document = bool(_DOCUMENT.match(markup))
         self.runs: list[_Run] = []
         try:
