@@ -149,6 +149,9 @@ def restore(masked: Masked, translation: str, alignment: Alignment | None) -> tu
     if not masked.spans:
         return translation, alignment
     n_src = len(masked.text.split())
+    if alignment is not None:  # the tokenizer's words may not be the whitespace words (an UNK
+        # inside a word splits it): links past either end are dropped
+        alignment = [(s, t) for s, t in alignment if 0 <= s < n_src and 0 <= t < len(words)]
     groups = _groups(masked, words, alignment, n_src)
     # rebuild: each span's group of target words becomes its target text, punctuation kept
     out: list[str] = []

@@ -98,3 +98,11 @@ def test_two_spans_in_one_word_both_come_back():
     for alignment in ([(0, 0), (1, 1), (1, 2)], None):
         text, _ = restore(masked, "Ein X Hund", alignment)
         assert "Eis" in text and "https://x.org/a" in text, (alignment, text)
+
+
+def test_links_past_the_words_are_ignored():
+    """The tokenizer's words can outnumber the whitespace words (an unknown character inside a
+    word makes a word of its own): such links must not break restoring."""
+    masked = protect("V\x07x at 7:30")
+    text, links = restore(masked, "V x um 7:30 Uhr", [(0, 0), (5, 1), (2, 2), (3, 3), (9, 9)])
+    assert "7:30" in text and all(s < 3 for s, _ in links or [])
