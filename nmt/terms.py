@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from nmt.alignment import Alignment
@@ -64,10 +65,15 @@ def find_spans(
     for term in verbatim or []:
         found += [Span(m.start(), m.end(), m.group(), "verbatim") for m in re.finditer(re.escape(term), text)]
     for kind, pattern in PATTERNS.items():
-        found += [Span(m.start(), m.end(), m.group(), kind) for m in pattern.finditer(text)]
-    for source, target in (glossary or {}).items():
-        pattern = re.compile(rf"(?<!\w){re.escape(source)}(?!\w)", re.IGNORECASE)
-        found += [Span(m.start(), m.end(), target, "glossary") for m in pattern.finditer(text)]
+        if _may_hold(kind, text):
+            found += [Span(m.start(), m.end(), m.group(), kind) for m in pattern.finditer(text)]
+    if glossary:
+        pattern, targets = _glossary_pattern(tuple(glossary.items()))
+        for m in pattern.finditer(text):
+            target = targets.get(m.group().casefold())
+            if target is None:  # a case the regex folds and str.casefold does not (rare letters)
+                target = next(t for s, t in glossary.items() if re.fullmatch(re.escape(s), m.group(), re.I))
+            found.append(Span(m.start(), m.end(), target, "glossary"))
     priority = {"verbatim": 0, "url": 1, "email": 1, "glossary": 2, "number": 3}
     found.sort(key=lambda s: (priority[s.kind], s.start - s.end, s.start))
     chosen: list[Span] = []
@@ -75,6 +81,32 @@ def find_spans(
         if all(span.end <= other.start or span.start >= other.end for other in chosen):
             chosen.append(span)
     return sorted(chosen, key=lambda s: s.start)
+
+
+_DIGIT = re.compile(r"\d")
+
+
+@lru_cache(maxsize=256)
+def _glossary_pattern(entries: tuple[tuple[str, str], ...]) -> tuple[re.Pattern[str], dict[str, str]]:
+    """One pattern for a glossary's source terms (longest first: "ice cream" before "ice"), whole
+    words, any case; and each term's target by its casefolded form. Cached: a stored glossary
+    applies to every request of its caller."""
+    targets: dict[str, str] = {}
+    for source, target in entries:
+        targets.setdefault(source.casefold(), target)
+    terms = sorted({source for source, _ in entries}, key=len, reverse=True)
+    alternatives = "|".join(re.escape(term) for term in terms)
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE), targets
+
+
+def _may_hold(kind: Kind, text: str) -> bool:
+    """A cheap test before the pattern (most texts hold no URL, address or number; every
+    translation request goes through here, cache hits included)."""
+    if kind == "url":
+        return "://" in text or "www." in text
+    if kind == "email":
+        return "@" in text
+    return _DIGIT.search(text) is not None
 
 
 @dataclass(frozen=True)
@@ -238,4 +270,5 @@ def _insertion(src: int, alignment: Alignment | None, n_tgt: int, n_src: int) ->
 
 def protect(text: str, glossary: dict[str, str] | None = None, verbatim: list[str] | None = None) -> Masked:
     """`mask(text, find_spans(text, glossary, verbatim))`."""
-    return mask(text, find_spans(text, glossary, verbatim))
+    spans = find_spans(text, glossary, verbatim)
+    return mask(text, spans) if spans else Masked(text, [], [], [])
