@@ -18,7 +18,12 @@ from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("nmt.serving")
 
-LIBRETRANSLATE_PATHS = ("/translate", "/languages")
+LIBRETRANSLATE_PATHS = ("/translate", "/languages", "/translate_file")
+
+
+def libretranslate_path(path: str) -> bool:
+    """Whether `path` is a LibreTranslate-compatible endpoint (its errors: {"error": "..."})."""
+    return path in LIBRETRANSLATE_PATHS or path.startswith("/download_file/")
 
 
 class ApiError(Exception):
@@ -37,7 +42,7 @@ class ApiError(Exception):
 
 def error_response(request: Request, error: ApiError) -> JSONResponse:
     body: dict[str, Any]
-    if request.url.path in LIBRETRANSLATE_PATHS:
+    if libretranslate_path(request.url.path):
         text = f"{error.field}: {error.message}" if error.field else error.message
         body = {"error": text}
     else:

@@ -27,7 +27,7 @@ from serving.middleware import BodyLimit, BrowserCors, DirectRoutes, RequestMetr
 from serving.openapi import document
 from serving.redis_link import RedisLink
 from serving.registry import Registry
-from serving.routers import feedback, libretranslate, ops, translate
+from serving.routers import feedback, files, glossary, libretranslate, ops, translate
 from serving.services import Services
 from serving.settings import Settings
 
@@ -107,7 +107,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.metrics = metrics
     errors.install(app)
-    routers = (translate.router, feedback.router, libretranslate.router, ops.router)
+    routers = (
+        translate.router,
+        feedback.router,
+        libretranslate.router,
+        ops.router,
+        glossary.router,
+        files.router,
+    )
     for router in routers:
         app.include_router(router)
     endpoints = {getattr(route, "path", "") for router in routers for route in router.routes}
@@ -118,7 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BrowserCors,
         allow_origins=settings.cors_origins,
-        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", settings.client_id_header],
         expose_headers=["X-Model-Variant", "X-Model-Version", "Retry-After"],
         max_age=600,

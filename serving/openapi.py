@@ -37,9 +37,22 @@ _ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/v1/ab/report"): (401, 429, 503),
     ("get", "/v1/models"): (503,),
     ("get", "/metrics"): (401, 429, 503),
+    ("put", "/v1/glossary"): (400, 401, 413, 415, 422, 429, 503),
+    ("get", "/v1/glossary"): (401, 429, 503),
+    ("delete", "/v1/glossary"): (401, 429, 503),
+    ("post", "/translate_file"): (400, 401, 413, 415, 429, 503, 504),
+    ("get", "/download_file/{id}"): (404, 503),
 }
-_PROTECTED = {"/v1/translate", "/translate", "/v1/feedback", "/v1/ab/report", "/metrics"}
-_LIBRETRANSLATE = {"/translate", "/languages"}
+_PROTECTED = {
+    "/v1/translate",
+    "/translate",
+    "/v1/feedback",
+    "/v1/ab/report",
+    "/metrics",
+    "/v1/glossary",
+    "/translate_file",
+}
+_LIBRETRANSLATE = {"/translate", "/languages", "/translate_file", "/download_file/{id}"}
 
 
 def document(app: FastAPI, settings: Settings) -> None:

@@ -29,6 +29,18 @@ class TranslateRequest(BaseModel):
         False,
         description="add each translation's word alignment (models with attention only; 422 for others)",
     )
+    format: Literal["text", "html"] = Field(
+        "text", description="html: text nodes are translated and the markup kept (serving/markup.py)"
+    )
+    glossary: dict[StrictStr, StrictStr] | None = Field(
+        None,
+        description="source term -> target term, enforced in the output (merged over the caller's "
+        "stored glossary, PUT /v1/glossary; this one wins for a term in both)",
+        examples=[{"concert": "Konzert"}],
+    )
+    do_not_translate: list[StrictStr] | None = Field(
+        None, description="spans copied verbatim (numbers, URLs and e-mail addresses always are)"
+    )
 
 
 class Alternative(BaseModel):
@@ -76,7 +88,9 @@ class LibreTranslateRequest(BaseModel):
     q: StrictStr | list[StrictStr] = Field(description="a text, or a list of texts")
     source: StrictStr = Field(min_length=1, max_length=16, description="a language code, or 'auto'")
     target: StrictStr = Field(min_length=1, max_length=16)
-    format: Literal["text"] = Field("text", description="only plain text for now")
+    format: Literal["text", "html"] = Field(
+        "text", description="html: text nodes are translated and the markup kept"
+    )
     alternatives: int = Field(0, ge=0, le=63, description="alternative translations to return")
     api_key: StrictStr | None = Field(None, max_length=1024)
     model: StrictStr | None = Field(None, max_length=256, description="nmt extension: pin a model")
@@ -117,3 +131,15 @@ class ModelsResponse(BaseModel):
     models: list[dict[str, Any]]
     defaults: dict[str, str]
     ab_split: dict[str, dict[str, float]]
+
+
+class GlossaryBody(BaseModel):
+    """PUT /v1/glossary's body and GET's answer: the caller's stored glossary."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    glossary: dict[StrictStr, StrictStr] = Field(examples=[{"concert": "Konzert"}])
+
+
+class TranslateFileResponse(BaseModel):
+    translatedFileUrl: str

@@ -12,6 +12,7 @@ from serving.metrics import Metrics
 from serving.redis_link import RedisLink
 from serving.registry import Registry
 from serving.settings import Settings
+from serving.store import Store
 
 
 @dataclass
@@ -25,3 +26,9 @@ class Services:
     ab_store: ABStore
     access: AccessControl
     redis: RedisLink | None = None
+    glossaries: Store | None = None  # the glossary stored per caller (serving/terms.py)
+    files: Store | None = None  # translated files until they are downloaded (serving/files.py)
+
+    def __post_init__(self) -> None:
+        self.glossaries = self.glossaries or Store("nmt:glossary:", self.redis)
+        self.files = self.files or Store("nmt:file:", self.redis)

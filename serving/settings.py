@@ -47,6 +47,18 @@ class Settings(BaseSettings):
     max_sentence_tokens: int = Field(
         1000, ge=1, description="source tokens in one sentence (lower where the model's own limit is)"
     )
+    max_glossary_terms: int = Field(
+        1000,
+        ge=1,
+        description="entries of one glossary (a request's or a stored one), and do_not_translate spans",
+    )
+    max_term_chars: int = Field(
+        200, ge=1, description="characters of one glossary term or do_not_translate span"
+    )
+    max_file_bytes: int = Field(
+        500_000, ge=1024, description="bytes of a file sent to /translate_file (its text counts as max_chars)"
+    )
+    file_ttl_s: int = Field(3600, ge=1, description="a translated file can be downloaded this long")
 
     # backpressure: what one request may cost, and how much may wait
     request_timeout_s: float = Field(

@@ -140,6 +140,37 @@ async def run_translation(
     return results, ids
 
 
+async def run_pipeline(
+    services: Services,
+    entry: ModelEntry,
+    texts: list[str],
+    search: SearchConfig,
+    field: str,
+    caller: Caller,
+    alignment: bool = False,
+    format: str = "text",
+    glossary: dict[str, str] | None = None,
+    verbatim: list[str] | None = None,
+) -> tuple[list[TextResult], list[str]]:
+    """`run_translation` with the text stages around it: HTML cut into segments and rebuilt
+    (serving/markup.py), glossary terms, do-not-translate spans, numbers, URLs and e-mail
+    addresses masked and restored (serving/terms.py)."""
+    from serving.markup import translate_html
+    from serving.terms import translate_with_terms
+
+    attends = entry.translator.attends
+
+    async def model(batch: list[str], aligned: bool) -> tuple[list[TextResult], list[str]]:
+        return await run_translation(services, entry, batch, search, field, caller, aligned)
+
+    async def protected(batch: list[str], aligned: bool) -> tuple[list[TextResult], list[str]]:
+        return await translate_with_terms(model, batch, glossary or {}, verbatim or [], attends, aligned)
+
+    if format == "html":
+        return await translate_html(protected, texts, attends)
+    return await protected(texts, alignment)
+
+
 async def translate_texts(
     entry: ModelEntry,
     texts: list[str],

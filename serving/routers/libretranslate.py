@@ -23,7 +23,8 @@ from serving.errors import ApiError, validation_error
 from serving.routers.translate import route, variant_headers
 from serving.schemas import LibreTranslateRequest, LibreTranslateResponse
 from serving.services import Services
-from serving.translation import Caller, check_texts, run_translation, search_options
+from serving.terms import request_terms
+from serving.translation import Caller, check_texts, run_pipeline, search_options
 
 router = APIRouter(tags=["LibreTranslate compatible"])
 
@@ -126,7 +127,8 @@ async def _translate(request: Request, services: Services) -> JSONResponse:
         entry, services.settings, beam_size=max(entry.bundle.search.beam_size, n_best), n_best=n_best
     )
     caller = Caller(owner(request, services, key), body.model is not None, until_gone(request))
-    results, _ = await run_translation(services, entry, texts, search, "q", caller)
+    glossary, _ = await request_terms(services, caller.owner, None, None)
+    results, _ = await run_pipeline(services, entry, texts, search, "q", caller, False, body.format, glossary)
     response: dict[str, Any]
     if isinstance(body.q, str):
         response = {"translatedText": results[0].text}

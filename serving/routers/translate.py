@@ -12,7 +12,8 @@ from serving.errors import ApiError
 from serving.registry import ModelEntry, RoutingError
 from serving.schemas import ModelsResponse, TranslateRequest, TranslateResponse
 from serving.services import Services
-from serving.translation import Caller, check_alignment, check_texts, run_translation, search_options
+from serving.terms import request_terms
+from serving.translation import Caller, check_alignment, check_texts, run_pipeline, search_options
 
 router = APIRouter(tags=["translate"])
 
@@ -66,8 +67,9 @@ async def translate(request: Request) -> Response:
     )
     check_alignment(entry, body.return_alignment)
     caller = Caller(owner(request, services, key), body.model is not None, until_gone(request))
-    results, ids = await run_translation(
-        services, entry, texts, search, "text", caller, body.return_alignment
+    glossary, verbatim = await request_terms(services, caller.owner, body.glossary, body.do_not_translate)
+    results, ids = await run_pipeline(
+        services, entry, texts, search, "text", caller, body.return_alignment, body.format, glossary, verbatim
     )
     # serialised here, once, from plain dicts: returning the pydantic model would make FastAPI
     # validate it a second time (TranslateResponse still documents the shape)

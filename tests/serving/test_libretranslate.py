@@ -38,7 +38,7 @@ def test_translate_json_form_list_and_alternatives(ab_server):
         ({"q": 5, "source": "en", "target": "de"}, 400, "q"),
         ({"q": "hi", "target": "de"}, 400, "source"),
         ({"q": "hi", "source": "en", "target": "fr"}, 400, "target"),
-        ({"q": "hi", "source": "en", "target": "de", "format": "html"}, 400, "format"),
+        ({"q": "hi", "source": "en", "target": "de", "format": "markdown"}, 400, "format"),
         ({"q": "hi", "source": "en", "target": "de", "alternatives": "many"}, 400, "alternatives"),
     ],
 )
