@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("nmt.serving")
 
-LIBRETRANSLATE_PATHS = ("/translate", "/languages")
+LIBRETRANSLATE_PATHS = ("/translate", "/languages", "/detect", "/frontend/settings")
 
 
 class ApiError(Exception):

@@ -37,9 +37,11 @@ _ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/v1/ab/report"): (401, 429, 503),
     ("get", "/v1/models"): (503,),
     ("get", "/metrics"): (401, 429, 503),
+    ("post", "/detect"): (400, 401, 413, 415, 429, 503),
+    ("get", "/frontend/settings"): (503,),
 }
-_PROTECTED = {"/v1/translate", "/translate", "/v1/feedback", "/v1/ab/report", "/metrics"}
-_LIBRETRANSLATE = {"/translate", "/languages"}
+_PROTECTED = {"/v1/translate", "/translate", "/v1/feedback", "/v1/ab/report", "/metrics", "/detect"}
+_LIBRETRANSLATE = {"/translate", "/languages", "/detect", "/frontend/settings"}
 
 
 def document(app: FastAPI, settings: Settings) -> None:
