@@ -62,14 +62,24 @@ function fillTargets() {
   if (targets.has(previous)) $("target").value = previous;
 }
 
-// return_alignment when the model a pair routes to has attention (GET /v1/models says so); with
-// "auto", when every pair into the target does (a 422 for it is retried without, see translate)
-function wantsAlignment(source, target) {
+// The models a pair routes to by default (GET /v1/models); with "auto", those of every pair into
+// the target. Alignment is asked for when they all attend, alternatives up to their beam size
+// (a 422 for either is retried without, see translate).
+function routedModels(source, target) {
   const models = state.models.models || [];
-  const defaults = Object.entries(state.models.defaults || {});
-  const names = defaults.filter(([pair]) => (source === "auto" ? pair.endsWith("-" + target) : pair === source + "-" + target));
-  const chosen = names.map(([, name]) => models.find((m) => m.name === name));
-  return chosen.length > 0 && chosen.every((m) => m && m.alignment);
+  return Object.entries(state.models.defaults || {})
+    .filter(([pair]) => (source === "auto" ? pair.endsWith("-" + target) : pair === source + "-" + target))
+    .map(([, name]) => models.find((m) => m.name === name))
+    .filter(Boolean);
+}
+
+function requestOptions(source, target) {
+  const models = routedModels(source, target);
+  const beams = models.map((m) => (m.search && m.search.beam_size) || 1);
+  return {
+    return_alignment: models.length > 0 && models.every((m) => m.alignment),
+    n_best: Math.max(1, Math.min(3, ...beams)),
+  };
 }
 
 // Words as spans (whitespace kept as text), split as the service splits them: at whitespace.
@@ -176,7 +186,7 @@ async function translate() {
     return;
   }
   const id = ++state.request;
-  const body = { text, source, target, n_best: 3, return_alignment: wantsAlignment(source, target) };
+  const body = { text, source, target, ...requestOptions(source, target) };
   setStatus("Translating\u2026");
   for (let attempt = 0; attempt < 3; attempt++) {
     let response;
