@@ -37,7 +37,7 @@ FLAGS = [
 SENTENCE = "A man in a red shirt is riding a bicycle down the street."
 
 
-def chromium(profile: Path, width: int = 1280, height: int = 800, dark: bool = False):
+def chromium(profile: Path, width: int = 1280, height: int = 800):
     """A Selenium driver of headless Chromium with a fresh profile in `profile`; raises
     FileNotFoundError naming the Debian packages when the browser or its driver is missing."""
     from selenium import webdriver
@@ -50,9 +50,7 @@ def chromium(profile: Path, width: int = 1280, height: int = 800, dark: bool = F
     options.binary_location = CHROMIUM
     for flag in [*FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}"]:
         options.add_argument(flag)
-    if dark:
-        options.add_argument("--force-dark-mode")
-        options.add_argument("--blink-settings=preferredColorScheme=0")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for tests to read
     return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
 
 

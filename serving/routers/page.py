@@ -10,13 +10,14 @@ script (2.8 MB) and nothing else we load; only those files are used here, FastAP
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import fastapi_offline
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
@@ -59,6 +60,22 @@ def install(app: FastAPI) -> None:
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+
+
+# ReDoc 2 puts Redocly's logo in its sidebar from Redocly's CDN, whatever its options say: the
+# script is served with that one URL pointing at the local favicon instead
+REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+
+
+@cache
+def _redoc_script() -> bytes:
+    script = (DOCS_ASSETS / "redoc.standalone.js").read_text(encoding="utf-8")
+    return script.replace(REDOC_LOGO, "/docs-assets/favicon.png").encode()
+
+
+@router.get("/docs-assets/redoc.standalone.js", include_in_schema=False)
+async def redoc_script() -> Response:
+    return Response(_redoc_script(), media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
 
 
 @router.get("/", include_in_schema=False)

@@ -1,5 +1,5 @@
 // The translation page: vanilla JS, no build step, nothing from outside this service.
-// Text from users and models is only ever set with textContent (never innerHTML).
+// Text from users and models is only ever set with textContent, never parsed as HTML.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
