@@ -12,6 +12,7 @@ import pytest
 
 from serving.detect import LanguageDetector, resolve_source
 from serving.errors import ApiError
+from tests.conftest import run_benchmark
 from tests.serving.conftest import Server, start_server, stop_server
 
 LANGUAGES = ("en", "de", "fr")
@@ -33,6 +34,14 @@ def test_detection_accuracy_on_test_2016_flickr(multi30k: Path):
     print(f"detection accuracy {accuracy:.2f}% over {total} sentences (target {TARGET_ACCURACY:g}%)")
     assert total == 3000
     assert accuracy >= TARGET_ACCURACY
+
+
+def test_detector_comparison_benchmark_runs(multi30k: Path):
+    """benchmarks/detect.py: py3langid beside lingua and fastText (lite), on 300 sentences here."""
+    stdout = run_benchmark("detect.py", "--quick", "--data", str(multi30k))
+    print(stdout)
+    assert all(name in stdout for name in ("py3langid", "lingua", "fasttext lite"))
+    assert stdout.strip().endswith("-> PASS")
 
 
 def test_detection_is_restricted_to_the_languages_served():
