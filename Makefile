@@ -30,10 +30,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # The service's tests run real servers and tools: redis-server, haproxy (the load balancer in front
-# of two instances) and wrk (the load generator of benchmarks/serve_load.py); install what is missing.
-SYSTEM_TOOLS := redis-server haproxy wrk
+# of two instances), wrk (the load generator of benchmarks/serve_load.py), and Chromium with its
+# chromedriver (the page's browser test); install what is missing. COMMAND:PACKAGE where they differ.
+SYSTEM_TOOLS := redis-server haproxy wrk chromium chromedriver:chromium-driver
 system-tools:
-	@missing=$$(for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || echo $$tool; done); \
+	@missing=$$(for tool in $(SYSTEM_TOOLS); do command -v $${tool%%:*} >/dev/null || echo $${tool#*:}; done); \
 	if [ -n "$$missing" ]; then \
 	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null; \

@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("nmt.serving")
 
-LIBRETRANSLATE_PATHS = ("/translate", "/languages", "/translate_file")
+LIBRETRANSLATE_PATHS = ("/translate", "/languages", "/translate_file", "/detect", "/frontend/settings")
 
 
 def libretranslate_path(path: str) -> bool:

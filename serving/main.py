@@ -22,12 +22,13 @@ from serving import errors
 from serving.ab import MemoryABStore, RedisABStore
 from serving.access import AccessControl
 from serving.cache import MemoryCache, RedisCache
+from serving.detect import LanguageDetector
 from serving.metrics import Metrics
 from serving.middleware import BodyLimit, BrowserCors, DirectRoutes, RequestMetrics
 from serving.openapi import document
 from serving.redis_link import RedisLink
 from serving.registry import Registry
-from serving.routers import feedback, files, glossary, libretranslate, ops, translate
+from serving.routers import detect, feedback, files, glossary, libretranslate, ops, page, translate
 from serving.services import Services
 from serving.settings import Settings
 
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ab_store=ab_store or MemoryABStore(settings.feedback_ttl_s),
             access=access,
             redis=link,
+            detector=LanguageDetector(registry.languages()),
         )
         app.state.services = services
         # the millions of objects loaded so far (torch, ONNX Runtime, models) live as long as the
@@ -102,6 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="nmt translation service",
         version="1",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from serving/routers/page.py, offline
+        redoc_url=None,
         description="Beam-search translation with recurrent (LSTM, GRU, RNN) and Transformer models; "
         "a LibreTranslate-compatible API beside the native one.",
     )
@@ -114,9 +118,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ops.router,
         glossary.router,
         files.router,
+        detect.router,
     )
     for router in routers:
         app.include_router(router)
+    page.install(app)
     endpoints = {getattr(route, "path", "") for router in routers for route in router.routes}
     app.add_middleware(
         DirectRoutes, endpoints={"/v1/translate": translate.translate, "/translate": libretranslate.translate}

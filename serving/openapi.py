@@ -42,6 +42,8 @@ _ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("delete", "/v1/glossary"): (401, 429, 503),
     ("post", "/translate_file"): (400, 401, 413, 415, 429, 503, 504),
     ("get", "/download_file/{id}"): (404, 503),
+    ("post", "/detect"): (400, 401, 413, 415, 429, 503),
+    ("get", "/frontend/settings"): (503,),
 }
 _PROTECTED = {
     "/v1/translate",
@@ -51,8 +53,16 @@ _PROTECTED = {
     "/metrics",
     "/v1/glossary",
     "/translate_file",
+    "/detect",
 }
-_LIBRETRANSLATE = {"/translate", "/languages", "/translate_file", "/download_file/{id}"}
+_LIBRETRANSLATE = {
+    "/translate",
+    "/languages",
+    "/translate_file",
+    "/download_file/{id}",
+    "/detect",
+    "/frontend/settings",
+}
 
 
 def document(app: FastAPI, settings: Settings) -> None:

@@ -12,7 +12,9 @@ class TranslateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: StrictStr | list[StrictStr] = Field(description="one text, or a list of texts")
-    source: StrictStr = Field(min_length=2, max_length=16, examples=["en"])
+    source: StrictStr = Field(
+        min_length=2, max_length=16, examples=["en"], description='a language code, or "auto" to detect it'
+    )
     target: StrictStr = Field(min_length=2, max_length=16, examples=["de"])
     model: StrictStr | None = Field(
         None,
@@ -64,6 +66,10 @@ class TranslationOut(BaseModel):
         description="with return_alignment: [source word, target word] links, words being the texts "
         "split at whitespace, each target word linked to the source word it attended to most",
         examples=[[[0, 0], [1, 1], [2, 2]]],
+    )
+    detected_language: dict[str, Any] | None = Field(
+        None,
+        description='with source "auto": the language detected, {"language": "en", "confidence": 0..100}',
     )
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from serving.ab import ABStore
 from serving.access import AccessControl
 from serving.cache import TranslationCache
+from serving.detect import LanguageDetector
 from serving.metrics import Metrics
 from serving.redis_link import RedisLink
 from serving.registry import Registry
@@ -28,6 +29,7 @@ class Services:
     redis: RedisLink | None = None
     glossaries: Store | None = None  # the glossary stored per caller (serving/terms.py)
     files: Store | None = None  # translated files until they are downloaded (serving/files.py)
+    detector: LanguageDetector | None = None  # source languages, for /detect and source "auto"
 
     def __post_init__(self) -> None:
         self.glossaries = self.glossaries or Store("nmt:glossary:", self.redis)

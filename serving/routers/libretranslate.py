@@ -3,8 +3,8 @@ POST /translate (JSON or form: q, source, target, format, alternatives, api_key)
 GET /languages. Errors come as `{"error": "..."}`, the shape LibreTranslate's clients read.
 
 Unlike LibreTranslate, a list `q` is decoded as one batch (not text by text), and the cache key
-carries the model version. `source: "auto"` is accepted when exactly one source language
-translates into the target (there is no language detection).
+carries the model version. `source: "auto"` detects the language (serving/detect.py) among
+those served, and answers it as `detectedLanguage`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pydantic_core import from_json
 from starlette.formparsers import MultiPartException
 
 from serving.deps import ServicesDep, authorize, get_services, owner, until_gone
+from serving.detect import auto_source
 from serving.errors import ApiError, validation_error
 from serving.routers.translate import route, variant_headers
 from serving.schemas import LibreTranslateRequest, LibreTranslateResponse
@@ -111,13 +112,9 @@ async def _translate(request: Request, services: Services) -> JSONResponse:
     body = _parse(fields)
     texts = [body.q] if isinstance(body.q, str) else body.q
     check_texts(texts, services.settings, "q")
-    source, target = body.source, body.target
-    detected = None
-    if source == "auto":
-        sources = [src for src, tgts in services.registry.languages().items() if target in tgts]
-        if len(sources) != 1:
-            raise ApiError(400, "source", "'auto' needs exactly one language that translates into the target")
-        source = detected = sources[0]
+    target = body.target
+    detected = auto_source(services, body.source, target, texts)
+    source = detected.language if detected else body.source
     client_id = request.headers.get(services.settings.client_id_header)
     entry = route(services, source, target, body.model, client_id)
     n_best = body.alternatives + 1
@@ -139,7 +136,7 @@ async def _translate(request: Request, services: Services) -> JSONResponse:
         if body.alternatives:
             response["alternatives"] = [[text for text, _ in r.alternatives[1:]] for r in results]
     if detected:
-        response["detectedLanguage"] = {"language": detected, "confidence": 100.0}
+        response["detectedLanguage"] = detected.as_json()
     return JSONResponse(response, headers=variant_headers(entry))
 
 

@@ -8,6 +8,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from serving.deps import ServicesDep, authorize, get_services, owner, parse_json, require_json, until_gone
+from serving.detect import auto_source
 from serving.errors import ApiError
 from serving.registry import ModelEntry, RoutingError
 from serving.schemas import ModelsResponse, TranslateRequest, TranslateResponse
@@ -61,7 +62,9 @@ async def translate(request: Request) -> Response:
     texts = [body.text] if isinstance(body.text, str) else body.text
     check_texts(texts, settings, "text")
     client_id = request.headers.get(services.settings.client_id_header)
-    entry = route(services, body.source, body.target, body.model, client_id)
+    detected = auto_source(services, body.source, body.target, texts)
+    source = detected.language if detected else body.source
+    entry = route(services, source, body.target, body.model, client_id)
     search = search_options(
         entry, settings, body.beam_size, body.n_best, body.max_length, body.length_penalty
     )
@@ -88,6 +91,8 @@ async def translate(request: Request) -> Response:
             item["alternatives"] = [{"text": t, "score": finite(score)} for t, score in result.alternatives]
         if result.alignment is not None:
             item["alignment"] = result.alignment
+        if detected:
+            item["detected_language"] = detected.as_json()
         translations.append(item)
     content = orjson.dumps({"translations": translations})
     return Response(content, media_type="application/json", headers=variant_headers(entry))

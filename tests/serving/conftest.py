@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import run_nmt
+from tests.conftest import run_nmt, tiny_recipe, write_recipe
 
 
 def free_port() -> int:
@@ -173,3 +173,24 @@ def big_job(texts: int = 64, sentences: int = 40, tag: str = "") -> dict:
         for i in range(texts)
     ]
     return {"text": text, "source": "en", "target": "de", "model": "tiny-transformer"}
+
+
+@pytest.fixture(scope="session")
+def two_way_models_dir(models_dir: Path, tiny_corpus: Path, tmp_path_factory) -> Path:
+    """The tiny en-de models and a tiny de-en Transformer: two source languages to tell apart."""
+    folder = tmp_path_factory.mktemp("two-way-models")
+    shutil.copytree(models_dir, folder, dirs_exist_ok=True)
+    run_dir = tmp_path_factory.mktemp("run-de-en")
+    recipe = tiny_recipe(tiny_corpus, run_dir / "out", "transformer")
+    recipe["name"] = "tiny-transformer-de-en"
+    recipe["data"] = {
+        "src_lang": "de",
+        "tgt_lang": "en",
+        "train": {"src": str(tiny_corpus / "train.de"), "tgt": str(tiny_corpus / "train.en")},
+        "valid": {"src": str(tiny_corpus / "val.de"), "tgt": str(tiny_corpus / "val.en")},
+    }
+    result = run_nmt("train", "--config", str(write_recipe(run_dir / "recipe.yaml", recipe)))
+    target = folder / "tiny-transformer-de-en"
+    shutil.copytree(result.stdout.strip().splitlines()[-1], target)
+    run_nmt("export", "--model", str(target), "--format", "onnx")
+    return folder

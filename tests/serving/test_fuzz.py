@@ -264,6 +264,7 @@ def test_openapi_document_is_complete(regression_server: Server):
         ("/v1/translate", "post"): {"400", "401", "413", "415", "422", "429"},
         ("/v1/feedback", "post"): {"401", "404", "413", "415", "422"},
         ("/translate", "post"): {"400", "401", "413", "415", "429"},
+        ("/detect", "post"): {"400", "401", "413", "415", "429"},
     }
     for (path, method), statuses in expected_errors.items():
         responses = paths[path][method]["responses"]
