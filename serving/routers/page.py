@@ -115,14 +115,14 @@ async def frontend_settings(request: Request, services: ServicesDep) -> dict[str
     languages = services.registry.languages()
     target = next((tgts[0] for tgts in languages.values() if tgts), "en")
     # the features other endpoints bring are on when those endpoints are served
-    routes = {(getattr(r, "path", ""), m) for r in request.app.routes for m in getattr(r, "methods", ())}
-    files = ("/translate_file", "POST") in routes
+    paths = request.app.openapi()["paths"]  # (included routers are not in app.routes one by one)
+    files = "post" in paths.get("/translate_file", {})
     return {
         "charLimit": settings.max_chars,
         "frontendTimeout": FRONTEND_TIMEOUT_MS,
         "apiKeys": bool(settings.api_keys),
         "keyRequired": bool(settings.api_keys),
-        "suggestions": ("/v1/memory", "PUT") in routes,
+        "suggestions": "put" in paths.get("/v1/memory", {}),
         "filesTranslation": files,
         "supportedFilesFormat": list(MEDIA_TYPES) if files else [],
         "language": {
