@@ -222,7 +222,15 @@ def record_scores(path: Path, test_set: str, scores: dict[str, Any]) -> None:
     version hashes the weights, tokenizers and model config, so it stays the same)."""
     meta_file = bundle_file(path, BUNDLE_FILE, BUNDLE_FILE)
     meta, _ = _read_meta(meta_file)
-    meta["scores"] = {**(meta.get("scores") or {}), test_set: scores}
+    record_meta(path, "scores", {**(meta.get("scores") or {}), test_set: scores})
+
+
+def record_meta(path: Path, key: str, value: Any) -> None:
+    """Store `value` under `key` in the bundle's bundle.json, atomically (metadata such as scores
+    or a confidence calibration: the version does not hash it, so it stays the same)."""
+    meta_file = bundle_file(path, BUNDLE_FILE, BUNDLE_FILE)
+    meta, _ = _read_meta(meta_file)
+    meta[key] = value
     text = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
     atomic_write(meta_file, lambda handle: handle.write(text.encode("utf-8")))
 
