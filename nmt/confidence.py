@@ -208,7 +208,7 @@ def fit_calibration(rows: np.ndarray, good: np.ndarray, l2: float = 1.0, steps: 
     return Calibration(w[:-1].tolist(), float(w[-1]), mean.tolist(), std.tolist())
 
 
-def roc_auc(scores: Sequence[float], positive: Sequence[bool]) -> float:
+def roc_auc(scores: Sequence[float] | np.ndarray, positive: Sequence[bool] | np.ndarray) -> float:
     """The probability that a random positive scores above a random negative (ties count half):
     the area under the ROC curve, by ranks (Mann-Whitney U)."""
     values, labels = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)

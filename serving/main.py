@@ -22,12 +22,13 @@ from serving import errors
 from serving.ab import MemoryABStore, RedisABStore
 from serving.access import AccessControl
 from serving.cache import MemoryCache, RedisCache
+from serving.memory import LocalMemory, RedisMemory
 from serving.metrics import Metrics
 from serving.middleware import BodyLimit, BrowserCors, DirectRoutes, RequestMetrics
 from serving.openapi import document
 from serving.redis_link import RedisLink
 from serving.registry import Registry
-from serving.routers import feedback, libretranslate, ops, translate
+from serving.routers import feedback, libretranslate, memory, ops, stream, translate
 from serving.services import Services
 from serving.settings import Settings
 
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.metrics_token,
             link,
             on_fallback=metrics.limits_fallbacks.inc,
+            memory_keys=settings.memory_keys,
         )
         services = Services(
             settings=settings,
@@ -81,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ab_store=ab_store or MemoryABStore(settings.feedback_ttl_s),
             access=access,
             redis=link,
+            memory=RedisMemory(link) if link else LocalMemory(settings.memory_max_entries),
         )
         app.state.services = services
         # the millions of objects loaded so far (torch, ONNX Runtime, models) live as long as the
@@ -107,7 +110,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.metrics = metrics
     errors.install(app)
-    routers = (translate.router, feedback.router, libretranslate.router, ops.router)
+    routers = (
+        translate.router,
+        feedback.router,
+        libretranslate.router,
+        ops.router,
+        memory.router,
+        stream.router,
+    )
     for router in routers:
         app.include_router(router)
     endpoints = {getattr(route, "path", "") for router in routers for route in router.routes}
@@ -118,7 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BrowserCors,
         allow_origins=settings.cors_origins,
-        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", settings.client_id_header],
         expose_headers=["X-Model-Variant", "X-Model-Version", "Retry-After"],
         max_age=600,

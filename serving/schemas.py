@@ -53,6 +53,19 @@ class TranslationOut(BaseModel):
         "split at whitespace, each target word linked to the source word it attended to most",
         examples=[[[0, 0], [1, 1], [2, 2]]],
     )
+    confidence: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="how likely the translation is good, from the model's scores through the bundle's "
+        "calibration (nmt calibrate); a text of several sentences: its least confident sentence's",
+    )
+    low_confidence: bool = Field(
+        False, description="some sentence's confidence is under the model's threshold: check it"
+    )
+    origin: Literal["model", "memory"] = Field(
+        "model", description="memory: every sentence came from the translation memory (PUT /v1/memory)"
+    )
 
 
 class TranslateResponse(BaseModel):
@@ -117,3 +130,8 @@ class ModelsResponse(BaseModel):
     models: list[dict[str, Any]]
     defaults: dict[str, str]
     ab_split: dict[str, dict[str, float]]
+    memory: dict[str, Any] | None = Field(
+        None,
+        description="the translation memory: `store` (redis or memory) and whether writes "
+        "(PUT /v1/memory) need a memory key (`writes_need_key`)",
+    )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from serving.ab import ABStore
 from serving.access import AccessControl
 from serving.cache import TranslationCache
+from serving.memory import TranslationMemory
 from serving.metrics import Metrics
 from serving.redis_link import RedisLink
 from serving.registry import Registry
@@ -25,3 +26,4 @@ class Services:
     ab_store: ABStore
     access: AccessControl
     redis: RedisLink | None = None
+    memory: TranslationMemory | None = None  # approved translations (serving/memory.py)

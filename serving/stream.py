@@ -1,0 +1,65 @@
+"""A long text translated sentence by sentence, each handed out as soon as it is done, in order.
+
+The sentences go to the model's micro-batcher in groups that grow, 1, 2, 4, then `MOST` at a time,
+at most `IN_FLIGHT` groups submitted at once (one per decode slot): the first sentence is decoded
+alone, so it is back after one sentence's decode, not after the whole batch's, while the later,
+bigger groups keep the throughput close to one batch's. Each group goes through the translation
+path of /v1/translate (memory, cache, model, repair, confidence), its sentences as texts.
+
+Stopping: when the consumer stops (the client went away and Starlette cancelled the stream),
+the groups in flight are cancelled (their sentences not yet decoding are withdrawn from the
+batcher) and the groups not yet submitted never are.
+
+Server-sent events (`sse_event`): `sentence` {index, ...} per sentence, `done` with the joined
+text, `error` {"error": {...}} if something fails once the stream has begun (then it ends).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import orjson
+
+from serving.translation import TextResult
+
+FIRST, MOST = 1, 8  # sentences in the first group, and in the biggest
+IN_FLIGHT = 2  # groups submitted to the batcher at once
+
+
+def groups(count: int, first: int = FIRST, most: int = MOST) -> Iterator[tuple[int, int]]:
+    """[start, end) of each group of `count` sentences: first, 2 * first, ... up to `most`."""
+    start, size = 0, first
+    while start < count:
+        yield start, min(count, start + size)
+        start, size = start + size, min(most, size * 2)
+
+
+def sse_event(name: str, data: dict[str, Any]) -> bytes:
+    """One server-sent event (data is JSON on one line, which orjson guarantees)."""
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+Translate = Callable[[list[str]], Awaitable[list[TextResult]]]
+
+
+async def in_order(sentences: list[str], translate: Translate) -> AsyncIterator[tuple[int, TextResult]]:
+    """(index, result) of every sentence, in order, translating `IN_FLIGHT` groups at a time;
+    stopping early (or being cancelled) cancels the groups in flight and submits no more."""
+    waiting = deque(groups(len(sentences)))
+    running: deque[tuple[int, asyncio.Task[list[TextResult]]]] = deque()
+    try:
+        while waiting or running:
+            while waiting and len(running) < IN_FLIGHT:
+                start, end = waiting.popleft()
+                running.append((start, asyncio.ensure_future(translate(sentences[start:end]))))
+            start, task = running[0]
+            results = await task
+            running.popleft()
+            for offset, result in enumerate(results):
+                yield start + offset, result
+    finally:
+        for _, task in running:
+            task.cancel()
