@@ -1,9 +1,10 @@
 """A long text translated sentence by sentence, each handed out as soon as it is done, in order.
 
-The sentences go to the model's micro-batcher in groups that grow, 1, 2, 4, then `MOST` at a time,
-at most `IN_FLIGHT` groups submitted at once (one per decode slot): the first sentence is decoded
-alone, so it is back after one sentence's decode, not after the whole batch's, while the later,
-bigger groups keep the throughput close to one batch's. Each group goes through the translation
+The sentences go to the model's micro-batcher in groups: the first sentence alone, and only once it
+is back, `MOST` at a time, at most `IN_FLIGHT` groups submitted at once (one per decode slot). The
+first sentence is thus back after one sentence's decode, not after a batch's (submitted together
+with the next group, the batcher would decode them in one batch), and the bigger groups after it
+keep the throughput close to one batch's. Each group goes through the translation
 path of /v1/translate (memory, cache, model, repair, confidence), its sentences as texts.
 
 Stopping: when the consumer stops (the client went away and Starlette cancelled the stream),
@@ -30,11 +31,11 @@ IN_FLIGHT = 2  # groups submitted to the batcher at once
 
 
 def groups(count: int, first: int = FIRST, most: int = MOST) -> Iterator[tuple[int, int]]:
-    """[start, end) of each group of `count` sentences: first, 2 * first, ... up to `most`."""
+    """[start, end) of each group of `count` sentences: `first`, then `most` at a time."""
     start, size = 0, first
     while start < count:
         yield start, min(count, start + size)
-        start, size = start + size, min(most, size * 2)
+        start, size = start + size, most
 
 
 def sse_event(name: str, data: dict[str, Any]) -> bytes:
@@ -50,14 +51,16 @@ async def in_order(sentences: list[str], translate: Translate) -> AsyncIterator[
     stopping early (or being cancelled) cancels the groups in flight and submits no more."""
     waiting = deque(groups(len(sentences)))
     running: deque[tuple[int, asyncio.Task[list[TextResult]]]] = deque()
+    limit = 1  # the first group alone: submitted with the next, the batcher would decode them together
     try:
         while waiting or running:
-            while waiting and len(running) < IN_FLIGHT:
+            while waiting and len(running) < limit:
                 start, end = waiting.popleft()
                 running.append((start, asyncio.ensure_future(translate(sentences[start:end]))))
             start, task = running[0]
             results = await task
             running.popleft()
+            limit = IN_FLIGHT
             for offset, result in enumerate(results):
                 yield start + offset, result
     finally:

@@ -35,8 +35,8 @@ def body(text, **options) -> dict:
     return {"source": "en", "target": "de", "text": text, "model": MODEL, **options}
 
 
-def test_groups_start_with_one_sentence_and_grow():
-    assert list(groups(20)) == [(0, 1), (1, 3), (3, 7), (7, 15), (15, 20)]
+def test_groups_start_with_one_sentence_then_take_several():
+    assert list(groups(20)) == [(0, 1), (1, 9), (9, 17), (17, 20)]
     assert list(groups(1)) == [(0, 1)]
     assert list(groups(0)) == []
 
