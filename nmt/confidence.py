@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nmt.config import SearchConfig
+from nmt.errors import NmtError
 
 if TYPE_CHECKING:
     from nmt.translator import Translation, Translator
@@ -173,6 +174,11 @@ def calibrate(
     good = np.array(
         [chrf.sentence_score(t.text, [r]).score >= GOOD_CHRF for t, r in zip(best, references, strict=True)]
     )
+    if good.all() or not good.any():
+        raise NmtError(
+            f"{src_name}: every translation is {'good' if good.all() else 'bad'} (sentence chrF "
+            f"{'>=' if good.all() else '<'} {GOOD_CHRF:g}); a calibration needs both: use a bigger set"
+        )
     fitted = fit_calibration(rows, good)
     auc = roc_auc([fitted.confidence(row) for row in rows], good)
     record = {

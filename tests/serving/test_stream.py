@@ -5,11 +5,13 @@ work (counted by the sentences the model decoded, from /metrics)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import httpx
 
 from serving.stream import groups
+from tests.conftest import run_benchmark
 from tests.serving.conftest import metric
 
 MODEL = "tiny-transformer"
@@ -103,3 +105,12 @@ def test_a_client_that_goes_away_stops_the_work(serve):
     print(f"sentences decoded after a disconnect at the first event: {after - before:.0f} of 300")
     assert later == after, "the work went on after the client left"
     assert after - before < 100
+
+
+def test_the_stream_benchmark_prints_the_first_event_ratio(models_dir):
+    """benchmarks/stream.py end to end on the tiny Transformer (its ratio on a tiny model says
+    little; the shipped bundle's is in docs/service.md)."""
+    stdout = run_benchmark("stream.py", "--model", str(models_dir / MODEL), "--rounds", "1", timeout=300)
+    assert re.search(
+        r"first event / whole stream: \d+\.\d%; first event / POST /v1/translate: \d+\.\d%", stdout
+    )
