@@ -106,6 +106,20 @@ async def put_memory(request: Request) -> MemoryOut:
     )
 
 
+_QUERY = {
+    "parameters": [
+        {"name": "source", "in": "query", "required": True, "schema": {"type": "string"}},
+        {"name": "target", "in": "query", "required": True, "schema": {"type": "string"}},
+        {"name": "text", "in": "query", "required": True, "schema": {"type": "string"}},
+        {"name": "model", "in": "query", "required": False, "schema": {"type": "string"}},
+    ]
+}
+
+
+class Deleted(BaseModel):
+    deleted: bool
+
+
 def _query(request: Request) -> tuple[str, str, str, str | None]:
     params = request.query_params
     for name in ("source", "target", "text"):
@@ -114,7 +128,12 @@ def _query(request: Request) -> tuple[str, str, str, str | None]:
     return params["source"], params["target"], params["text"], params.get("model") or None
 
 
-@router.get("/v1/memory", response_model=MemoryOut, summary="The approved translation of a sentence")
+@router.get(
+    "/v1/memory",
+    response_model=MemoryOut,
+    openapi_extra=_QUERY,
+    summary="The approved translation of a sentence",
+)
 async def get_memory(request: Request) -> MemoryOut:
     services = await get_services(request)
     await authorize(request, services)
@@ -132,10 +151,12 @@ async def get_memory(request: Request) -> MemoryOut:
 
 @router.delete(
     "/v1/memory",
+    response_model=Deleted,
+    openapi_extra=_QUERY,
     summary="Forget the approved translation of a sentence",
     description="The same query as GET; needs a memory key when API keys are set.",
 )
-async def delete_memory(request: Request) -> dict[str, bool]:
+async def delete_memory(request: Request) -> Deleted:
     services = await get_services(request)
     await _writer(request, services)
     source, target, text, model = _query(request)
@@ -147,4 +168,4 @@ async def delete_memory(request: Request) -> dict[str, bool]:
         raise _unavailable(error) from None
     if not deleted:
         raise ApiError(404, "text", "no approved translation of this sentence", "not_found")
-    return {"deleted": True}
+    return Deleted(deleted=True)

@@ -37,8 +37,10 @@ def body(text, **options) -> dict:
     return {"source": "en", "target": "de", "text": text, "model": MODEL, **options}
 
 
-def test_groups_start_with_one_sentence_then_take_several():
-    assert list(groups(20)) == [(0, 1), (1, 9), (9, 17), (17, 20)]
+def test_groups_start_with_one_sentence_then_share_the_rest_evenly():
+    assert list(groups(20)) == [(0, 1), (1, 11), (11, 20)]  # the slots finish together
+    assert list(groups(50)) == [(0, 1), (1, 10), (10, 18), (18, 26), (26, 34), (34, 42), (42, 50)]
+    assert list(groups(3)) == [(0, 1), (1, 2), (2, 3)]
     assert list(groups(1)) == [(0, 1)]
     assert list(groups(0)) == []
 
