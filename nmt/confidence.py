@@ -142,13 +142,17 @@ def to_repair(best: Sequence[str]) -> list[int]:
     return [i for i, text in enumerate(best) if degenerate(text)]
 
 
-def translate_checked(translator: Translator, texts: list[str], search: SearchConfig) -> list[Translation]:
+def translate_checked(
+    translator: Translator, texts: list[str], search: SearchConfig, alignments: bool = False
+) -> list[Translation]:
     """Each text's best translation, degenerate ones decoded again with repetition blocking (as
-    the service does)."""
-    best = [nbest[0] for nbest in translator.translate(texts, search)]
+    the service does); `alignments` as `Translator.translate` takes it."""
+    best = [nbest[0] for nbest in translator.translate(texts, search, alignments)]
     redo = to_repair([t.text for t in best])
     if redo:
-        again = translator.translate([texts[i] for i in redo], repair_search(search.with_overrides(n_best=1)))
+        again = translator.translate(
+            [texts[i] for i in redo], repair_search(search.with_overrides(n_best=1)), alignments
+        )
         for i, nbest in zip(redo, again, strict=True):
             best[i] = nbest[0]
     return best
