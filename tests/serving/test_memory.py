@@ -4,6 +4,8 @@ redis-server) keeps entries without expiry, and its outage slows translation, ne
 
 from __future__ import annotations
 
+import json
+
 import redis
 
 from tests.serving.conftest import metric
@@ -47,6 +49,13 @@ def test_an_approved_translation_is_returned_per_sentence_until_deleted(serve):
         [mixed] = translate(client, f"{OTHER} {SENTENCE}", model=MODEL)
         [other] = translate(client, OTHER, model=MODEL)
         assert mixed["text"] == f"{other['text']} Genehmigte Übersetzung." and mixed["origin"] == "model"
+        # and the stream, per sentence
+        stream = client.post(
+            "/v1/translate/stream",
+            json={"source": "en", "target": "de", "text": f"{SENTENCE} {OTHER}", "model": MODEL},
+        )
+        origins = [json.loads(line[6:])["origin"] for line in stream.text.splitlines() if '"index"' in line]
+        assert origins == ["memory", "model"]
         # LibreTranslate's endpoint uses it too
         libre = client.post("/translate", json={"q": SENTENCE, "source": "en", "target": "de"})
         assert libre.json()["translatedText"] == "Genehmigte Übersetzung."

@@ -116,3 +116,16 @@ def test_the_stream_benchmark_prints_the_first_event_ratio(models_dir):
     assert re.search(
         r"first event / whole stream: \d+\.\d%; first event / POST /v1/translate: \d+\.\d%", stdout
     )
+
+
+def test_an_error_once_the_stream_has_begun_is_an_error_event_and_the_end(serve):
+    """A deadline no decode can meet: the stream has started (200), its first group times out."""
+    server = serve(request_timeout_s="0.0001")
+    with (
+        server.client() as client,
+        client.stream("POST", "/v1/translate/stream", json=body(" ".join(sentences(3, "late")))) as response,
+    ):
+        assert response.status_code == 200
+        events = read_events(response)
+    assert [name for name, _ in events] == ["error"]
+    assert events[0][1]["error"]["type"] == "timeout"
