@@ -83,7 +83,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ab_store=ab_store or MemoryABStore(settings.feedback_ttl_s),
             access=access,
             redis=link,
-            memory=RedisMemory(link) if link else LocalMemory(settings.memory_max_entries),
+            memory=RedisMemory(link, cache.get_many)
+            if link and cache
+            else LocalMemory(settings.memory_max_entries),
         )
         app.state.services = services
         # the millions of objects loaded so far (torch, ONNX Runtime, models) live as long as the

@@ -13,6 +13,7 @@ lookups then miss; writes, reads and deletes through /v1/memory raise `MemoryUna
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
@@ -99,18 +100,26 @@ _DOWN = object()  # what a Redis call answers when Redis is unavailable
 
 
 class RedisMemory:
+    """`read`: a reader of many keys that never raises (the Redis cache's `get_many`, whose
+    concurrent reads share one MGET: a translation's memory and cache lookups then cost one round
+    trip together); without one, a lookup is an MGET of its own."""
+
     kind = "redis"
 
-    def __init__(self, link: RedisLink) -> None:
+    def __init__(
+        self, link: RedisLink, read: Callable[[list[str]], Awaitable[list[str | None]]] | None = None
+    ) -> None:
         self.link = link
+        self._read = read or self._mget
 
-    async def lookup(self, family: str, src: str, tgt: str, sentences: list[str]) -> list[str | None]:
-        keys = _lookup_keys(family, src, tgt, sentences)
-
+    async def _mget(self, keys: list[str]) -> list[str | None]:
         async def work(client: Any) -> list[str | None]:
             return list(await client.mget(keys))
 
-        return _first_found(await self.link.call("memory", work, [None] * len(keys)))
+        return await self.link.call("memory", work, [None] * len(keys))
+
+    async def lookup(self, family: str, src: str, tgt: str, sentences: list[str]) -> list[str | None]:
+        return _first_found(await self._read(_lookup_keys(family, src, tgt, sentences)))
 
     async def _call(self, work: Any) -> Any:
         found = await self.link.call("memory", work, _DOWN)

@@ -191,10 +191,14 @@ async def translate_texts(
     sentences = [s for pieces, _ in split for s in pieces]
 
     # each sentence's n-best: [text, score] each, or [text, score, links] with alignments
-    found, remembered = await _from_memory(services, entry, sentences, keys, alignment)
-    asked = [key for key in keys if key not in remembered]
-    for key, raw in zip(asked, await cache.get_many(asked) if asked else [], strict=True):
-        if raw is not None:
+    lookup = _from_memory(services, entry, sentences, keys, alignment)
+    if services.memory is not None and services.memory.kind == "redis":
+        # side by side: both reads go out in one pipelined MGET (RedisMemory reads through the cache)
+        raws, (found, remembered) = await asyncio.gather(cache.get_many(keys), lookup)
+    else:
+        (found, remembered), raws = await lookup, await cache.get_many(keys)
+    for key, raw in zip(keys, raws, strict=True):
+        if raw is not None and key not in remembered:
             found[key] = orjson.loads(raw)
     hit = [key in found and key not in remembered for key in keys]
     misses: dict[str, int] = {}  # key -> the index of its first sentence
