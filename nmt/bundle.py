@@ -323,9 +323,17 @@ def record_scores(
         if direction is None:
             raise BundleError(f"{path}: a bundle of several directions records scores per direction")
         key = str(direction)
-        meta["scores"] = {**recorded, key: {**(recorded.get(key) or {}), test_set: scores}}
+        record_meta(path, "scores", {**recorded, key: {**(recorded.get(key) or {}), test_set: scores}})
     else:
-        meta["scores"] = {**recorded, test_set: scores}
+        record_meta(path, "scores", {**recorded, test_set: scores})
+
+
+def record_meta(path: Path, key: str, value: Any) -> None:
+    """Store `value` under `key` in the bundle's bundle.json, atomically (metadata such as scores
+    or a confidence calibration: the version does not hash it, so it stays the same)."""
+    meta_file = bundle_file(path, BUNDLE_FILE, BUNDLE_FILE)
+    meta, _ = _read_meta(meta_file)
+    meta[key] = value
     text = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
     atomic_write(meta_file, lambda handle: handle.write(text.encode("utf-8")))
 

@@ -5,6 +5,7 @@
     nmt translate --model BUNDLE [--beam-size 5] [--batch-size N] [--device cpu|cuda] [--alignments]
                                                                                      (stdin -> stdout)
     nmt evaluate --model BUNDLE --src FILE --ref FILE [--json] [--record TEST_SET]
+    nmt calibrate --model BUNDLE --src FILE --ref FILE         (the confidence map, into bundle.json)
     nmt attention --model BUNDLE --text TEXT --out FILE.png                  (the attention heatmap)
         all three take [--backend torch|onnx|ctranslate2]; the last two run the export `nmt export` made;
         and [--source LANG --target LANG], needed where the bundle translates several directions
@@ -161,6 +162,22 @@ def cmd_evaluate(args) -> None:
     else:
         print(scores)
         print(f"lowercased: BLEU {lowercase.bleu:.2f}  ({lowercase.signatures['bleu']})")
+
+
+def cmd_calibrate(args) -> None:
+    from nmt.confidence import calibrate
+    from nmt.data import read_lines
+
+    src, ref = read_lines(args.src), read_lines(args.ref)
+    if len(src) != len(ref):
+        raise NmtError(f"{args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
+    translator, search = _translator(args)
+    fitted, auc = calibrate(Path(args.model), src, ref, translator, search, str(args.src))
+    good = (fitted.fitted_on or {}).get("good")
+    print(
+        f"{args.model}: confidence calibrated on {len(src)} sentences ({good} good); "
+        f"ROC AUC good vs bad {auc:.3f}"
+    )
 
 
 def _named_files(specs: list[str]) -> list[tuple[str, Path]]:
@@ -339,6 +356,18 @@ def build_parser() -> argparse.ArgumentParser:
         "target word, words split at spaces) to each line; models with attention only",
     )
     p.set_defaults(handler=cmd_translate)
+
+    p = commands.add_parser(
+        "calibrate",
+        help="fit a bundle's confidence calibration on a held-out set",
+        description="Translate a held-out set, score each sentence with chrF against its reference and "
+        "fit the map from the model's scores to a confidence in [0, 1] (stored in bundle.json; the "
+        "version stays the same).",
+    )
+    _add_decoding(p)
+    p.add_argument("--src", required=True, help="source sentences, one per line (.gz allowed)")
+    p.add_argument("--ref", required=True, help="their reference translations")
+    p.set_defaults(handler=cmd_calibrate)
 
     p = commands.add_parser(
         "attention",

@@ -1,5 +1,8 @@
 """API keys, per-key rate limits and throttled failed authentication, shared by every replica.
 
+`NMT_MEMORY_KEYS` are keys that may also write the translation memory (PUT/DELETE /v1/memory);
+they count as API keys, and once any key is set no other key may write it.
+
 With `NMT_API_KEYS` set, translation, feedback and the A/B report need a key: `Authorization:
 Bearer KEY`, or `api_key` in the query string (or in the body, on LibreTranslate's endpoint, as
 its clients send it). `/metrics` takes a key or `NMT_METRICS_TOKEN`. Keys are compared in
@@ -140,8 +143,11 @@ class AccessControl:
         metrics_token: str | None = None,
         link: RedisLink | None = None,
         on_fallback: Callable[[], None] | None = None,
+        memory_keys: list[str] | None = None,
     ) -> None:
-        self.api_keys = [key.encode() for key in api_keys]
+        self.api_keys = [key.encode() for key in [*api_keys, *(memory_keys or [])]]
+        # keys that may write the translation memory, by fingerprint (as `check` names the caller)
+        self.memory_writers = {fingerprint(key) for key in memory_keys or []}
         self.metrics_token = metrics_token.encode() if metrics_token else None
         self.per_minute = per_minute
         self.failures_per_minute = failures_per_minute
@@ -153,6 +159,11 @@ class AccessControl:
     @property
     def enabled(self) -> bool:
         return bool(self.api_keys)
+
+    def may_write_memory(self, key: str | None) -> bool:
+        """Whether the caller (its key's fingerprint, as `check` returns it) may write the
+        translation memory: any caller of an open service, else holders of a memory key."""
+        return not self.enabled or key in self.memory_writers
 
     def _known(self, given: bytes, tokens: list[bytes]) -> bytes | None:
         return next((token for token in tokens if hmac.compare_digest(token, given)), None)

@@ -23,12 +23,24 @@ from serving.ab import MemoryABStore, RedisABStore
 from serving.access import AccessControl
 from serving.cache import MemoryCache, RedisCache
 from serving.detect import LanguageDetector
+from serving.memory import LocalMemory, RedisMemory
 from serving.metrics import Metrics
 from serving.middleware import BodyLimit, BrowserCors, DirectRoutes, RequestMetrics
 from serving.openapi import document
 from serving.redis_link import RedisLink
 from serving.registry import Registry
-from serving.routers import detect, feedback, files, glossary, libretranslate, ops, page, translate
+from serving.routers import (
+    detect,
+    feedback,
+    files,
+    glossary,
+    libretranslate,
+    memory,
+    ops,
+    page,
+    stream,
+    translate,
+)
 from serving.services import Services
 from serving.settings import Settings
 
@@ -73,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.metrics_token,
             link,
             on_fallback=metrics.limits_fallbacks.inc,
+            memory_keys=settings.memory_keys,
         )
         services = Services(
             settings=settings,
@@ -83,6 +96,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             access=access,
             redis=link,
             detector=LanguageDetector(registry.languages()),
+            memory=RedisMemory(link, cache.get_many)
+            if link and cache
+            else LocalMemory(settings.memory_max_entries),
         )
         app.state.services = services
         # the millions of objects loaded so far (torch, ONNX Runtime, models) live as long as the
@@ -119,6 +135,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         glossary.router,
         files.router,
         detect.router,
+        memory.router,
+        stream.router,
     )
     for router in routers:
         app.include_router(router)

@@ -18,8 +18,8 @@ from serving.settings import Settings
 _MEANING = {
     400: "malformed request (bad JSON or form, unknown language pair)",
     401: "missing or invalid API key (only when NMT_API_KEYS is set)",
-    403: "the translation belongs to another client",
-    404: "unknown or expired id",
+    403: "the translation belongs to another client, or the key may not write the translation memory",
+    404: "unknown or expired id, or no such translation memory entry",
     413: "request body, or a sentence, too large",
     415: "unsupported Content-Type",
     422: "a field is invalid; `field` names it",
@@ -44,6 +44,10 @@ _ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/download_file/{id}"): (404, 503),
     ("post", "/detect"): (400, 401, 413, 415, 429, 503),
     ("get", "/frontend/settings"): (503,),
+    ("post", "/v1/translate/stream"): (400, 401, 413, 415, 422, 429, 503),
+    ("put", "/v1/memory"): (400, 401, 403, 413, 415, 422, 429, 503),
+    ("get", "/v1/memory"): (400, 401, 404, 422, 429, 503),
+    ("delete", "/v1/memory"): (400, 401, 403, 404, 422, 429, 503),
 }
 _PROTECTED = {
     "/v1/translate",
@@ -54,6 +58,8 @@ _PROTECTED = {
     "/v1/glossary",
     "/translate_file",
     "/detect",
+    "/v1/translate/stream",
+    "/v1/memory",
 }
 _LIBRETRANSLATE = {
     "/translate",

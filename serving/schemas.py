@@ -71,6 +71,19 @@ class TranslationOut(BaseModel):
         None,
         description='with source "auto": the language detected, {"language": "en", "confidence": 0..100}',
     )
+    confidence: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="how likely the translation is good, from the model's scores through the bundle's "
+        "calibration (nmt calibrate); a text of several sentences: its least confident sentence's",
+    )
+    low_confidence: bool = Field(
+        False, description="some sentence's confidence is under the model's threshold: check it"
+    )
+    origin: Literal["model", "memory"] = Field(
+        "model", description="memory: every sentence came from the translation memory (PUT /v1/memory)"
+    )
 
 
 class TranslateResponse(BaseModel):
@@ -137,6 +150,11 @@ class ModelsResponse(BaseModel):
     models: list[dict[str, Any]]
     defaults: dict[str, str]
     ab_split: dict[str, dict[str, float]]
+    memory: dict[str, Any] | None = Field(
+        None,
+        description="the translation memory: `store` (redis or memory) and whether writes "
+        "(PUT /v1/memory) need a memory key (`writes_need_key`)",
+    )
 
 
 class GlossaryBody(BaseModel):

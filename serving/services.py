@@ -9,6 +9,7 @@ from serving.ab import ABStore
 from serving.access import AccessControl
 from serving.cache import TranslationCache
 from serving.detect import LanguageDetector
+from serving.memory import TranslationMemory
 from serving.metrics import Metrics
 from serving.redis_link import RedisLink
 from serving.registry import Registry
@@ -30,6 +31,7 @@ class Services:
     glossaries: Store | None = None  # the glossary stored per caller (serving/terms.py)
     files: Store | None = None  # translated files until they are downloaded (serving/files.py)
     detector: LanguageDetector | None = None  # source languages, for /detect and source "auto"
+    memory: TranslationMemory | None = None  # approved translations (serving/memory.py)
 
     def __post_init__(self) -> None:
         self.glossaries = self.glossaries or Store("nmt:glossary:", self.redis)

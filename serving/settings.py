@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     metrics_token: str | None = Field(
         None, description="a bearer token for /metrics alone (with API keys set, any key works too)"
     )
+    memory_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="API keys that may also write the translation memory (PUT/DELETE /v1/memory); with "
+        "keys set, no other key may. Without any key configured the memory is open to writes",
+    )
+    memory_max_entries: int = Field(100_000, ge=1, description="translation memory entries kept in-process")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["*"], description="origins browsers may call from; '*' = any"
     )
@@ -118,7 +124,7 @@ class Settings(BaseSettings):
         """Intra-op threads of each decode."""
         return self.threads or max(1, _cores() // self.slots)
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "cors_origins", "memory_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

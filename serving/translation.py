@@ -4,6 +4,10 @@ any over the model's limit, decode them through the model's micro-batcher within
 deadline (and not at all once the client has gone), write them back, join each text's sentences
 again (and their word alignments, when asked for), and record the request for the A/B report.
 
+Sentences the translation memory has (serving/memory.py) skip the cache and the model; degenerate
+output (nmt/confidence.py) is decoded again with repeated n-grams blocked before it is cached, and
+every result carries its confidence.
+
 Both the native API and the LibreTranslate-compatible endpoint translate through `run_translation`.
 """
 
@@ -19,8 +23,10 @@ from typing import TypeVar
 import orjson
 
 from nmt.alignment import Alignment, offset
+from nmt.confidence import Scorer, repair_search, to_repair
 from nmt.config import SearchConfig
 from nmt.errors import ConfigError
+from nmt.translator import Translation
 from serving.ab import Group, Request, Served, new_id
 from serving.batcher import QueueFull, ShuttingDown
 from serving.cache import TranslationCache, cache_key, normalise
@@ -43,6 +49,9 @@ class TextResult:
     cached: bool
     alternatives: list[tuple[str, float]]  # the n-best, best first (the best is `text`)
     alignment: Alignment | None = None  # the best's word alignment, when asked for
+    confidence: float | None = None  # in [0, 1]: the least confident of the text's sentences
+    low_confidence: bool = False  # some sentence is under its model's threshold
+    origin: str = "model"  # "memory": every sentence came from the translation memory
 
 
 @dataclass(frozen=True)
@@ -123,21 +132,45 @@ async def run_translation(
     """Translate, count and remember for feedback: (results, translation ids). `alignment`: the
     results carry word alignments (check `check_alignment` first)."""
     started = time.perf_counter()
-    group: Group = "pinned" if caller.pinned else "split"
-    variant = entry.name if group == "split" else "pinned"
-    counters = services.metrics.variant(entry.name, variant)
+    counters = variant_counters(services, entry, caller)
     results = await translate_texts(entry, texts, search, services, counters, field, caller, alignment)
+    return results, record_served(services, entry, caller, [r.text for r in results], started)
+
+
+def variant_counters(services: Services, entry: ModelEntry, caller: Caller) -> VariantMetrics:
+    """The metrics a request served by `entry` counts into (pinned requests apart)."""
+    return services.metrics.variant(entry.name, "pinned" if caller.pinned else entry.name)
+
+
+def record_served(
+    services: Services, entry: ModelEntry, caller: Caller, texts: list[str], started: float
+) -> list[str]:
+    """Count a request's translations (`texts`, begun at perf_counter() `started`) and remember
+    them for feedback and the A/B report: their ids."""
+    group: Group = "pinned" if caller.pinned else "split"
+    counters = variant_counters(services, entry, caller)
     latency = time.perf_counter() - started
     now = time.time()
-    ids = [new_id(now) for _ in results]
-    counters.translations.inc(len(results))
+    ids = [new_id(now) for _ in texts]
+    counters.translations.inc(len(texts))
     counters.latency.observe(latency)
     served = [
-        Served(id, entry.pair, entry.name, result.text, caller.owner, group, now)
-        for id, result in zip(ids, results, strict=True)
+        Served(id, entry.pair, entry.name, text, caller.owner, group, now)
+        for id, text in zip(ids, texts, strict=True)
     ]
     services.ab_store.record(Request(group, entry.pair, entry.name, latency, served))
-    return results, ids
+    return ids
+
+
+async def check_sentence_lengths(
+    entry: ModelEntry, sentences: list[str], services: Services, field: str
+) -> None:
+    """Refuse (422) a text whose sentence is longer than the model takes, before any is decoded."""
+    ids = await _encode(entry, [normalise(s) for s in sentences])
+    split = [(sentences, [" "] * (len(sentences) - 1))]
+    _check_lengths(
+        entry, ids, list(range(len(sentences))), split, field, services.settings.max_sentence_tokens
+    )
 
 
 async def run_pipeline(
@@ -189,18 +222,23 @@ async def translate_texts(
     sentences = [s for pieces, _ in split for s in pieces]
 
     # each sentence's n-best: [text, score] each, or [text, score, links] with alignments
-    found: dict[str, list[list]] = {}
-    for key, raw in zip(keys, await cache.get_many(keys), strict=True):
-        if raw is not None:
+    lookup = _from_memory(services, entry, sentences, keys, alignment)
+    if services.memory is not None and services.memory.kind == "redis":
+        # side by side: both reads go out in one pipelined MGET (RedisMemory reads through the cache)
+        raws, (found, remembered) = await asyncio.gather(cache.get_many(keys), lookup)
+    else:
+        (found, remembered), raws = await lookup, await cache.get_many(keys)
+    for key, raw in zip(keys, raws, strict=True):
+        if raw is not None and key not in remembered:
             found[key] = orjson.loads(raw)
-    hit = [key in found for key in keys]
+    hit = [key in found and key not in remembered for key in keys]
     misses: dict[str, int] = {}  # key -> the index of its first sentence
     for index, key in enumerate(keys):
         if key not in found and key not in misses:
             misses[key] = index
     counters.cache_hits.inc(sum(hit))
     if misses:
-        counters.cache_misses.inc(len(hit) - sum(hit))
+        counters.cache_misses.inc(len(hit) - sum(hit) - sum(key in remembered for key in keys))
         ids = await _encode(entry, [normalise(sentences[i]) for i in misses.values()])
         _check_lengths(entry, ids, list(misses.values()), split, field, services.settings.max_sentence_tokens)
         decoded = await _within_deadline(
@@ -208,6 +246,7 @@ async def translate_texts(
             services.settings.request_timeout_s,
             caller.until_gone,
         )
+        decoded = await _repaired(entry, ids, decoded, search, services, caller, alignment)
         fresh = {
             key: [
                 [t.text, round(t.score, 6), t.alignment] if alignment else [t.text, round(t.score, 6)]
@@ -219,9 +258,15 @@ async def translate_texts(
         await cache.set_many({key: orjson.dumps(value).decode() for key, value in fresh.items()})
 
     results, start = [], 0
+    scorer = _scorer(entry)
     for pieces, separators in split:
         n = len(pieces)
         nbests = [found[key] for key in keys[start : start + n]]
+        memory = [key in remembered for key in keys[start : start + n]]
+        confidences = [
+            1.0 if known else scorer.confidence(piece, nbest[0][0], nbest[0][1])
+            for piece, nbest, known in zip(pieces, nbests, memory, strict=True)
+        ]
         depth = max(len(nbest) for nbest in nbests)
         alternatives = []
         for rank in range(depth):  # the k-th best of a text joins each sentence's k-th best
@@ -231,11 +276,71 @@ async def translate_texts(
         links = _join_alignments(pieces, [nbest[0] for nbest in nbests]) if alignment else None
         results.append(
             TextResult(
-                alternatives[0][0], alternatives[0][1], all(hit[start : start + n]), alternatives, links
+                alternatives[0][0],
+                alternatives[0][1],
+                all(hit[start : start + n]),
+                alternatives,
+                links,
+                round(min(confidences), 4),
+                any(scorer.low(c) for c in confidences),
+                "memory" if all(memory) else "model",
             )
         )
         start += n
     return results
+
+
+_SCORERS: dict[str, Scorer] = {}
+
+
+def _scorer(entry: ModelEntry) -> Scorer:
+    """The confidence scorer of the entry's bundle (its calibration, else the fallback)."""
+    scorer = _SCORERS.get(entry.version)
+    if scorer is None:
+        scorer = _SCORERS[entry.version] = Scorer.for_meta(entry.bundle.meta)
+    return scorer
+
+
+async def _from_memory(
+    services: Services, entry: ModelEntry, sentences: list[str], keys: list[str], alignment: bool
+) -> tuple[dict[str, list[list]], set[str]]:
+    """The sentences the translation memory has, as n-best lists of one (log-probability 0, no
+    alignment links) by cache key, and those keys."""
+    if services.memory is None:
+        return {}, set()
+    src, tgt = entry.bundle.src_lang, entry.bundle.tgt_lang
+    approved = await services.memory.lookup(entry.name, src, tgt, sentences)
+    found = {
+        key: [[text, 0.0, []] if alignment else [text, 0.0]]
+        for key, text in zip(keys, approved, strict=True)
+        if text is not None
+    }
+    return found, set(found)
+
+
+async def _repaired(
+    entry: ModelEntry,
+    ids: list[list[int]],
+    decoded: list[list[Translation]],
+    search: SearchConfig,
+    services: Services,
+    caller: Caller,
+    alignment: bool,
+) -> list[list[Translation]]:
+    """`decoded` with the degenerate best translations (nmt.confidence.degenerate) decoded again
+    with repeated n-grams blocked."""
+    redo = to_repair([nbest[0].text if nbest else "" for nbest in decoded])
+    if not redo:
+        return decoded
+    again = await _within_deadline(
+        entry.batcher.translate([ids[i] for i in redo], repair_search(search), alignment),
+        services.settings.request_timeout_s,
+        caller.until_gone,
+    )
+    decoded = list(decoded)
+    for i, nbest in zip(redo, again, strict=True):
+        decoded[i] = nbest
+    return decoded
 
 
 def _join_alignments(sentences: list[str], best: list[list]) -> Alignment:

@@ -86,6 +86,9 @@ async def translate(request: Request) -> Response:
             "version": entry.version,
             "cached": result.cached,
             "score": finite(result.score),
+            "confidence": result.confidence,
+            "low_confidence": result.low_confidence,
+            "origin": result.origin,
         }
         if search.n_best > 1:
             item["alternatives"] = [{"text": t, "score": finite(score)} for t, score in result.alternatives]
@@ -105,4 +108,7 @@ async def models(services: ServicesDep) -> ModelsResponse:
         models=[entry.describe() for entry in registry.entries.values()],
         defaults={pair: entry.name for pair, entry in registry.defaults.items()},
         ab_split=registry.ab_split,
+        memory=None
+        if services.memory is None
+        else {"store": services.memory.kind, "writes_need_key": services.access.enabled},
     )
