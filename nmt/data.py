@@ -17,7 +17,7 @@ from __future__ import annotations
 import gzip
 import unicodedata
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from nmt.config import CorpusConfig
 from nmt.errors import DataError
 from nmt.specials import BOS_ID, EOS_ID, PAD_ID
 
-TokenIds = Sequence[int]  # one sentence: a list of ids or a 1-D integer array
+TokenIds = Sequence[int] | np.ndarray  # one sentence: a list of ids or a 1-D integer array
 
 
 # --------------------------------------------------------------------------- reading
@@ -94,6 +94,45 @@ def read_corpus(corpus: CorpusConfig) -> tuple[list[str], list[str]]:
     return src, tgt
 
 
+def iter_lines(path: str | Path) -> Iterator[str]:
+    """The lines of `read_lines`, streamed: one line in memory at a time (a .gz file is
+    decompressed as it is read). The same DataErrors, raised when the reader gets there."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    opener = gzip.open if path.suffix == ".gz" else open
+    number, seen_text = 0, False
+    try:
+        with opener(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):  # binary lines end at b"\n" only
+                if number == 1:
+                    raw = raw.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark is not text
+                try:
+                    line = raw.decode("utf-8").rstrip()
+                except UnicodeDecodeError as error:
+                    raise DataError(
+                        f"{path}: not UTF-8 text (line {number}, byte {error.start} of it)"
+                    ) from None
+                seen_text = seen_text or bool(line)
+                yield unicodedata.normalize("NFC", line)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise DataError(f"{path}: not a valid gzip file ({error})") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
+    if not seen_text:
+        raise DataError(f"{path}: file is empty")
+
+
+def iter_tsv_column(path: str | Path, column: int) -> Iterator[str]:
+    """Column 0 (source) or 1 (target) of a src<TAB>tgt file, streamed; DataError naming the line
+    that does not have exactly one tab."""
+    for number, line in enumerate(iter_lines(path), start=1):
+        fields = line.split("\t")
+        if len(fields) != 2:
+            raise DataError(f"{path}: line {number} has {len(fields) - 1} tabs, expected one (src<TAB>tgt)")
+        yield fields[column].strip()
+
+
 # --------------------------------------------------------------------------- filtering
 
 
@@ -108,13 +147,39 @@ class FilterReport:
     bad_ratio: int
     max_tokens: int
     max_ratio: float
+    duplicates: int = 0  # exact repeats of an earlier pair (counted only when data.dedup asks)
 
     def __str__(self) -> str:
         return (
             f"kept {self.kept:,} of {self.total:,} pairs: {self.empty:,} empty, "
             f"{self.too_long:,} over {self.max_tokens:,} tokens, "
             f"{self.bad_ratio:,} length ratio > {float(self.max_ratio)}"
+            + (f", {self.duplicates:,} duplicates" if self.duplicates else "")
         )
+
+
+def filter_lengths(
+    src_lens: np.ndarray, tgt_lens: np.ndarray, max_tokens: int, max_ratio: float
+) -> tuple[np.ndarray, FilterReport]:
+    """`filter_pairs` on token counts alone: (N,) lengths -> (K,) int64 indices kept, and the report."""
+    src_lens, tgt_lens = np.asarray(src_lens, dtype=np.int64), np.asarray(tgt_lens, dtype=np.int64)
+    if src_lens.shape != tgt_lens.shape:
+        raise ValueError(f"{len(src_lens)} source but {len(tgt_lens)} target sentences")
+    shorter, longer = np.minimum(src_lens, tgt_lens), np.maximum(src_lens, tgt_lens)
+    empty = shorter == 0
+    too_long = ~empty & (longer > max_tokens)
+    bad_ratio = ~empty & ~too_long & (longer / np.maximum(shorter, 1) > max_ratio)
+    kept = np.flatnonzero(~(empty | too_long | bad_ratio))
+    report = FilterReport(
+        len(src_lens),
+        len(kept),
+        int(empty.sum()),
+        int(too_long.sum()),
+        int(bad_ratio.sum()),
+        max_tokens,
+        max_ratio,
+    )
+    return kept, report
 
 
 def filter_pairs(
@@ -125,22 +190,13 @@ def filter_pairs(
     A pair is dropped, for the first reason that applies, when either side is empty, either side
     has more than `max_tokens` tokens, or the longer side is more than `max_ratio` times the shorter.
     """
-    if len(src_ids) != len(tgt_ids):
-        raise ValueError(f"{len(src_ids)} source but {len(tgt_ids)} target sentences")
-    kept: list[int] = []
-    empty = too_long = bad_ratio = 0
-    for index, (src, tgt) in enumerate(zip(src_ids, tgt_ids, strict=True)):
-        shorter, longer = sorted((len(src), len(tgt)))
-        if shorter == 0:
-            empty += 1
-        elif longer > max_tokens:
-            too_long += 1
-        elif longer / shorter > max_ratio:
-            bad_ratio += 1
-        else:
-            kept.append(index)
-    report = FilterReport(len(src_ids), len(kept), empty, too_long, bad_ratio, max_tokens, max_ratio)
-    return kept, report
+    kept, report = filter_lengths(
+        np.array([len(ids) for ids in src_ids], dtype=np.int64),
+        np.array([len(ids) for ids in tgt_ids], dtype=np.int64),
+        max_tokens,
+        max_ratio,
+    )
+    return kept.tolist(), report
 
 
 # --------------------------------------------------------------------------- collating
