@@ -29,11 +29,13 @@ Shape letters: N training pairs of an epoch, L lines of a file, K kept pairs of 
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
 import os
 import shutil
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,11 +99,27 @@ def _settings(recipe: Recipe) -> dict[str, Any]:
 
 
 def file_identity(path: Path) -> dict[str, Any]:
-    """Size, modification time and sha256 of a corpus file (read in blocks, never whole)."""
+    """Size, modification time, sha256 and line count of a corpus file (streamed in blocks, a .gz
+    file decompressed as it is read); DataError naming the file when it is missing or empty."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     stat = path.stat()
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": file_sha256(path)}
+    lines, last, text = 0, b"\n", False
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                lines += block.count(b"\n")
+                last, text = block[-1:], text or bool(block.strip())
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise DataError(f"{path}: not a valid gzip file ({error})") from None
+    if not text:
+        raise DataError(f"{path}: file is empty")
+    return {
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "sha256": file_sha256(path),
+        "lines": lines + (last != b"\n"),  # a last line without its newline counts too
+    }
 
 
 def _changed(path: Path, recorded: dict[str, Any]) -> bool:
@@ -153,7 +171,7 @@ def stale_reason(recipe: Recipe, folder: Path) -> str | None:
     or other settings); None when it does. A changed tokenizer is `check_tokenizers`' business."""
     manifest = read_manifest(folder)
     if manifest is None:
-        return f"{folder / MANIFEST} does not exist"
+        return "not prepared yet"
     changed = _differing_keys(manifest["settings"], _settings(recipe))
     if changed:
         return f"recipe keys changed since it was prepared: {', '.join(changed[:6])}"
@@ -265,12 +283,17 @@ def _train_tokenizers(recipe: Recipe, folder: Path) -> tuple[Tokenizer, Tokenize
 
 
 def prepare(
-    recipe: Recipe, folder: Path, tokenizers: Sequence[Path] | None = None, workers: int | None = None
+    recipe: Recipe,
+    folder: Path,
+    tokenizers: Sequence[Path] | None = None,
+    workers: int | None = None,
+    reason: str = "asked to",
 ) -> dict[str, Any]:
     """Prepare `recipe`'s data into `folder` (see the module docstring); returns the manifest.
 
     `tokenizers`: existing source and target model files to use (a run's own); otherwise the
-    tokenizer is trained here. `workers`: encoding processes (default: the CPU count).
+    tokenizer is trained here. `workers`: encoding processes (default: the CPU count). `reason`
+    is logged once the corpus files are found and aligned (a bad file is one line of error).
     The manifest is written last, so a folder without one was never finished.
     """
     folder = Path(folder)
@@ -282,6 +305,14 @@ def prepare(
         for corpus in (*train_sets, *valid_sets)
         for text in corpus_texts(corpus)
     }
+    for corpus in (*train_sets, *valid_sets):  # before any work: misaligned files fail at once
+        src_text, tgt_text = corpus_texts(corpus)
+        src_lines, tgt_lines = files[str(src_text.path)]["lines"], files[str(tgt_text.path)]["lines"]
+        if src_lines != tgt_lines:
+            raise DataError(
+                f"{src_text.path} has {src_lines:,} lines but {tgt_text.path} has {tgt_lines:,} ({corpus.key})"
+            )
+    log.info("preparing the data in %s: %s", folder, reason)
     src_name, tgt_name = tokenizer_names(recipe)
     if tokenizers:
         for source, name in zip(tokenizers, (src_name, tgt_name), strict=True):
@@ -312,11 +343,6 @@ def prepare(
             src_text, tgt_text = corpus_texts(corpus)
             src_key = _text_name(src_text, files[str(src_text.path)]["sha256"], hashes[src_tok.path.name])
             tgt_key = _text_name(tgt_text, files[str(tgt_text.path)]["sha256"], hashes[tgt_tok.path.name])
-            if texts[src_key]["lines"] != texts[tgt_key]["lines"]:
-                raise DataError(
-                    f"{src_text} has {texts[src_key]['lines']:,} lines but {tgt_text} has "
-                    f"{texts[tgt_key]['lines']:,} ({corpus.key})"
-                )
             entry: dict[str, Any] = {
                 "name": corpus.name,
                 "direction": [corpus.direction.source, corpus.direction.target],
@@ -390,8 +416,7 @@ def ensure_prepared(
     if reason is None:
         log.info("using the prepared data in %s", folder)
         return
-    log.info("preparing the data in %s: %s", folder, reason)
-    prepare(recipe, folder, tokenizers, workers)
+    prepare(recipe, folder, tokenizers, workers, reason)
 
 
 # --------------------------------------------------------------------------- reading
