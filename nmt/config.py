@@ -193,7 +193,7 @@ class TokenizerConfig(_Section):
     joint: bool = True
     character_coverage: float = Field(1.0, gt=0.0, le=1.0)
     sample_sentences: int = Field(
-        2_000_000, ge=1, description="train on at most this many sentences, a shuffled sample"
+        1_000_000, ge=1, description="train on a uniform sample of at most this many sentences"
     )
 
 

@@ -269,17 +269,20 @@ def make_batches(
     tie_break = rng.permutation(len(src_lens))
     order = np.lexsort((tie_break, src_lens, tgt_lens))  # the last key sorts first
 
+    # The greedy cut, one batch at a time: a batch is the longest run from `start` whose every
+    # prefix of size s >= 2 keeps s * (its longest side) within the budget. That product only grows
+    # with s, and every length is >= 1, so no batch holds more than batch_tokens pairs: one numpy
+    # pass over at most batch_tokens + 1 candidates finds each cut (a loop per batch, not per pair).
+    longest = np.maximum(src_lens, tgt_lens)[order]
     batches: list[np.ndarray] = []
-    start, src_max, tgt_max = 0, 0, 0
-    for position, index in enumerate(order):
-        src_max = max(src_max, src_lens[index])
-        tgt_max = max(tgt_max, tgt_lens[index])
-        size = position - start + 1
-        if size > 1 and size * max(src_max, tgt_max) > batch_tokens:
-            batches.append(order[start:position])
-            start, src_max, tgt_max = position, src_lens[index], tgt_lens[index]
-    if start < len(order):
-        batches.append(order[start:])
+    start = 0
+    while start < len(order):
+        window = np.maximum.accumulate(longest[start : start + batch_tokens + 1])
+        over = np.flatnonzero(np.arange(1, len(window) + 1) * window > batch_tokens)
+        over = over[over > 0]  # a pair too long for the budget still gets a batch of its own
+        size = int(over[0]) if len(over) else len(window)
+        batches.append(order[start : start + size])
+        start += size
     return [batches[i] for i in rng.permutation(len(batches))]
 
 

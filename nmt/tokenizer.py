@@ -13,6 +13,7 @@ import io
 import itertools
 import multiprocessing
 import os
+import random
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
@@ -29,8 +30,8 @@ from nmt.specials import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 # the learned scores (and hence the ids) depend on the thread count. A fixed count keeps a model
 # identical across machines; threads beyond the core count only share the cores.
 TRAIN_THREADS = 16
-# SentencePiece draws its sample of `tokenizer.sample_sentences` with its own generator: seeded, a
-# corpus larger than the sample gives the same model on every run
+# the sample of `tokenizer.sample_sentences` is drawn with this seed (and SentencePiece's own
+# generator seeded with it), so a corpus gives the same model on every run
 SAMPLE_SEED = 1
 
 
@@ -104,18 +105,37 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def sample_lines(texts: Iterable[str], size: int, seed: int = SAMPLE_SEED) -> list[str]:
+    """A uniform sample of at most `size` of the streamed `texts` (reservoir sampling, seeded:
+    the same stream gives the same sample); all of them, in order, when there are no more."""
+    rng = random.Random(seed)
+    sample: list[str] = []
+    for seen, text in enumerate(texts):
+        if seen < size:
+            sample.append(text)
+        else:
+            slot = rng.randrange(seen + 1)
+            if slot < size:
+                sample[slot] = text
+    return sample
+
+
 def _train(cfg: TokenizerConfig, texts: Iterable[str], path: Path, symbols: Sequence[str] = ()) -> Tokenizer:
-    """Train one model on a shuffled sample of at most `cfg.sample_sentences` of `texts` (streamed:
-    SentencePiece keeps only the sample) and write it to `path` atomically. `symbols` become
-    user-defined pieces: one id each, never split (the language tokens of a multilingual model)."""
+    """Train one model on a uniform sample of at most `cfg.sample_sentences` of `texts` (streamed:
+    only the sample is kept) and write it to `path` atomically. `symbols` become user-defined
+    pieces: one id each, never split (the language tokens of a multilingual model).
+
+    SentencePiece's memory grows with the sample, about 1.4 KB per sentence (measured in
+    docs/training.md), so `sample_sentences` is also the memory bound of preparing.
+    """
+    sample = sample_lines(texts, cfg.sample_sentences)
     model = io.BytesIO()
     spm.set_random_generator_seed(SAMPLE_SEED)
     extra: dict[str, Any] = {"user_defined_symbols": list(symbols)} if symbols else {}
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(texts),
-            input_sentence_size=cfg.sample_sentences,
-            shuffle_input_sentence=True,
+            # handed over one by one and dropped here: SentencePiece keeps its own copy
+            sentence_iterator=(sample.pop() for _ in range(len(sample))),
             model_writer=model,
             model_type=cfg.type,
             vocab_size=cfg.vocab_size,
