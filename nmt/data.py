@@ -1,8 +1,10 @@
 """Parallel data: read corpora, filter pairs, batch by length with a token budget, collate to tensors.
 
 The path from files to a training step is
-``read_corpus`` -> ``Tokenizer.encode`` -> ``filter_pairs`` -> ``ParallelCorpus`` -> ``batches`` ->
-``shard`` (one slice per process) -> ``collate`` -> ``Batch``.
+``iter_lines`` (streamed) -> ``Tokenizer`` in workers -> ``filter_lengths`` -> the prepared dataset
+(``nmt.dataset``, memory-mapped) -> ``make_batches`` -> ``shard`` (one slice per process) ->
+``collate`` -> ``Batch``. Small in-memory sets (validation, tests) use ``read_corpus`` ->
+``Tokenizer.encode`` -> ``ParallelCorpus``, which batches and collates the same way.
 
 Batches hold a *token budget* rather than a fixed number of sentences: pairs of similar length are
 grouped so that little of each padded tensor is padding, and short sentences make larger batches.

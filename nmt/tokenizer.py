@@ -125,8 +125,8 @@ def _train(cfg: TokenizerConfig, texts: Iterable[str], path: Path, symbols: Sequ
     only the sample is kept) and write it to `path` atomically. `symbols` become user-defined
     pieces: one id each, never split (the language tokens of a multilingual model).
 
-    SentencePiece's memory grows with the sample, about 1.4 KB per sentence (measured in
-    docs/training.md), so `sample_sentences` is also the memory bound of preparing.
+    SentencePiece's memory grows with the sample (docs/training.md measures it), so
+    `sample_sentences` is also what bounds the memory of preparing.
     """
     sample = sample_lines(texts, cfg.sample_sentences)
     model = io.BytesIO()
