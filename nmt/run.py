@@ -30,6 +30,7 @@ from nmt.tokenizer import Tokenizer
 # and validates, and how it decodes; everything else (data, tokenizer, model, optimizer) is the run
 RESUMABLE_CHANGES = (
     "train.out_dir",  # the folder may have moved
+    "data.prepared",  # so may the prepared data (checked against the run's tokenizer when used)
     "train.max_epochs",
     "train.max_steps",
     "train.max_seconds",
