@@ -196,11 +196,12 @@ def save_bundle(
 ) -> Path:
     """Write a bundle folder atomically (a temporary folder renamed into place).
 
-    meta must hold name, src_lang and tgt_lang; anything else (training, scores) is kept as is.
+    meta must hold name, and src_lang and tgt_lang unless the tokenizer is joint (a multilingual
+    bundle has "directions" instead); anything else (training, scores) is kept as is.
     """
     path = Path(path)
     joint = src_tokenizer.path == tgt_tokenizer.path
-    src_file, tgt_file = _tokenizer_files(meta["src_lang"], meta["tgt_lang"], joint)
+    src_file, tgt_file = _tokenizer_files(meta.get("src_lang", ""), meta.get("tgt_lang", ""), joint)
     model_dict = model_config.model_dump(mode="json")
 
     def fill(tmp: Path) -> None:

@@ -14,6 +14,7 @@
     nmt compare [--models BUNDLE...] [--hyps NAME=FILE...] --src FILE --ref FILE [--baseline NAME]
         [--length-buckets 10,15,20,30] [--out DIR]
     nmt data download multi30k --out DIR [--base-url URL|FOLDER]
+    nmt data prepare --config RECIPE.yaml [--set KEY=VALUE ...] [--workers N]   (tokenize once, memmap)
     nmt serve [--models DIR] [--host H] [--port P] [--workers N]         (settings: NMT_* variables)
 
 Every user mistake ends as one line on stderr and a non-zero exit, never a traceback.
@@ -275,6 +276,24 @@ def cmd_download(args) -> None:
         print(path)
 
 
+def cmd_prepare(args) -> None:
+    from nmt.config import load_recipe
+    from nmt.dataset import ensure_prepared, read_manifest, report_lines
+    from nmt.run import RunDir
+
+    recipe = load_recipe(args.config, args.set or [])
+    run = RunDir(recipe.train.out_dir)
+    folder = run.prepared(recipe)
+    own = run.tokenizer_files(recipe)  # a run that has begun keeps its tokenizer
+    have = all(path.is_file() for path in own)
+    ensure_prepared(recipe, folder, own if have else None, recipe.data.prepared is not None, args.workers)
+    manifest = read_manifest(folder)
+    assert manifest is not None  # ensure_prepared wrote it
+    for line in report_lines(manifest):
+        print(line)
+    print(folder)
+
+
 def _add_decoding(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model bundle folder")
     parser.add_argument(
@@ -459,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=cmd_export)
 
-    data = commands.add_parser("data", help="data sets", description="Fetch data sets.")
+    data = commands.add_parser("data", help="data sets", description="Fetch and prepare data sets.")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     p = data_commands.add_parser(
         "download",
@@ -473,6 +492,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--langs", nargs="+", default=["en", "de", "fr"], choices=["en", "de", "fr"])
     p.set_defaults(handler=cmd_download)
+    p = data_commands.add_parser(
+        "prepare",
+        help="tokenize a recipe's corpora once into memory-mapped arrays",
+        description="Train the tokenizer on a sample, encode, filter and write the prepared dataset "
+        "that `nmt train` maps (data.prepared, default <train.out_dir>/data); up to date: nothing to do.",
+    )
+    p.add_argument("--config", required=True, help="recipe file (see training/configs/)")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a recipe key, e.g. data.dedup=true"
+    )
+    p.add_argument("--workers", type=int, help="encoding processes (default: the CPU count)")
+    p.set_defaults(handler=cmd_prepare)
     _add_serve(commands)
     return parser
 

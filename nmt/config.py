@@ -13,6 +13,7 @@ messages for free, which a hand-written checker would only approximate.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,7 +22,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
@@ -30,6 +33,7 @@ from pydantic import (
 )
 
 from nmt.errors import ConfigError
+from nmt.languages import Direction, check_language
 
 
 class _Section(BaseModel):
@@ -37,11 +41,19 @@ class _Section(BaseModel):
 
 
 class CorpusConfig(_Section):
-    """One parallel corpus: two aligned files (plain or .gz) or one TSV file (src<TAB>tgt)."""
+    """One parallel corpus: two aligned files (plain or .gz) or one TSV file (src<TAB>tgt).
 
+    `src_lang` / `tgt_lang` default to the `data` section's; `weight` scales the corpus's share
+    of each epoch (see `DataConfig.temperature`); `name` labels it in logs and metrics.
+    """
+
+    name: str | None = None
     src: Path | None = None
     tgt: Path | None = None
     tsv: Path | None = None
+    src_lang: str | None = None
+    tgt_lang: str | None = None
+    weight: float = Field(1.0, gt=0.0, description="sampling weight among the training corpora")
 
     @model_validator(mode="after")
     def _one_format(self) -> CorpusConfig:
@@ -50,14 +62,129 @@ class CorpusConfig(_Section):
             raise ValueError("give either both 'src' and 'tgt' or one 'tsv'")
         return self
 
+    @field_validator("src_lang", "tgt_lang")
+    @classmethod
+    def _language(cls, code: str | None) -> str | None:
+        return None if code is None else check_language(code)
+
+
+def _one_or_many(raw: Any) -> str:
+    return "corpora" if isinstance(raw, list | tuple) else "corpus"
+
+
+# `data.train` and `data.valid` take one corpus (a mapping) or a list of them; the tags name the
+# two shapes for pydantic and are left out of error messages (like the model's arch names)
+Corpora = Annotated[
+    Annotated[CorpusConfig, Tag("corpus")] | Annotated[tuple[CorpusConfig, ...], Tag("corpora")],
+    Discriminator(_one_or_many),
+]
+CORPORA_TAGS = ("corpus", "corpora")
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A corpus of the recipe with everything resolved: its name, direction and weight.
+
+    `key` is where the recipe declares it (``data.train`` or ``data.train.2``), for messages.
+    """
+
+    name: str
+    direction: Direction
+    config: CorpusConfig
+    key: str
+
+    @property
+    def weight(self) -> float:
+        return self.config.weight
+
 
 class DataConfig(_Section):
-    src_lang: str
-    tgt_lang: str
-    train: CorpusConfig
-    valid: CorpusConfig
+    """Training corpora, validation sets and the filter applied to training pairs.
+
+    An epoch draws, from each training corpus i of n_i kept pairs, round(N * p_i) pairs where
+    N = sum n_i and p_i is proportional to (weight_i * n_i) ** (1 / temperature): temperature 1
+    samples in proportion to (weighted) size, larger values flatten towards uniform
+    (Arivazhagan et al. 2019). With one corpus an epoch is every kept pair once, as before.
+    """
+
+    src_lang: str | None = None
+    tgt_lang: str | None = None
+    train: Corpora
+    valid: Corpora
     max_tokens: int = Field(128, ge=1, description="drop pairs with more subword tokens on either side")
     max_ratio: float = Field(3.0, gt=1.0, description="drop pairs whose token-length ratio exceeds this")
+    temperature: float = Field(1.0, gt=0.0, description="corpus sampling temperature; 1 = by size")
+    dedup: bool = Field(False, description="drop exact duplicate pairs within each training corpus")
+    prepared: Path | None = Field(
+        None, description="folder of the prepared dataset (default: <train.out_dir>/data)"
+    )
+
+    @field_validator("src_lang", "tgt_lang")
+    @classmethod
+    def _language(cls, code: str | None) -> str | None:
+        return None if code is None else check_language(code)
+
+    def _resolve(self, section: str, default_name: str) -> tuple[Corpus, ...]:
+        raw = getattr(self, section)
+        many = isinstance(raw, tuple)
+        configs = raw if many else (raw,)
+        corpora: list[Corpus] = []
+        names: set[str] = set()
+        for index, config in enumerate(configs):
+            key = f"data.{section}.{index}" if many else f"data.{section}"
+            src = config.src_lang or self.src_lang
+            tgt = config.tgt_lang or self.tgt_lang
+            for side, code in (("src_lang", src), ("tgt_lang", tgt)):
+                if code is None:
+                    raise ConfigError(f"{key}.{side}: Field required (or data.{side})", key=f"{key}.{side}")
+            assert src is not None and tgt is not None
+            try:
+                direction = Direction(src, tgt)
+            except ValueError as error:
+                raise ConfigError(f"{key}: {error}", key=key) from None
+            name = config.name or (str(direction) if many else default_name)
+            if name in names:
+                raise ConfigError(
+                    f"{key}.name: {name!r} names two corpora; give each a name", key=f"{key}.name"
+                )
+            names.add(name)
+            corpora.append(Corpus(name, direction, config, key))
+        return tuple(corpora)
+
+    @property
+    def train_corpora(self) -> tuple[Corpus, ...]:
+        """The training corpora, resolved; ConfigError naming the key when one lacks a language."""
+        return self._resolve("train", "train")
+
+    @property
+    def valid_sets(self) -> tuple[Corpus, ...]:
+        """The validation sets, resolved (one corpus is named ``valid``)."""
+        return self._resolve("valid", "valid")
+
+    @property
+    def directions(self) -> tuple[Direction, ...]:
+        """The training directions, sorted."""
+        return tuple(sorted({corpus.direction for corpus in self.train_corpora}))
+
+    @property
+    def multilingual(self) -> bool:
+        """More than one direction: sources carry a target-language token (Johnson et al. 2017)."""
+        return len(self.directions) > 1
+
+    @property
+    def target_languages(self) -> tuple[str, ...]:
+        return tuple(sorted({direction.target for direction in self.directions}))
+
+    def check(self) -> None:
+        """ConfigError naming the key of the first corpus or validation set that does not fit."""
+        directions = self.directions
+        for valid in self.valid_sets:
+            if valid.direction not in directions:
+                shown = ", ".join(map(str, directions))
+                raise ConfigError(
+                    f"{valid.key}: direction {valid.direction} is not trained (data.train has {shown})",
+                    key=valid.key,
+                )
 
 
 class TokenizerConfig(_Section):
@@ -65,6 +192,9 @@ class TokenizerConfig(_Section):
     vocab_size: int = Field(8000, ge=16)
     joint: bool = True
     character_coverage: float = Field(1.0, gt=0.0, le=1.0)
+    sample_sentences: int = Field(
+        1_000_000, ge=1, description="train on a uniform sample of at most this many sentences"
+    )
 
 
 class _RNNBase(_Section):
@@ -307,7 +437,7 @@ def _describe(error: ValidationError) -> str:
     """Turn pydantic's errors into lines like ``model.heads: Input should be a valid integer``."""
     lines = []
     for item in error.errors():
-        loc = [str(part) for part in item["loc"] if str(part) not in ARCHS]
+        loc = [str(part) for part in item["loc"] if str(part) not in ARCHS + CORPORA_TAGS]
         key = ".".join(loc) or "recipe"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
@@ -319,9 +449,19 @@ def _describe(error: ValidationError) -> str:
 def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     """Validate a recipe given as a dict; raises ConfigError naming every bad key."""
     try:
-        return Recipe.model_validate(raw)
+        recipe = Recipe.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(f"{source}: {_describe(error)}") from None
+    try:
+        recipe.data.check()
+        if recipe.data.multilingual and not recipe.tokenizer.joint:
+            raise ConfigError(
+                "tokenizer.joint: a multilingual recipe (several directions) needs one joint tokenizer",
+                key="tokenizer.joint",
+            )
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}", key=error.key) from None
+    return recipe
 
 
 def apply_override(raw: dict[str, Any], override: str) -> None:

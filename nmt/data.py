@@ -1,8 +1,10 @@
 """Parallel data: read corpora, filter pairs, batch by length with a token budget, collate to tensors.
 
 The path from files to a training step is
-``read_corpus`` -> ``Tokenizer.encode`` -> ``filter_pairs`` -> ``ParallelCorpus`` -> ``batches`` ->
-``shard`` (one slice per process) -> ``collate`` -> ``Batch``.
+``iter_lines`` (streamed) -> ``Tokenizer`` in workers -> ``filter_lengths`` -> the prepared dataset
+(``nmt.dataset``, memory-mapped) -> ``make_batches`` -> ``shard`` (one slice per process) ->
+``collate`` -> ``Batch``. Small in-memory sets (validation, tests) use ``read_corpus`` ->
+``Tokenizer.encode`` -> ``ParallelCorpus``, which batches and collates the same way.
 
 Batches hold a *token budget* rather than a fixed number of sentences: pairs of similar length are
 grouped so that little of each padded tensor is padding, and short sentences make larger batches.
@@ -17,7 +19,7 @@ from __future__ import annotations
 import gzip
 import unicodedata
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from nmt.config import CorpusConfig
 from nmt.errors import DataError
 from nmt.specials import BOS_ID, EOS_ID, PAD_ID
 
-TokenIds = Sequence[int]  # one sentence: a list of ids or a 1-D integer array
+TokenIds = Sequence[int] | np.ndarray  # one sentence: a list of ids or a 1-D integer array
 
 
 # --------------------------------------------------------------------------- reading
@@ -94,6 +96,45 @@ def read_corpus(corpus: CorpusConfig) -> tuple[list[str], list[str]]:
     return src, tgt
 
 
+def iter_lines(path: str | Path) -> Iterator[str]:
+    """The lines of `read_lines`, streamed: one line in memory at a time (a .gz file is
+    decompressed as it is read). The same DataErrors, raised when the reader gets there."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    opener = gzip.open if path.suffix == ".gz" else open
+    number, seen_text = 0, False
+    try:
+        with opener(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):  # binary lines end at b"\n" only
+                if number == 1:
+                    raw = raw.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark is not text
+                try:
+                    line = raw.decode("utf-8").rstrip()
+                except UnicodeDecodeError as error:
+                    raise DataError(
+                        f"{path}: not UTF-8 text (line {number}, byte {error.start} of it)"
+                    ) from None
+                seen_text = seen_text or bool(line)
+                yield unicodedata.normalize("NFC", line)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise DataError(f"{path}: not a valid gzip file ({error})") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
+    if not seen_text:
+        raise DataError(f"{path}: file is empty")
+
+
+def iter_tsv_column(path: str | Path, column: int) -> Iterator[str]:
+    """Column 0 (source) or 1 (target) of a src<TAB>tgt file, streamed; DataError naming the line
+    that does not have exactly one tab."""
+    for number, line in enumerate(iter_lines(path), start=1):
+        fields = line.split("\t")
+        if len(fields) != 2:
+            raise DataError(f"{path}: line {number} has {len(fields) - 1} tabs, expected one (src<TAB>tgt)")
+        yield fields[column].strip()
+
+
 # --------------------------------------------------------------------------- filtering
 
 
@@ -108,13 +149,39 @@ class FilterReport:
     bad_ratio: int
     max_tokens: int
     max_ratio: float
+    duplicates: int = 0  # exact repeats of an earlier pair (counted only when data.dedup asks)
 
     def __str__(self) -> str:
         return (
             f"kept {self.kept:,} of {self.total:,} pairs: {self.empty:,} empty, "
             f"{self.too_long:,} over {self.max_tokens:,} tokens, "
             f"{self.bad_ratio:,} length ratio > {float(self.max_ratio)}"
+            + (f", {self.duplicates:,} duplicates" if self.duplicates else "")
         )
+
+
+def filter_lengths(
+    src_lens: np.ndarray, tgt_lens: np.ndarray, max_tokens: int, max_ratio: float
+) -> tuple[np.ndarray, FilterReport]:
+    """`filter_pairs` on token counts alone: (N,) lengths -> (K,) int64 indices kept, and the report."""
+    src_lens, tgt_lens = np.asarray(src_lens, dtype=np.int64), np.asarray(tgt_lens, dtype=np.int64)
+    if src_lens.shape != tgt_lens.shape:
+        raise ValueError(f"{len(src_lens)} source but {len(tgt_lens)} target sentences")
+    shorter, longer = np.minimum(src_lens, tgt_lens), np.maximum(src_lens, tgt_lens)
+    empty = shorter == 0
+    too_long = ~empty & (longer > max_tokens)
+    bad_ratio = ~empty & ~too_long & (longer / np.maximum(shorter, 1) > max_ratio)
+    kept = np.flatnonzero(~(empty | too_long | bad_ratio))
+    report = FilterReport(
+        len(src_lens),
+        len(kept),
+        int(empty.sum()),
+        int(too_long.sum()),
+        int(bad_ratio.sum()),
+        max_tokens,
+        max_ratio,
+    )
+    return kept, report
 
 
 def filter_pairs(
@@ -125,22 +192,13 @@ def filter_pairs(
     A pair is dropped, for the first reason that applies, when either side is empty, either side
     has more than `max_tokens` tokens, or the longer side is more than `max_ratio` times the shorter.
     """
-    if len(src_ids) != len(tgt_ids):
-        raise ValueError(f"{len(src_ids)} source but {len(tgt_ids)} target sentences")
-    kept: list[int] = []
-    empty = too_long = bad_ratio = 0
-    for index, (src, tgt) in enumerate(zip(src_ids, tgt_ids, strict=True)):
-        shorter, longer = sorted((len(src), len(tgt)))
-        if shorter == 0:
-            empty += 1
-        elif longer > max_tokens:
-            too_long += 1
-        elif longer / shorter > max_ratio:
-            bad_ratio += 1
-        else:
-            kept.append(index)
-    report = FilterReport(len(src_ids), len(kept), empty, too_long, bad_ratio, max_tokens, max_ratio)
-    return kept, report
+    kept, report = filter_lengths(
+        np.array([len(ids) for ids in src_ids], dtype=np.int64),
+        np.array([len(ids) for ids in tgt_ids], dtype=np.int64),
+        max_tokens,
+        max_ratio,
+    )
+    return kept.tolist(), report
 
 
 # --------------------------------------------------------------------------- collating
@@ -213,17 +271,20 @@ def make_batches(
     tie_break = rng.permutation(len(src_lens))
     order = np.lexsort((tie_break, src_lens, tgt_lens))  # the last key sorts first
 
+    # The greedy cut, one batch at a time: a batch is the longest run from `start` whose every
+    # prefix of size s >= 2 keeps s * (its longest side) within the budget. That product only grows
+    # with s, and every length is >= 1, so no batch holds more than batch_tokens pairs: one numpy
+    # pass over at most batch_tokens + 1 candidates finds each cut (a loop per batch, not per pair).
+    longest = np.maximum(src_lens, tgt_lens)[order]
     batches: list[np.ndarray] = []
-    start, src_max, tgt_max = 0, 0, 0
-    for position, index in enumerate(order):
-        src_max = max(src_max, src_lens[index])
-        tgt_max = max(tgt_max, tgt_lens[index])
-        size = position - start + 1
-        if size > 1 and size * max(src_max, tgt_max) > batch_tokens:
-            batches.append(order[start:position])
-            start, src_max, tgt_max = position, src_lens[index], tgt_lens[index]
-    if start < len(order):
-        batches.append(order[start:])
+    start = 0
+    while start < len(order):
+        window = np.maximum.accumulate(longest[start : start + batch_tokens + 1])
+        over = np.flatnonzero(np.arange(1, len(window) + 1) * window > batch_tokens)
+        over = over[over > 0]  # a pair too long for the budget still gets a batch of its own
+        size = int(over[0]) if len(over) else len(window)
+        batches.append(order[start : start + size])
+        start += size
     return [batches[i] for i in rng.permutation(len(batches))]
 
 

@@ -2,6 +2,7 @@
 
     <out_dir>/recipe.yaml        the validated recipe the run was started with
     <out_dir>/spm*.model         its SentencePiece model(s)
+    <out_dir>/data/              its prepared dataset (nmt.dataset), unless data.prepared names one
     <out_dir>/checkpoints/       step-*.pt (last N) and best.pt
     <out_dir>/metrics.jsonl      one line per logged event; metrics.png plots it
     <out_dir>/bundle/            the model bundle written when training ends
@@ -19,6 +20,7 @@ import yaml
 
 from nmt.bundle import save_bundle
 from nmt.config import Recipe, parse_recipe
+from nmt.dataset import tokenizer_names
 from nmt.errors import NmtError
 from nmt.models import build_model
 from nmt.runlog import MetricsLog
@@ -28,6 +30,7 @@ from nmt.tokenizer import Tokenizer
 # and validates, and how it decodes; everything else (data, tokenizer, model, optimizer) is the run
 RESUMABLE_CHANGES = (
     "train.out_dir",  # the folder may have moved
+    "data.prepared",  # so may the prepared data (checked against the run's tokenizer when used)
     "train.max_epochs",
     "train.max_steps",
     "train.max_seconds",
@@ -84,13 +87,18 @@ class RunDir:
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / f"step-{step:08d}.pt"
 
+    @property
+    def data(self) -> Path:
+        """The run's own prepared dataset (unless the recipe names one in data.prepared)."""
+        return self.path / "data"
+
+    def prepared(self, recipe: Recipe) -> Path:
+        """Where the run's prepared dataset lives: data.prepared, or data/ in the run."""
+        return recipe.data.prepared or self.data
+
     def tokenizer_files(self, recipe: Recipe) -> tuple[Path, Path]:
-        if recipe.tokenizer.joint:
-            return self.path / "spm.model", self.path / "spm.model"
-        return (
-            self.path / f"spm.{recipe.data.src_lang}.model",
-            self.path / f"spm.{recipe.data.tgt_lang}.model",
-        )
+        src, tgt = tokenizer_names(recipe)
+        return self.path / src, self.path / tgt
 
     def load_tokenizers(self, recipe: Recipe) -> tuple[Tokenizer, Tokenizer]:
         src, tgt = self.tokenizer_files(recipe)
@@ -137,10 +145,17 @@ class RunDir:
         src_tok, tgt_tok = self.load_tokenizers(recipe)
         model = build_model(recipe.model, src_tok.vocab_size, tgt_tok.vocab_size)
         model.load_state_dict(weights)
+        directions = recipe.data.directions
+        languages = (
+            {}  # a multilingual bundle has no one pair (nmt.languages)
+            if recipe.data.multilingual
+            else {"src_lang": directions[0].source, "tgt_lang": directions[0].target}
+        )
         meta = {
             "name": recipe.name,
-            "src_lang": recipe.data.src_lang,
-            "tgt_lang": recipe.data.tgt_lang,
+            **languages,
+            "directions": [[d.source, d.target] for d in directions],
+            "language_tokens": recipe.data.multilingual,
             **meta,
         }
         return save_bundle(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -36,14 +37,14 @@ from nmt.checkpoint import (
     save_checkpoint,
 )
 from nmt.config import Recipe
-from nmt.data import Batch, ParallelCorpus, read_corpus, shard
+from nmt.data import Batch, shard
+from nmt.dataset import PreparedData, ValidSet, ensure_prepared, open_prepared
 from nmt.errors import NmtError
 from nmt.metrics import bleu_only
 from nmt.models import Seq2SeqModel, build_model
 from nmt.optim import build_optimizer, build_scheduler, label_smoothed_loss
 from nmt.run import RunDir
 from nmt.runlog import plot_metrics
-from nmt.tokenizer import Tokenizer, train_tokenizers
 from nmt.translator import Translator
 
 log = logging.getLogger("nmt.train")
@@ -67,16 +68,6 @@ class Progress:
     best_bleu: float = -1.0
     bad_epochs: int = 0  # epochs since the best BLEU
     seconds: float = 0.0  # training wall time so far
-
-
-@dataclass
-class Data:
-    train: ParallelCorpus
-    valid: ParallelCorpus
-    valid_src: list[str]
-    valid_ref: list[str]
-    src_tokenizer: Tokenizer
-    tgt_tokenizer: Tokenizer
 
 
 def _quiet_closed_output() -> None:
@@ -112,27 +103,25 @@ class StopSignal:
             signal.signal(sig, handler)
 
 
-def prepare_data(recipe: Recipe, run: RunDir, ctx: distributed.Context) -> Data:
-    """Read and tokenize the corpora (rank 0 trains the tokenizer when the run has none)."""
-    src_texts, tgt_texts = read_corpus(recipe.data.train)
-    valid_src, valid_ref = read_corpus(recipe.data.valid)
-    src_file, tgt_file = run.tokenizer_files(recipe)
-    if ctx.is_main and not (src_file.is_file() and tgt_file.is_file()):
-        log.info("training SentencePiece (%s, %d pieces)", recipe.tokenizer.type, recipe.tokenizer.vocab_size)
-        train_tokenizers(
-            recipe.tokenizer, src_texts, tgt_texts, run.path, recipe.data.src_lang, recipe.data.tgt_lang
-        )
-    distributed.barrier(ctx)
-    src_tok, tgt_tok = run.load_tokenizers(recipe)
-    train, report = ParallelCorpus.filtered(
-        src_tok.encode(src_texts), tgt_tok.encode(tgt_texts), recipe.data.max_tokens, recipe.data.max_ratio
-    )
+def prepare_data(recipe: Recipe, run: RunDir, ctx: distributed.Context) -> PreparedData:
+    """The run's prepared dataset, memory-mapped. Rank 0 prepares it first when it is missing or
+    stale (the log says why) while the others wait; a run with a tokenizer of its own (resumed)
+    keeps it. The run gets a copy of the tokenizer, which its bundle and `--resume` use."""
+    folder = run.prepared(recipe)
+    own = run.tokenizer_files(recipe)
     if ctx.is_main:
-        log.info("train: %s", report)
-    if len(train) == 0:
-        raise NmtError(f"{recipe.data.train}: no sentence pair is left after filtering ({report})")
-    valid = ParallelCorpus(src_tok.encode(valid_src), tgt_tok.encode(valid_ref))
-    return Data(train, valid, valid_src, valid_ref, src_tok, tgt_tok)
+        have = all(path.is_file() for path in own)
+        ensure_prepared(recipe, folder, own if have else None, explicit=recipe.data.prepared is not None)
+        if not have:
+            for path in own:
+                shutil.copyfile(folder / path.name, path)
+    distributed.barrier(ctx)
+    data = open_prepared(recipe, folder)
+    if ctx.is_main:
+        sizes = data.train.epoch_sizes()
+        for corpus, size in zip(data.train.corpora, sizes, strict=True):
+            log.info("train %s: %d pairs kept, %d drawn per epoch", corpus.name, len(corpus.kept), size)
+    return data
 
 
 def _autocast(recipe: Recipe, device: torch.device):
@@ -167,16 +156,18 @@ def train_step(
 
 
 @torch.no_grad()
-def validate(model: Seq2SeqModel, data: Data, recipe: Recipe, device: torch.device) -> dict:
-    """Validation loss (NLL per target token) and BLEU/chrF of beam-search translations."""
-    model.eval()
+def validate_set(
+    model: Seq2SeqModel, valid: ValidSet, data: PreparedData, recipe: Recipe, device: torch.device
+) -> dict:
+    """One validation set: loss (NLL per target token) and BLEU/chrF of beam-search translations
+    of its prepared sources (which carry the language token of a multilingual model)."""
     nll, tokens = 0.0, 0
-    for indices in data.valid.batches(recipe.train.batch_tokens, seed=0, epoch=0):
-        batch = data.valid.collate(indices).to(device)
+    for indices in valid.pairs.batches(recipe.train.batch_tokens, seed=0, epoch=0):
+        batch = valid.pairs.collate(indices).to(device)
         logits = model(batch.src, batch.src_lengths, batch.tgt_in)
         nll += label_smoothed_loss(logits, batch.tgt_out, 0.0).item()
         tokens += batch.ntokens
-    limit = recipe.train.eval_max_sentences or len(data.valid_src)
+    limit = recipe.train.eval_max_sentences or len(valid.src_ids)
     translator = Translator(
         model,
         data.src_tokenizer,
@@ -186,10 +177,22 @@ def validate(model: Seq2SeqModel, data: Data, recipe: Recipe, device: torch.devi
         batch_size=recipe.train.eval_batch_size,
         max_len_cap=recipe.model.position_limit,
     )
-    hypotheses = translator.translate_best(data.valid_src[:limit])
-    bleu, chrf, signature = bleu_only(hypotheses, data.valid_ref[:limit])
-    model.train()
+    hypotheses = [nbest[0].text for nbest in translator.translate_ids(valid.src_ids[:limit])]
+    bleu, chrf, signature = bleu_only(hypotheses, valid.references[:limit])
     return {"loss": nll / max(tokens, 1), "bleu": bleu, "chrf": chrf, "signature": signature}
+
+
+def validate(model: Seq2SeqModel, data: PreparedData, recipe: Recipe, device: torch.device) -> dict:
+    """Scores of every validation set. One set: its loss, bleu, chrf and signature. Several: their
+    means under those keys (model selection and early stopping use the mean BLEU) and each set's
+    own scores under "sets" ({name: scores})."""
+    model.eval()
+    scores = {valid.name: validate_set(model, valid, data, recipe, device) for valid in data.valid}
+    model.train()
+    if len(scores) == 1:
+        return next(iter(scores.values()))
+    mean = {key: sum(s[key] for s in scores.values()) / len(scores) for key in ("loss", "bleu", "chrf")}
+    return {**mean, "signature": next(iter(scores.values()))["signature"], "sets": scores}
 
 
 def _rng_state() -> dict[str, Any]:
@@ -288,14 +291,17 @@ class Trainer:
                 self.scheduler.step(scores["bleu"])
             self.run.log.write(kind="valid", epoch=self.progress.epoch + 1, step=self.progress.step, **scores)
             log.info(
-                "epoch %d step %d: valid loss %.3f, BLEU %.2f, chrF %.2f%s",
+                "epoch %d step %d: valid loss %.3f, BLEU %.2f, chrF %.2f%s%s",
                 self.progress.epoch + 1,
                 self.progress.step,
                 scores["loss"],
                 scores["bleu"],
                 scores["chrf"],
+                " (means)" if "sets" in scores else "",
                 " (best)" if improved else "",
             )
+            for name, own in scores.get("sets", {}).items():
+                log.info("  %s: loss %.3f, BLEU %.2f, chrF %.2f", name, own["loss"], own["bleu"], own["chrf"])
             stop = self.progress.bad_epochs >= self.cfg.patience
             if end_of_epoch:
                 self.progress.epoch, self.progress.batch = self.progress.epoch + 1, 0
@@ -420,6 +426,18 @@ class Trainer:
                 log.info("early stopping: no better BLEU for %d epochs", cfg.patience)
                 return
 
+    def _bundle_scores(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The best validation record as bundle.json keeps scores: {"valid": record} for one
+        direction, {"en-de": {"valid": its set's scores}, ...} for a multilingual model."""
+        if not self.recipe.data.multilingual:
+            return {"valid": record}
+        scores: dict[str, Any] = {}
+        for valid in self.data.valid:
+            direction = "-".join(valid.direction)
+            label = "valid" if valid.name == direction else valid.name
+            scores.setdefault(direction, {})[label] = record.get("sets", {}).get(valid.name, record)
+        return scores
+
     def finish(self) -> Path:
         """Write the bundle from the best checkpoint (rank 0)."""
         distributed.barrier(self.ctx)
@@ -437,7 +455,7 @@ class Trainer:
         meta = {
             "training": {
                 "recipe": self.recipe.name,
-                "train": self.recipe.data.train.model_dump(mode="json"),
+                "train": self.recipe.data.model_dump(mode="json")["train"],
                 "pairs": len(self.data.train),
                 "steps": state["progress"]["step"],
                 "epochs": state["progress"]["epoch"],
@@ -446,7 +464,7 @@ class Trainer:
                 "processes": self.ctx.world_size,
                 "checkpoint": source.name,
             },
-            "scores": {"valid": best[-1] if best else {}},
+            "scores": self._bundle_scores(best[-1] if best else {}),
         }
         path = self.run.write_bundle(state["model"], self.recipe, meta)
         log.info("bundle written to %s", path)

@@ -36,6 +36,15 @@ def test_benchmark_runs_and_gives_a_verdict(script: str, tiny_corpus: Path):
     run_benchmark(script, "--quick", "--data", str(tiny_corpus), *overrides, *SCRIPTS[script], timeout=120)
 
 
+def test_data_scale_benchmark_runs_and_gives_a_verdict(tiny_corpus: Path):
+    overrides = [arg for setting in TINY for arg in ("--set", setting)]
+    stdout = run_benchmark(
+        "data_scale.py", "--quick", "--data", str(tiny_corpus), *overrides, "--threads", "1", timeout=600
+    )
+    assert "DDP x3, 2 processes" in stdout
+    assert stdout.count("target: ") == 6
+
+
 def _on_a_tiny_bundle(bundle: Path, tiny_corpus: Path) -> list[str]:
     """Arguments running a decoding benchmark on 8 sentences of `bundle`, one thread."""
     return ["--model", str(bundle), "--data", str(tiny_corpus), "--sentences", "8", "--threads", "1"]

@@ -123,11 +123,34 @@ def test_configs_are_frozen():
 def test_every_shipped_recipe_loads():
     from tests.conftest import ROOT
 
-    recipes = sorted((ROOT / "training" / "configs").glob("*.yaml"))
-    archs = {(r.model.architecture, r.data.src_lang) for r in map(load_recipe, recipes)}
-    assert archs == {(a, s) for a in ("transformer", "lstm", "lstm_attention") for s in ("en", "de")} | {
-        ("gru_attention", "en")
+    recipes = {path.stem: load_recipe(path) for path in (ROOT / "training" / "configs").glob("*.yaml")}
+    shipped = {
+        (r.model.architecture, str(r.data.directions[0])) for r in recipes.values() if not r.data.multilingual
     }
+    assert shipped == {
+        (a, d) for a in ("transformer", "lstm", "lstm_attention") for d in ("en-de", "de-en")
+    } | {
+        ("gru_attention", "en-de"),
+        ("transformer", "en-fr"),
+        ("transformer", "fr-en"),
+    }
+    multilingual = recipes["transformer-en-de-fr"]
+    assert len(multilingual.data.directions) == 6 and multilingual.tokenizer.joint
+    assert [str(v.direction) for v in multilingual.data.valid_sets] == [
+        str(c.direction) for c in multilingual.data.train_corpora
+    ]
+    for bilingual in ("transformer-en-fr", "transformer-fr-en"):  # the same model and budget
+        assert recipes[bilingual].model == multilingual.model
+        assert recipes[bilingual].train.model_copy(update={"out_dir": None}) == multilingual.train.model_copy(
+            update={"out_dir": None}
+        )
+    # Transformer-base on WMT14 (Vaswani et al. 2017), ~25k tokens per step on 8 GPUs
+    base = recipes["transformer-base-wmt14-en-de"]
+    assert (base.model.d_model, base.model.heads, base.model.ff_dim) == (512, 8, 2048)
+    assert (base.model.encoder_layers, base.model.decoder_layers, base.model.dropout) == (6, 6, 0.1)
+    assert (base.tokenizer.vocab_size, base.tokenizer.joint, base.train.warmup_steps) == (32000, True, 4000)
+    assert base.train.batch_tokens * base.train.accum_steps * 8 == pytest.approx(25_000, rel=0.01)
+    assert not base.data.train_corpora[0].config.src.is_absolute()  # user-provided, relative
 
 
 def test_section_parsing_for_bundles():

@@ -245,3 +245,30 @@ def test_multi30k_epoch_is_at_most_ten_percent_padding(tmp_path: Path) -> None:
     print(f"({time.perf_counter() - start:.1f} s)")
     assert sorted(i for batch in batches for i in batch) == list(range(len(corpus)))
     assert fraction <= 0.10
+
+
+def _greedy_cut_reference(src_lens, tgt_lens, batch_tokens, seed, epoch):
+    """make_batches as it was first written: one Python step per pair (the specification)."""
+    src_lens, tgt_lens = np.asarray(src_lens) + 1, np.asarray(tgt_lens) + 1
+    rng = np.random.default_rng([seed, epoch])
+    tie_break = rng.permutation(len(src_lens))
+    order = np.lexsort((tie_break, src_lens, tgt_lens))
+    batches, start, src_max, tgt_max = [], 0, 0, 0
+    for position, index in enumerate(order):
+        src_max, tgt_max = max(src_max, src_lens[index]), max(tgt_max, tgt_lens[index])
+        size = position - start + 1
+        if size > 1 and size * max(src_max, tgt_max) > batch_tokens:
+            batches.append(order[start:position])
+            start, src_max, tgt_max = position, src_lens[index], tgt_lens[index]
+    if start < len(order):
+        batches.append(order[start:])
+    return [batches[i].tolist() for i in rng.permutation(len(batches))]
+
+
+@pytest.mark.parametrize("budget", [1, 7, 50, 600])
+def test_make_batches_cuts_where_the_pair_by_pair_greedy_cut_does(budget) -> None:
+    rng = np.random.default_rng(5)
+    src, tgt = rng.integers(0, 40, 3000), rng.integers(0, 40, 3000)
+    src[::97] = 200  # some pairs too long for the smaller budgets
+    got = [b.tolist() for b in make_batches(src, tgt, budget, seed=3, epoch=2)]
+    assert got == _greedy_cut_reference(src, tgt, budget, seed=3, epoch=2)

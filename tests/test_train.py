@@ -202,4 +202,7 @@ def test_torchrun_two_processes_on_cpu(tiny_corpus, tmp_path):
     meta = __import__("json").loads((bundle / "bundle.json").read_text())
     assert meta["training"]["processes"] == 2
     assert meta["training"]["steps"] == 4
+    # rank 0 prepared the data once (one encoding per file), the other rank only mapped it
+    assert result.stderr.count("preparing the data in") == 1
+    assert result.stderr.count("encoding ") == 4  # train and val, two languages
     run_nmt("translate", "--model", str(bundle), stdin="A man.\n")
