@@ -143,15 +143,22 @@ def to_repair(best: Sequence[str]) -> list[int]:
 
 
 def translate_checked(
-    translator: Translator, texts: list[str], search: SearchConfig, alignments: bool = False
+    translator: Translator,
+    texts: list[str],
+    search: SearchConfig,
+    alignments: bool = False,
+    target: str | None = None,
 ) -> list[Translation]:
     """Each text's best translation, degenerate ones decoded again with repetition blocking (as
-    the service does); `alignments` as `Translator.translate` takes it."""
-    best = [nbest[0] for nbest in translator.translate(texts, search, alignments)]
+    the service does); `alignments` and `target` as `Translator.translate` takes them."""
+    best = [nbest[0] for nbest in translator.translate(texts, search, alignments, target=target)]
     redo = to_repair([t.text for t in best])
     if redo:
         again = translator.translate(
-            [texts[i] for i in redo], repair_search(search.with_overrides(n_best=1)), alignments
+            [texts[i] for i in redo],
+            repair_search(search.with_overrides(n_best=1)),
+            alignments,
+            target=target,
         )
         for i, nbest in zip(redo, again, strict=True):
             best[i] = nbest[0]

@@ -308,7 +308,7 @@ async def _from_memory(
     alignment links) by cache key, and those keys."""
     if services.memory is None:
         return {}, set()
-    src, tgt = entry.bundle.src_lang, entry.bundle.tgt_lang
+    src, tgt = entry.direction.source, entry.direction.target
     approved = await services.memory.lookup(entry.name, src, tgt, sentences)
     found = {
         key: [[text, 0.0, []] if alignment else [text, 0.0]]
