@@ -172,8 +172,8 @@ def cmd_calibrate(args) -> None:
     src, ref = read_lines(args.src), read_lines(args.ref)
     if len(src) != len(ref):
         raise NmtError(f"{args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
-    translator, search = _translator(args)
-    fitted, auc = calibrate(Path(args.model), src, ref, translator, search, str(args.src))
+    translator, search, direction = _translator(args)
+    fitted, auc = calibrate(Path(args.model), src, ref, translator, search, str(args.src), direction.target)
     good = (fitted.fitted_on or {}).get("good")
     print(
         f"{args.model}: confidence calibrated on {len(src)} sentences ({good} good); "

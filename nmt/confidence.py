@@ -172,15 +172,17 @@ def calibrate(
     translator: Translator,
     search: SearchConfig,
     src_name: str,
+    target: str | None = None,
 ) -> tuple[Calibration, float]:
     """Fit the bundle's calibration on a held-out set and store it in its bundle.json:
-    (the calibration, its ROC AUC of good against bad translations on that set)."""
+    (the calibration, its ROC AUC of good against bad translations on that set). A bundle of
+    several directions has one calibration, fitted on the direction into `target`."""
     from sacrebleu.metrics import CHRF
 
     from nmt.bundle import record_meta
 
     chrf = CHRF()
-    best = translate_checked(translator, sources, search)
+    best = translate_checked(translator, sources, search, target=target)
     rows = np.array([features(s, t.text, t.score) for s, t in zip(sources, best, strict=True)])
     good = np.array(
         [chrf.sentence_score(t.text, [r]).score >= GOOD_CHRF for t, r in zip(best, references, strict=True)]
