@@ -193,7 +193,7 @@ class TokenizerConfig(_Section):
     joint: bool = True
     character_coverage: float = Field(1.0, gt=0.0, le=1.0)
     sample_sentences: int = Field(
-        1_000_000, ge=1, description="train on a uniform sample of at most this many sentences"
+        500_000, ge=1, description="train on a uniform sample of at most this many sentences"
     )
 
 
