@@ -269,6 +269,9 @@ def _directions(meta: dict[str, Any], meta_file: Path) -> list[Direction]:
             found = [Direction(*pair) for pair in meta["directions"]]
             if not found or len(set(found)) != len(found):
                 raise ValueError("an empty list or one with repeats")
+            pair = (meta.get("src_lang"), meta.get("tgt_lang"))
+            if pair != (None, None) and found != [Direction(*pair)]:  # (a hand-edited bundle.json)
+                raise ValueError(f"src_lang/tgt_lang say {pair[0]}-{pair[1]}, directions say otherwise")
             return found
         return [Direction(meta["src_lang"], meta["tgt_lang"])]
     except (KeyError, TypeError, ValueError) as error:

@@ -42,7 +42,7 @@ def test_data_scale_benchmark_runs_and_gives_a_verdict(tiny_corpus: Path):
         "data_scale.py", "--quick", "--data", str(tiny_corpus), *overrides, "--threads", "1", timeout=600
     )
     assert "DDP x3, 2 processes" in stdout
-    assert stdout.count("target: ") == 6
+    assert stdout.count("target: ") == 7
 
 
 def _on_a_tiny_bundle(bundle: Path, tiny_corpus: Path) -> list[str]:

@@ -68,7 +68,7 @@ def test_compare_bad_inputs(trained_bundles, tiny_corpus, tmp_path):
     french = tmp_path / "french"
     shutil.copytree(model, french)
     meta = json.loads((french / "bundle.json").read_text())
-    (french / "bundle.json").write_text(json.dumps(meta | {"src_lang": "fr"}))
+    (french / "bundle.json").write_text(json.dumps(meta | {"src_lang": "fr", "directions": [["fr", "de"]]}))
     result = run_nmt("compare", "--models", model, str(french), "--src", src, "--ref", ref, check=False)
     assert_one_line_error(result, "fr->de", "en->de")
 
