@@ -270,7 +270,7 @@ def _directions(meta: dict[str, Any], meta_file: Path) -> list[Direction]:
             if not found or len(set(found)) != len(found):
                 raise ValueError("an empty list or one with repeats")
             pair = (meta.get("src_lang"), meta.get("tgt_lang"))
-            if pair != (None, None) and found != [Direction(*pair)]:  # (a hand-edited bundle.json)
+            if pair != (None, None) and found != [Direction(str(pair[0]), str(pair[1]))]:  # hand-edited
                 raise ValueError(f"src_lang/tgt_lang say {pair[0]}-{pair[1]}, directions say otherwise")
             return found
         return [Direction(meta["src_lang"], meta["tgt_lang"])]

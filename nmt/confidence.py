@@ -111,22 +111,32 @@ class Calibration:
             return None
 
 
+KNOWN_ENTRIES = 65536  # answers a Scorer remembers (a few MB)
+
+
 class Scorer:
     """Confidence of translations by one bundle: its calibration, else the fallback."""
 
     def __init__(self, calibration: Calibration | None) -> None:
         self.calibration = calibration
         self.threshold = calibration.threshold if calibration else THRESHOLD
+        # a cache hit asks again for what it asked before: remember the answers (a pure function)
+        self._known: dict[tuple[str, str, float], float] = {}
 
     @classmethod
     def for_meta(cls, meta: dict[str, Any]) -> Scorer:
         return cls(Calibration.from_meta(meta.get("confidence")))
 
     def confidence(self, source: str, translation: str, score: float) -> float:
+        known = self._known.get((source, translation, score))
+        if known is not None:
+            return known
         row = features(source, translation, score)
-        if self.calibration is None:
-            return fallback_confidence(row)
-        return self.calibration.confidence(row)
+        value = fallback_confidence(row) if self.calibration is None else self.calibration.confidence(row)
+        if len(self._known) >= KNOWN_ENTRIES:
+            self._known.clear()
+        self._known[(source, translation, score)] = value
+        return value
 
     def low(self, confidence: float) -> bool:
         return confidence < self.threshold

@@ -13,6 +13,7 @@ lookups then miss; writes, reads and deletes through /v1/memory raise `MemoryUna
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -22,6 +23,8 @@ from serving.cache import normalise
 from serving.redis_link import RedisLink
 
 KEY_PREFIX = "nmt:tm:"
+IN_USE_KEY = "nmt:tm-in-use"  # set by the first write, never removed
+REREAD_S = 2.0  # while the memory is empty, another replica's first write is seen this late
 ANY_MODEL = ""  # an entry for every model of its pair
 
 
@@ -35,6 +38,9 @@ def memory_key(family: str, src: str, tgt: str, sentence: str) -> str:
 
 class TranslationMemory(Protocol):
     kind: str
+
+    async def in_use(self) -> bool:
+        """Whether the memory may hold an entry (False: lookups can be skipped); never raises."""
 
     async def lookup(self, family: str, src: str, tgt: str, sentences: list[str]) -> list[str | None]:
         """Each sentence's approved translation (the family's, else the pair's), None where there
@@ -58,12 +64,12 @@ def _translation(raw: str | None) -> str | None:
     return None if raw is None else orjson.loads(raw)["translation"]
 
 
-def _lookup_keys(family: str, src: str, tgt: str, sentences: list[str]) -> list[str]:
+def lookup_keys(family: str, src: str, tgt: str, sentences: list[str]) -> list[str]:
     """Two keys per sentence: the family's entry, then the pair's."""
     return [memory_key(f, src, tgt, s) for s in sentences for f in (family, ANY_MODEL)]
 
 
-def _first_found(values: list[str | None]) -> list[str | None]:
+def first_found(values: list[str | None]) -> list[str | None]:
     """Of each sentence's two values (family, pair), the first there is."""
     return [
         _translation(own if own is not None else shared)
@@ -81,7 +87,10 @@ class LocalMemory:
     async def lookup(self, family: str, src: str, tgt: str, sentences: list[str]) -> list[str | None]:
         if not self._items:
             return [None] * len(sentences)
-        return _first_found([self._items.get(k) for k in _lookup_keys(family, src, tgt, sentences)])
+        return first_found([self._items.get(k) for k in lookup_keys(family, src, tgt, sentences)])
+
+    async def in_use(self) -> bool:
+        return bool(self._items)
 
     async def get(self, family: str, src: str, tgt: str, text: str) -> str | None:
         return _translation(self._items.get(memory_key(family, src, tgt, text)))
@@ -111,6 +120,22 @@ class RedisMemory:
     ) -> None:
         self.link = link
         self._read = read or self._mget
+        self._in_use = False  # once seen (or written here), for good: entries are kept without expiry
+        self._checked = -REREAD_S
+
+    async def in_use(self) -> bool:
+        """Whether any entry was ever written (`IN_USE_KEY`), read again at most every `REREAD_S`
+        while none was: a service whose memory is empty skips its keys on every cache hit."""
+        now = time.monotonic()
+        if self._in_use or now - self._checked < REREAD_S:
+            return self._in_use
+        self._checked = now
+
+        async def work(client: Any) -> bool:
+            return bool(await client.exists(IN_USE_KEY))
+
+        self._in_use = bool(await self.link.call("memory", work, False))
+        return self._in_use
 
     async def _mget(self, keys: list[str]) -> list[str | None]:
         async def work(client: Any) -> list[str | None]:
@@ -119,7 +144,7 @@ class RedisMemory:
         return await self.link.call("memory", work, [None] * len(keys))
 
     async def lookup(self, family: str, src: str, tgt: str, sentences: list[str]) -> list[str | None]:
-        return _first_found(await self._read(_lookup_keys(family, src, tgt, sentences)))
+        return first_found(await self._read(lookup_keys(family, src, tgt, sentences)))
 
     async def _call(self, work: Any) -> Any:
         found = await self.link.call("memory", work, _DOWN)
@@ -139,9 +164,13 @@ class RedisMemory:
         key, value = memory_key(family, src, tgt, text), _value(text, translation)
 
         async def work(client: Any) -> bool:
-            return bool(await client.set(key, value))  # no expiry
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.set(key, value)  # no expiry
+                pipe.set(IN_USE_KEY, "1")
+                return bool((await pipe.execute())[0])
 
         await self._call(work)
+        self._in_use = True
 
     async def delete(self, family: str, src: str, tgt: str, text: str) -> bool:
         key = memory_key(family, src, tgt, text)

@@ -31,6 +31,7 @@ from serving.ab import Group, Request, Served, new_id
 from serving.batcher import QueueFull, ShuttingDown
 from serving.cache import TranslationCache, cache_key, normalise
 from serving.errors import ApiError
+from serving.memory import first_found, lookup_keys
 from serving.metrics import VariantMetrics
 from serving.registry import ModelEntry
 from serving.sentences import join_sentences, split_sentences
@@ -222,12 +223,18 @@ async def translate_texts(
     sentences = [s for pieces, _ in split for s in pieces]
 
     # each sentence's n-best: [text, score] each, or [text, score, links] with alignments
-    lookup = _from_memory(services, entry, sentences, keys, alignment)
-    if services.memory is not None and services.memory.kind == "redis":
-        # side by side: both reads go out in one pipelined MGET (RedisMemory reads through the cache)
-        raws, (found, remembered) = await asyncio.gather(cache.get_many(keys), lookup)
+    tm = services.memory
+    approved: list[str | None] = [None] * len(keys)
+    if tm is not None and tm.kind == "redis" and await tm.in_use():
+        # one MGET for both: the memory's keys live in the cache's Redis (no task per lookup)
+        wanted = lookup_keys(entry.name, src, tgt, sentences)
+        values = await cache.get_many(keys + wanted)
+        raws, approved = values[: len(keys)], first_found(values[len(keys) :])
     else:
-        (found, remembered), raws = await lookup, await cache.get_many(keys)
+        raws = await cache.get_many(keys)
+        if tm is not None and await tm.in_use():
+            approved = await tm.lookup(entry.name, src, tgt, sentences)
+    found, remembered = _from_memory(approved, keys, alignment)
     for key, raw in zip(keys, raws, strict=True):
         if raw is not None and key not in remembered:
             found[key] = orjson.loads(raw)
@@ -301,15 +308,11 @@ def _scorer(entry: ModelEntry) -> Scorer:
     return scorer
 
 
-async def _from_memory(
-    services: Services, entry: ModelEntry, sentences: list[str], keys: list[str], alignment: bool
+def _from_memory(
+    approved: list[str | None], keys: list[str], alignment: bool
 ) -> tuple[dict[str, list[list]], set[str]]:
-    """The sentences the translation memory has, as n-best lists of one (log-probability 0, no
-    alignment links) by cache key, and those keys."""
-    if services.memory is None:
-        return {}, set()
-    src, tgt = entry.direction.source, entry.direction.target
-    approved = await services.memory.lookup(entry.name, src, tgt, sentences)
+    """The sentences the translation memory has (`approved`: each one's translation or None), as
+    n-best lists of one (log-probability 0, no alignment links) by cache key, and those keys."""
     found = {
         key: [[text, 0.0, []] if alignment else [text, 0.0]]
         for key, text in zip(keys, approved, strict=True)
