@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument(
         "--model", action="append", help="bundle folder (repeatable; default: the shipped ones)"
     )
-    parser.add_argument("--data", type=Path, default=Path(harness.DEFAULT_DATA))
+    parser.add_argument("--data", type=Path, default=harness.DEFAULT_DATA)
     parser.add_argument("--everyday", type=Path, default=EVERYDAY, help="out-of-domain sentences")
     parser.add_argument("--sentences", type=int, default=0, help="in-domain sentences (0: all)")
     parser.add_argument("--threads", type=int, default=0)

@@ -85,7 +85,7 @@ def accuracy(detect: Detect, sentences: dict[str, list[str]]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path(harness.DEFAULT_DATA))
+    parser.add_argument("--data", type=Path, default=harness.DEFAULT_DATA)
     parser.add_argument("--rounds", type=int, default=3, help="timing rounds, interleaved")
     parser.add_argument("--quick", action="store_true", help="100 sentences per language, one round")
     args = parser.parse_args()

@@ -8,6 +8,7 @@ every core), so an absolute number says more about the neighbours than about the
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,21 @@ import torch
 from nmt.config import Recipe, load_recipe
 
 DEFAULT_CONFIG = "training/configs/transformer-en-de.yaml"
-DEFAULT_DATA = "data/multi30k"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_data() -> Path:
+    """Where Multi30k is: $NMT_MULTI30K, else data/multi30k (`nmt data download`), else the shared
+    copy beside the checkout (where CI puts it)."""
+    if os.environ.get("NMT_MULTI30K"):
+        return Path(os.environ["NMT_MULTI30K"])
+    for folder in (ROOT / "data" / "multi30k", ROOT.parent / "shared" / "data" / "multi30k"):
+        if (folder / "test_2016_flickr.en.gz").is_file():
+            return folder
+    return ROOT / "data" / "multi30k"
+
+
+DEFAULT_DATA = default_data()
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +49,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         type=Path,
-        default=Path(DEFAULT_DATA),
+        default=DEFAULT_DATA,
         help="folder with {train,val,test_2016_flickr}.{src,tgt}[.gz] (default: %(default)s)",
     )
     parser.add_argument(

@@ -73,7 +73,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.harness import print_table, verdict  # noqa: E402
+from benchmarks.harness import default_data, print_table, verdict  # noqa: E402
 
 PHASES = ("levels", "hits", "redis-outage", "fairness")
 HIT_SENTENCES = 64  # the cached sentences the hit cells cycle over
@@ -890,11 +890,8 @@ def hello_app():
 
 
 def default_src() -> Path:
-    """data/multi30k's test set, or the shared copy beside the checkout (where CI puts it)."""
-    for folder in (ROOT / "data" / "multi30k", ROOT.parent / "shared" / "data" / "multi30k"):
-        if (folder / "test_2016_flickr.en.gz").is_file():
-            return folder / "test_2016_flickr.en.gz"
-    return ROOT / "data" / "multi30k" / "test_2016_flickr.en.gz"
+    """Multi30k's English test set, wherever `harness.default_data` finds Multi30k."""
+    return default_data() / "test_2016_flickr.en.gz"
 
 
 def parse_args() -> argparse.Namespace:

@@ -84,7 +84,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", type=Path, default=Path("models/transformer-en-de"), help="bundle folder")
-    parser.add_argument("--data", type=Path, default=Path(harness.DEFAULT_DATA))
+    parser.add_argument("--data", type=Path, default=harness.DEFAULT_DATA)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     # one sentence each (one full stop, at the end), so a text of 20 splits into 20

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import corpus_file, print_table, verdict  # noqa: E402
+from benchmarks.harness import DEFAULT_DATA, corpus_file, print_table, verdict  # noqa: E402
 from nmt.bundle import load_bundle  # noqa: E402
 from nmt.metrics import bleu_only  # noqa: E402
 from nmt.terms import MASKED, PATTERNS, PLACEHOLDER, protect, restore  # noqa: E402
@@ -123,7 +123,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", type=Path, action="append", required=True, help="a bundle (repeatable)")
-    parser.add_argument("--data", type=Path, default=Path("data/multi30k"))
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--sentences", type=int, default=150, help="per set (default: %(default)s)")
     parser.add_argument("--backend", default="onnx", choices=["onnx", "torch"])
     args = parser.parse_args()

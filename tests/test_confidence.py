@@ -89,7 +89,9 @@ def test_features_are_finite_for_empty_translations():
     assert all(np.isfinite(features("A dog.", "", float("-inf"))))
 
 
-def test_nmt_calibrate_stores_the_calibration_and_keeps_the_version(tmp_path, trained_bundles, tiny_corpus):
+def test_nmt_calibrate_stores_the_calibration_and_keeps_the_version(
+    tmp_path, trained_bundles, tiny_corpus, multi30k
+):
     bundle = shutil.copytree(
         DEFAULT_BUNDLE, tmp_path / "bundle", ignore=shutil.ignore_patterns("onnx", "ct2")
     )
@@ -97,7 +99,7 @@ def test_nmt_calibrate_stores_the_calibration_and_keeps_the_version(tmp_path, tr
     del meta["confidence"]
     (bundle / "bundle.json").write_text(json.dumps(meta))
     assert Scorer.for_meta(load_bundle(bundle).meta).calibration is None
-    val = ROOT / "data" / "multi30k"
+    val = multi30k
     src, ref = tmp_path / "val.en", tmp_path / "val.de"
     src.write_text("\n".join(read_lines(val / "val.en.gz")[:150]) + "\n")
     ref.write_text("\n".join(read_lines(val / "val.de.gz")[:150]) + "\n")
@@ -122,12 +124,12 @@ def test_every_shipped_bundle_is_calibrated():
         assert Scorer.for_meta(meta).calibration is not None, path.parent.name
 
 
-def test_confidence_separates_in_domain_from_everyday_sentences_on_the_default_bundle():
+def test_confidence_separates_in_domain_from_everyday_sentences_on_the_default_bundle(multi30k):
     """The target: ROC AUC >= 0.85 (all three bundles: benchmarks/confidence.py)."""
     bundle = load_bundle(DEFAULT_BUNDLE)
     translator = Translator.from_bundle(bundle, "cpu", "onnx")
     scorer = Scorer.for_meta(bundle.meta)
-    in_domain = read_lines(ROOT / "data" / "multi30k" / "test_2016_flickr.en.gz")
+    in_domain = read_lines(multi30k / "test_2016_flickr.en.gz")
     everyday = read_lines(EVERYDAY)
     assert len(everyday) >= 100
     texts = in_domain + everyday

@@ -109,10 +109,12 @@ def test_a_client_that_goes_away_stops_the_work(serve):
     assert after - before < 100
 
 
-def test_the_stream_benchmark_prints_the_first_event_ratio(models_dir):
+def test_the_stream_benchmark_prints_the_first_event_ratio(models_dir, multi30k):
     """benchmarks/stream.py end to end on the tiny Transformer (its ratio on a tiny model says
     little; the shipped bundle's is in docs/service.md)."""
-    stdout = run_benchmark("stream.py", "--model", str(models_dir / MODEL), "--rounds", "1", timeout=300)
+    stdout = run_benchmark(
+        "stream.py", "--model", str(models_dir / MODEL), "--data", str(multi30k), "--rounds", "1", timeout=300
+    )
     assert re.search(
         r"first event / whole stream: \d+\.\d%; first event / POST /v1/translate: \d+\.\d%", stdout
     )
