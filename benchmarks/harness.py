@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -106,3 +111,28 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Non
 
 def verdict(description: str, passed: bool) -> None:
     print(f"target: {description} -> {'PASS' if passed else 'FAIL'}")
+
+
+def start_service(models: Path, log: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """`nmt serve --models MODELS` on a free loopback port, `env` added to its environment, its
+    output in `log`: (the process, its URL) once /ready answers 200; SystemExit otherwise."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "nmt", "serve", "--models", str(models), "--port", str(port)]
+    process = subprocess.Popen(
+        command, env={**os.environ, **(env or {})}, stdout=log.open("w"), stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"nmt serve exited {process.returncode}:\n{log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url + "/ready", timeout=1) as response:
+                if response.status == 200:
+                    return process, url
+        except OSError:
+            time.sleep(0.3)
+    process.kill()
+    raise SystemExit(f"nmt serve did not get ready:\n{log.read_text()[-2000:]}")

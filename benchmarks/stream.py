@@ -14,10 +14,6 @@ per core, as the service defaults). Medians over the rounds.
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,32 +25,6 @@ from nmt.data import read_lines
 
 TARGET = 0.30
 SENTENCES = 20
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start(model: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    port = _port()
-    command = [sys.executable, "-m", "nmt", "serve", "--models", str(model), "--port", str(port)]
-    env = {**os.environ, "NMT_MAX_CHARS": "20000"}
-    process = subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"nmt serve exited:\n{log.read_text()[-2000:]}")
-        try:
-            if httpx.get(url + "/ready", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    process.kill()
-    raise SystemExit("nmt serve did not get ready")
 
 
 def timed_stream(client: httpx.Client, payload: dict) -> tuple[float, float, int]:
@@ -98,7 +68,9 @@ def main() -> None:
     texts = [" ".join(lines[i * SENTENCES : (i + 1) * SENTENCES]) for i in range(2 * args.rounds + 1)]
     src, tgt = "en", "de"
     with tempfile.TemporaryDirectory() as folder:
-        process, url = start(args.model, Path(folder) / "serve.log")
+        process, url = harness.start_service(
+            args.model, Path(folder) / "serve.log", {"NMT_MAX_CHARS": "20000"}
+        )
         try:
             with httpx.Client(base_url=url, timeout=300) as client:
                 timed_whole(client, {"source": src, "target": tgt, "text": texts[-1]})  # warm up

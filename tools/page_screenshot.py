@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.harness import start_service  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -54,32 +53,6 @@ def chromium(profile: Path, width: int = 1280, height: int = 800):
     return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _serve(models: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    command = [sys.executable, "-m", "nmt", "serve", "--models", str(models), "--port", str(port)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"nmt serve exited {process.returncode}:\n{log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url + "/ready", timeout=1) as response:
-                if response.status == 200:
-                    return process, url
-        except OSError:
-            time.sleep(0.3)
-    process.kill()
-    raise SystemExit(f"nmt serve did not get ready:\n{log.read_text()[-2000:]}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=Path, default=Path("models"))
@@ -91,7 +64,7 @@ def main() -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     work = Path(tempfile.mkdtemp(prefix="nmt-page-"))
-    process, url = _serve(args.models, work / "serve.log")
+    process, url = start_service(args.models, work / "serve.log", {"OMP_NUM_THREADS": "1"})
     driver = None
     try:
         driver = chromium(work / "profile", 1280, 720)
