@@ -126,6 +126,12 @@ class Bundle:
             return recorded if self.translates(direction) else {}
         return recorded.get(str(direction)) or {}
 
+    @property
+    def teacher(self) -> dict[str, Any] | None:
+        """The teacher a distilled bundle was trained from (name, version, scores), else None."""
+        distilled = self.meta.get("distilled")
+        return distilled["teacher"] if distilled else None
+
     def load_model(self, device: str | torch.device = "cpu") -> Seq2SeqModel:
         """Build the model, load its weights (in fp32) and put it in eval mode on `device`."""
         model = build_model(self.model_config, self.src_tokenizer.vocab_size, self.tgt_tokenizer.vocab_size)
@@ -310,8 +316,20 @@ def _read_meta(meta_file: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         ) from None
     if missing_key:
         raise BundleError(f"{meta_file}: missing key {missing_key!r}")
+    _check_teacher(meta, meta_file)
     _directions(meta, meta_file)
     return meta, named
+
+
+def _check_teacher(meta: dict[str, Any], meta_file: Path) -> None:
+    """A distilled (student) bundle must name its teacher: BundleError otherwise."""
+    if "distilled" not in meta:
+        return
+    teacher = meta["distilled"].get("teacher") if isinstance(meta["distilled"], dict) else None
+    if not isinstance(teacher, dict) or not all(isinstance(teacher.get(k), str) for k in ("name", "version")):
+        raise BundleError(
+            f"{meta_file}: a distilled bundle must name its teacher (distilled.teacher.name and .version)"
+        )
 
 
 def record_scores(

@@ -116,6 +116,18 @@ def cmd_translate(args) -> None:
         out.flush()
 
 
+def cmd_distill(args) -> None:
+    from nmt.bundle import load_bundle
+    from nmt.distill import sidecar, write_targets
+
+    translator, search, direction = _translator(args)
+    src, out = Path(args.src), Path(args.out)
+    if not src.is_file():
+        raise NmtError(f"--src: {src} is not a file")
+    lines = write_targets(translator, load_bundle(args.model), src, out, search, direction)
+    print(f"{lines:,} translations in {out}, described in {sidecar(out)}")
+
+
 def cmd_attention(args) -> None:
     from nmt.errors import NoAttention
     from nmt.heatmap import draw_attention
@@ -284,9 +296,8 @@ def cmd_prepare(args) -> None:
     recipe = load_recipe(args.config, args.set or [])
     run = RunDir(recipe.train.out_dir)
     folder = run.prepared(recipe)
-    own = run.tokenizer_files(recipe)  # a run that has begun keeps its tokenizer
-    have = all(path.is_file() for path in own)
-    ensure_prepared(recipe, folder, own if have else None, recipe.data.prepared is not None, args.workers)
+    given = run.given_tokenizers(recipe)  # a run that has begun keeps its tokenizer
+    ensure_prepared(recipe, folder, given, recipe.data.prepared is not None, args.workers)
     manifest = read_manifest(folder)
     assert manifest is not None  # ensure_prepared wrote it
     for line in report_lines(manifest):
@@ -375,6 +386,18 @@ def build_parser() -> argparse.ArgumentParser:
         "target word, words split at spaces) to each line; models with attention only",
     )
     p.set_defaults(handler=cmd_translate)
+
+    p = commands.add_parser(
+        "distill",
+        help="translate training sources with a teacher, for a distilled student",
+        description="Write a teacher bundle's translations of a training source file, with a "
+        "description beside them (OUT.teacher.json) that a recipe's `distill: {teacher: ...}` checks: "
+        "sequence-level knowledge distillation (Kim & Rush 2016).",
+    )
+    _add_decoding(p)
+    p.add_argument("--src", required=True, help="training source file (plain or .gz), one sentence a line")
+    p.add_argument("--out", required=True, help="file to write the teacher's translations to")
+    p.set_defaults(handler=cmd_distill)
 
     p = commands.add_parser(
         "calibrate",

@@ -195,6 +195,15 @@ class TokenizerConfig(_Section):
     sample_sentences: int = Field(
         500_000, ge=1, description="train on a uniform sample of at most this many sentences"
     )
+    model: Path | None = Field(
+        None, description="use this SentencePiece model file (joint) instead of training one"
+    )
+
+    @model_validator(mode="after")
+    def _given_model_is_joint(self) -> TokenizerConfig:
+        if self.model is not None and not self.joint:
+            raise ValueError("model: a given SentencePiece model is one joint tokenizer (joint: true)")
+        return self
 
 
 class _RNNBase(_Section):
@@ -412,6 +421,17 @@ class TrainConfig(_Section):
     log_every_steps: int = Field(50, ge=1)
     eval_max_sentences: int = Field(0, ge=0, description="validate BLEU on the first N pairs; 0 = all")
     eval_batch_size: int = Field(64, ge=1)
+    init_from: Path | None = Field(
+        None, description="a bundle whose weights start a new run (same model shapes and tokenizer)"
+    )
+
+
+class DistillConfig(_Section):
+    """Sequence-level knowledge distillation (Kim & Rush 2016): the training targets are the
+    `teacher` bundle's translations of the training sources, written by `nmt distill`, which
+    leaves a `<targets>.teacher.json` beside them; the student's bundle records its teacher."""
+
+    teacher: Path
 
 
 class Recipe(_Section):
@@ -421,6 +441,7 @@ class Recipe(_Section):
     model: ModelConfig
     train: TrainConfig
     search: SearchConfig = SearchConfig()
+    distill: DistillConfig | None = None
 
     @model_validator(mode="after")
     def _shared_needs_joint(self) -> Recipe:

@@ -100,6 +100,15 @@ class RunDir:
         src, tgt = tokenizer_names(recipe)
         return self.path / src, self.path / tgt
 
+    def given_tokenizers(self, recipe: Recipe) -> tuple[Path, Path] | None:
+        """The tokenizer files data preparation must use: the run's own once it has them (a run
+        keeps its tokenizer), else the recipe's `tokenizer.model`; None: train one."""
+        own = self.tokenizer_files(recipe)
+        if all(path.is_file() for path in own):
+            return own
+        given = recipe.tokenizer.model
+        return (given, given) if given is not None else None
+
     def load_tokenizers(self, recipe: Recipe) -> tuple[Tokenizer, Tokenizer]:
         src, tgt = self.tokenizer_files(recipe)
         return Tokenizer.load(src), Tokenizer.load(tgt)

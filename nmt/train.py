@@ -29,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from nmt import distributed
+from nmt.bundle import load_bundle
 from nmt.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -39,12 +40,14 @@ from nmt.checkpoint import (
 from nmt.config import Recipe
 from nmt.data import Batch, shard
 from nmt.dataset import PreparedData, ValidSet, ensure_prepared, open_prepared
+from nmt.distill import check_targets
 from nmt.errors import NmtError
 from nmt.metrics import bleu_only
 from nmt.models import Seq2SeqModel, build_model
 from nmt.optim import build_optimizer, build_scheduler, label_smoothed_loss
 from nmt.run import RunDir
 from nmt.runlog import plot_metrics
+from nmt.tokenizer import file_sha256
 from nmt.translator import Translator
 
 log = logging.getLogger("nmt.train")
@@ -111,7 +114,10 @@ def prepare_data(recipe: Recipe, run: RunDir, ctx: distributed.Context) -> Prepa
     own = run.tokenizer_files(recipe)
     if ctx.is_main:
         have = all(path.is_file() for path in own)
-        ensure_prepared(recipe, folder, own if have else None, explicit=recipe.data.prepared is not None)
+        given = run.given_tokenizers(recipe)
+        if recipe.tokenizer.model is not None and not recipe.tokenizer.model.is_file():
+            raise NmtError(f"tokenizer.model: {recipe.tokenizer.model} is not a file")
+        ensure_prepared(recipe, folder, given, explicit=recipe.data.prepared is not None)
         if not have:
             for path in own:
                 shutil.copyfile(folder / path.name, path)
@@ -122,6 +128,28 @@ def prepare_data(recipe: Recipe, run: RunDir, ctx: distributed.Context) -> Prepa
         for corpus, size in zip(data.train.corpora, sizes, strict=True):
             log.info("train %s: %d pairs kept, %d drawn per epoch", corpus.name, len(corpus.kept), size)
     return data
+
+
+def initial_weights(recipe: Recipe) -> dict[str, torch.Tensor]:
+    """`train.init_from`'s weights for a new run, checked before any data is prepared: NmtError in
+    one line unless the recipe uses the bundle's tokenizer (`tokenizer.model`) and its model has
+    the same shapes."""
+    path = recipe.train.init_from
+    assert path is not None
+    bundle = load_bundle(path)
+    given, theirs = recipe.tokenizer.model, bundle.tgt_tokenizer.path
+    if given is None or not given.is_file() or file_sha256(given) != file_sha256(theirs):
+        raise NmtError(f"train.init_from: the run must use {path}'s tokenizer; set tokenizer.model: {theirs}")
+    weights = bundle.load_model().state_dict()
+    try:
+        build_model(
+            recipe.model, bundle.src_tokenizer.vocab_size, bundle.tgt_tokenizer.vocab_size
+        ).load_state_dict(weights)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[-1].strip()
+        raise NmtError(f"train.init_from: {path} does not fit the recipe's model ({first})") from None
+    log.info("weights initialised from %s (%s)", bundle.name, bundle.version)
+    return weights
 
 
 def _autocast(recipe: Recipe, device: torch.device):
@@ -226,10 +254,14 @@ class Trainer:
         if self.ctx.is_main:
             self.run.save_recipe(recipe)
         torch.manual_seed(self.cfg.seed)
+        self.distilled = check_targets(recipe) if recipe.distill else None
+        initial = initial_weights(recipe) if self.cfg.init_from is not None and not found else None
         self.data = prepare_data(recipe, self.run, self.ctx)
         self.core = build_model(
             recipe.model, self.data.src_tokenizer.vocab_size, self.data.tgt_tokenizer.vocab_size
         )
+        if initial is not None:
+            self.core.load_state_dict(initial)
         self.core.to(self.ctx.device)
         self.model = DistributedDataParallel(self.core) if self.ctx.distributed else self.core
         self.optimizer = build_optimizer(self.core, self.cfg)
@@ -466,6 +498,10 @@ class Trainer:
             },
             "scores": self._bundle_scores(best[-1] if best else {}),
         }
+        if self.cfg.init_from is not None:
+            meta["training"]["init_from"] = str(self.cfg.init_from)
+        if self.distilled is not None:
+            meta["distilled"] = self.distilled
         path = self.run.write_bundle(state["model"], self.recipe, meta)
         log.info("bundle written to %s", path)
         return path
