@@ -594,7 +594,7 @@ def cmd_serve(args) -> None:
 
     if args.models:
         os.environ["NMT_MODELS_DIR"] = args.models  # the workers read their settings from the environment
-    from serving.registry import bundle_folders
+    from serving.registry import check_engines
     from serving.settings import Settings
 
     try:
@@ -603,7 +603,8 @@ def cmd_serve(args) -> None:
         first = error.errors()[0]
         name = "NMT_" + "_".join(str(part) for part in first["loc"][:1]).upper()
         raise NmtError(f"{name}: {first['msg']}") from None
-    bundle_folders(settings.models_dir)  # a missing or empty models folder fails here, in one line
+    # a missing or empty models folder, or an engine that cannot run a bundle, fails here in one line
+    check_engines(settings)
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         import tempfile
 

@@ -265,15 +265,8 @@ def _with_aligner(
     engine = next((e for e in ATTENDING if unavailable(bundle, e, device) is None), None)
     if engine is None:
         return translator
-    if engine == "onnx":
-        try:  # written now, not on the first request that needs it
-            from nmt.backends.onnx import read_export
-            from nmt.onnx_format import EXPORT_DIR
-
-            if read_export(bundle.path / EXPORT_DIR).get("version") != bundle.version:
-                export(bundle, engine)
-        except BundleError:
-            export(bundle, engine)
+    if engine == "onnx" and not _onnx_export_current(bundle):
+        export(bundle, engine)  # written now, not on the first request that needs it
 
     def make() -> Translator:
         log.info("%s: alignments asked for; loading it on %s for them", bundle.name, engine)
@@ -282,6 +275,21 @@ def _with_aligner(
     translator.aligner_engine = engine
     translator.make_aligner = make
     return translator
+
+
+def _onnx_export_current(bundle: Bundle) -> bool:
+    """Whether BUNDLE/onnx/ is an export of this format and bundle version (its sessions are
+    not made: the aligner makes them when first needed)."""
+    from nmt.backends.onnx import read_export
+    from nmt.onnx_format import EXPORT_DIR, EXPORT_FILE
+
+    folder = bundle.path / EXPORT_DIR
+    if not (folder / EXPORT_FILE).is_file():
+        return False
+    try:
+        return read_export(folder).get("version") == bundle.version
+    except BundleError:
+        return False
 
 
 def measure_speeds(

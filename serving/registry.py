@@ -24,7 +24,7 @@ import torch
 
 from nmt.bundle import BUNDLE_FILE, Bundle, bundle_name, load_bundle
 from nmt.config import SearchConfig
-from nmt.engines import Choice, check_engine, choose, open_translator, speed_record
+from nmt.engines import Choice, available, check_engine, choose, open_translator, speed_record
 from nmt.errors import BundleError, NmtError
 from nmt.languages import Direction
 from nmt.translator import Translation, Translator
@@ -122,6 +122,21 @@ def bundle_folders(models_dir: Path) -> list[Path]:
             )
         named[name] = folder
     return folders
+
+
+def check_engines(settings: Settings) -> None:
+    """NmtError, one line naming the bundle, where NMT_BACKEND cannot run one of the bundles
+    (an explicit engine that cannot run it, or `auto` with none that can): `nmt serve` checks
+    this before it starts the server, so the mistake is not a start-up traceback."""
+    for folder in bundle_folders(settings.models_dir):
+        bundle = load_bundle(folder, verify=False)  # the workers verify it as they load it
+        try:
+            if settings.backend != "auto":
+                check_engine(bundle, settings.backend, settings.device)
+            elif not available(bundle, settings.device):
+                choose(bundle, settings.device)  # raises, naming every engine's reason
+        except BundleError as error:
+            raise NmtError(f"NMT_BACKEND={settings.backend}: {error}") from None
 
 
 def _choice(bundle: Bundle, settings: Settings) -> Choice:
