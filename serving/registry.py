@@ -162,7 +162,7 @@ def _translator(bundle: Bundle, settings: Settings, choice: Choice | None = None
         bundle,
         choice.engine,
         settings.device,
-        threads=None,  # PyTorch's count, which the service sets to its decode threads
+        threads=settings.decode_threads,
         replicas=settings.slots,
         batch_size=settings.batch_max_sentences,
         batch_tokens=1 << 30,

@@ -43,8 +43,10 @@ class CTranslate2Model:
     decodes at once (CTranslate2's inter_threads: one worker serves one call at a time, so a
     service decoding in several threads at once needs as many).
 
-    It gives no attention (`attends`): CTranslate2 could return one head's, but not the heads
-    averaged that the other backends give, so alignments need the torch or onnx backend."""
+    It gives no attention (`attends`): the export selects one head for CTranslate2's
+    return_attention, not the alignment layer's heads averaged that the other backends give (see
+    docs/service.md); a translator from `nmt.engines.open_translator` hands requests for
+    alignments to ONNX Runtime."""
 
     attends = False
 
