@@ -150,7 +150,9 @@ def _choice(bundle: Bundle, settings: Settings) -> Choice:
         check_engine(bundle, settings.backend, settings.device)
     except BundleError as error:
         raise NmtError(f"NMT_BACKEND={settings.backend}: {error}") from None
-    return Choice(settings.backend, "NMT_BACKEND", speed_record(bundle, settings.device, threads))
+    return Choice(
+        settings.backend, f"NMT_BACKEND={settings.backend}", speed_record(bundle, settings.device, threads)
+    )
 
 
 def _translator(bundle: Bundle, settings: Settings, choice: Choice | None = None) -> Translator:
