@@ -522,7 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure each engine's decoding speed on a bundle",
         description="Decode a sample with each engine that can run the bundle here (PyTorch, ONNX "
         "Runtime, CTranslate2), in alternating order, and print sentences/s; --record stores them in "
-        "the bundle's bundle.json, where the service's NMT_BACKEND=auto reads them.",
+        "the bundle's bundle.json, where the service's NMT_BACKEND=auto reads them. Exports the bundle "
+        "lacks (or has of another version) are written into it first, as the service does.",
     )
     p.add_argument("--model", required=True, help="model bundle folder")
     p.add_argument(

@@ -61,7 +61,7 @@ def device_name(device: str | torch.device = "cpu") -> str:
     "cuda: <GPU name>"."""
     device = torch.device(device)
     if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
+        return f"cuda: {torch.cuda.get_device_name(device) if torch.cuda.is_available() else 'unknown'}"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
