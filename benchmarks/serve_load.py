@@ -905,7 +905,12 @@ def parse_args() -> argparse.Namespace:
         default=ROOT / "models" / "transformer-en-de",
         help="bundle (default: %(default)s)",
     )
-    add("--backend", choices=["onnx", "torch"], default="onnx", help="NMT_BACKEND (default: %(default)s)")
+    add(
+        "--backend",
+        choices=["onnx", "torch", "ctranslate2", "auto"],
+        default="onnx",
+        help="NMT_BACKEND (default: %(default)s)",
+    )
     add("--src", type=Path, default=default_src(), help="English test sentences (default: %(default)s)")
     add("--phases", default=",".join(PHASES), help="comma-separated, of %(default)s (default: all)")
     add(

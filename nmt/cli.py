@@ -7,8 +7,11 @@
     nmt evaluate --model BUNDLE --src FILE --ref FILE [--json] [--record TEST_SET]
     nmt calibrate --model BUNDLE --src FILE --ref FILE         (the confidence map, into bundle.json)
     nmt attention --model BUNDLE --text TEXT --out FILE.png                  (the attention heatmap)
-        all three take [--backend torch|onnx|ctranslate2]; the last two run the export `nmt export` made;
+        all three take [--backend torch|onnx|ctranslate2|auto]; onnx and ctranslate2 run the export
+        `nmt export` made, auto the engine the bundle's speed record names (see nmt/engines.py);
         and [--source LANG --target LANG], needed where the bundle translates several directions
+    nmt bench --model BUNDLE --src FILE [--lines 200] [--threads N] [--engines E ...] [--record]
+        (sentences/s of each engine that can run it here, beam 5, batch 32; --record: into bundle.json)
     nmt export --model BUNDLE --format onnx [--quantize int8]                       (-> BUNDLE/onnx/)
     nmt export --model BUNDLE --format ctranslate2 [--quantize int8]         (Transformer -> BUNDLE/ct2/)
     nmt compare [--models BUNDLE...] [--hyps NAME=FILE...] --src FILE --ref FILE [--baseline NAME]
@@ -267,6 +270,58 @@ def cmd_average(args) -> None:
     print(run.write_bundle(average_state_dicts(paths), recipe, meta, Path(args.out), dtype=args.dtype))
 
 
+def cmd_bench(args) -> None:
+    import torch
+
+    from nmt.bundle import load_bundle
+    from nmt.data import read_lines
+    from nmt.engines import ENGINES, available, measure_speeds, record_speed, speed_entry, unavailable
+
+    bundle = load_bundle(args.model)
+    device = _device(args.device)
+    if args.engines:
+        for engine in args.engines:
+            reason = unavailable(bundle, engine, device)
+            if reason is not None:
+                raise NmtError(f"--engines {engine}: it cannot run {bundle.name} here: {reason}")
+        engines = list(dict.fromkeys(args.engines))
+    else:
+        engines = available(bundle, device)
+    for name, value in (("--lines", args.lines), ("--threads", args.threads), ("--rounds", args.rounds)):
+        if value is not None and value < 1:
+            raise NmtError(f"{name} must be at least 1, not {value}")
+    texts = [line for line in read_lines(args.src) if line.strip()][: args.lines]
+    if not texts:
+        raise NmtError(f"--src {args.src}: no sentences in it")
+    threads = args.threads or torch.get_num_threads()
+    speeds = measure_speeds(
+        bundle, texts, engines, device, threads, args.beam_size, args.batch_size, args.rounds
+    )
+    sample = {
+        "src": Path(args.src).name,
+        "sentences": len(texts),
+        "beam_size": args.beam_size,
+        "batch_size": args.batch_size,
+        "rounds": args.rounds,
+    }
+    entry = speed_entry(bundle, speeds, device, threads, sample)
+    fastest = max(speeds, key=lambda e: speeds[e])
+    print(
+        f"{bundle.name} ({bundle.version}) on {entry['device']}, {threads} threads, {len(texts)} sentences, "
+        f"beam {args.beam_size}, batch {args.batch_size}"
+    )
+    for engine in sorted(speeds, key=lambda e: -speeds[e]):
+        print(
+            f"  {engine:12s} {speeds[engine]:8.2f} sentences/s  {speeds[engine] / speeds[fastest]:.2f}x the fastest"
+        )
+    skipped = [e for e in ENGINES if e not in speeds]
+    for engine in skipped:
+        print(f"  {engine:12s} not measured: {unavailable(bundle, engine, device) or 'not asked for'}")
+    if args.record:
+        record_speed(bundle, entry)
+        print(f'recorded in {bundle.path / "bundle.json"} under "speed"')
+
+
 def cmd_export(args) -> None:
     from nmt.bundle import load_bundle
 
@@ -317,10 +372,11 @@ def _add_decoding(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument(
         "--backend",
-        choices=["torch", "onnx", "ctranslate2"],
+        choices=["torch", "onnx", "ctranslate2", "auto"],
         default="torch",
         help="run the model with PyTorch, or on its export (made by nmt export): ONNX Runtime, or "
-        "CTranslate2 (Transformers only)",
+        "CTranslate2 (Transformers only); auto: the fastest in the bundle's speed record for this "
+        "device (nmt bench --record), its export made where missing",
     )
     parser.add_argument(
         "--source", metavar="LANG", help="source language (needed where the bundle has several directions)"
@@ -485,6 +541,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_compare)
 
     p = commands.add_parser(
+        "bench",
+        help="measure each engine's decoding speed on a bundle",
+        description="Decode a sample with each engine that can run the bundle here (PyTorch, ONNX "
+        "Runtime, CTranslate2), in alternating order, and print sentences/s; --record stores them in "
+        "the bundle's bundle.json, where the service's NMT_BACKEND=auto reads them. Exports the bundle "
+        "lacks (or has of another version) are written into it first, as the service does.",
+    )
+    p.add_argument("--model", required=True, help="model bundle folder")
+    p.add_argument(
+        "--src", required=True, help="source sentences (plain or .gz), e.g. test_2016_flickr.en.gz"
+    )
+    p.add_argument("--lines", type=int, default=200, help="its first N lines are the sample (default 200)")
+    p.add_argument("--threads", type=int, help="intra-op threads (default: PyTorch's count)")
+    p.add_argument("--beam-size", type=int, default=5, help="beam size (default 5)")
+    p.add_argument("--batch-size", type=int, default=32, help="sentences per batch (default 32)")
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds per engine, median kept (default 3)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument(
+        "--engines", nargs="+", choices=["torch", "onnx", "ctranslate2"], help="default: all that can run it"
+    )
+    p.add_argument("--record", action="store_true", help="store the speeds in the bundle's bundle.json")
+    p.set_defaults(handler=cmd_bench)
+
+    p = commands.add_parser(
         "export",
         help="export a bundle for another runtime",
         description="Export a bundle for another runtime, into the bundle folder: its encoder and "
@@ -538,7 +618,7 @@ def cmd_serve(args) -> None:
 
     if args.models:
         os.environ["NMT_MODELS_DIR"] = args.models  # the workers read their settings from the environment
-    from serving.registry import bundle_folders
+    from serving.registry import check_engines
     from serving.settings import Settings
 
     try:
@@ -547,7 +627,8 @@ def cmd_serve(args) -> None:
         first = error.errors()[0]
         name = "NMT_" + "_".join(str(part) for part in first["loc"][:1]).upper()
         raise NmtError(f"{name}: {first['msg']}") from None
-    bundle_folders(settings.models_dir)  # a missing or empty models folder fails here, in one line
+    # a missing or empty models folder, or an engine that cannot run a bundle, fails here in one line
+    check_engines(settings)
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         import tempfile
 

@@ -18,8 +18,9 @@ column out.
 from __future__ import annotations
 
 import logging
+import threading
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
@@ -109,6 +110,12 @@ class Translator:
         self.max_len_cap = max_len_cap
         self.no_attention = no_attention  # what asking a translator without attention for it says
         self.language_ids = dict(language_ids or {})  # target language -> its token's id
+        # a model without attention (CTranslate2) may hand requests for alignments to a second
+        # translator on an engine with attention, made when first needed (`nmt.engines`)
+        self.make_aligner: Callable[[], Translator] | None = None
+        self.aligner_engine: str | None = None
+        self._aligner: Translator | None = None
+        self._aligner_lock = threading.Lock()
 
     @classmethod
     def from_bundle(
@@ -122,7 +129,16 @@ class Translator:
         """A translator on the bundle's PyTorch model, or on one of its exports: backend "onnx"
         (ONNX Runtime on BUNDLE/onnx/) or "ctranslate2" (CTranslate2 on BUNDLE/ct2/, Transformers
         only). `engine` options go to the backend (`OnnxModel`: threads, optimization, spinning;
-        `CTranslate2Model`: compute_type, threads); the other keyword arguments to `Translator`."""
+        `CTranslate2Model`: compute_type, threads, replicas); the other keyword arguments to
+        `Translator`. Backend "auto": the engine `nmt.engines.choose` picks for this device (its
+        export made where missing), with `engine`'s threads."""
+        if backend == "auto":
+            from nmt.engines import choose, open_translator
+
+            threads = (engine or {}).get("threads") or torch.get_num_threads()
+            choice = choose(bundle, device, threads)
+            log.info("%s: on %s (%s)", bundle.name, choice.engine, choice.reason)
+            return open_translator(bundle, choice.engine, device, threads, **kwargs)
         model: Seq2Seq | SearchEngine
         no_attention = f"{bundle.name} is a model without attention ({bundle.model_config.architecture})"
         if backend == "onnx":
@@ -158,8 +174,19 @@ class Translator:
 
     @property
     def attends(self) -> bool:
-        """Whether it can give attention and alignments (`translate(..., alignments=True)`)."""
-        return self.model.attends
+        """Whether it can give attention and alignments (`translate(..., alignments=True)`): its
+        model, or the aligner it would make for them."""
+        return self.model.attends or self.make_aligner is not None
+
+    def aligner(self) -> Translator:
+        """The translator that gives this one's alignments: itself where its model attends, else
+        the one `make_aligner` makes (once)."""
+        if self.model.attends or self.make_aligner is None:
+            return self
+        with self._aligner_lock:  # two decode slots may ask at once
+            if self._aligner is None:
+                self._aligner = self.make_aligner()
+            return self._aligner
 
     @property
     def max_source_tokens(self) -> int | None:
@@ -202,6 +229,8 @@ class Translator:
         search = search or self.search
         if alignments and not self.attends:
             raise NoAttention(self.no_attention)
+        if alignments and not self.model.attends:  # its aligner decodes them (its own search)
+            return self.aligner().translate_ids(ids, search, alignments)
         ids = list(ids)
         if self.max_len_cap is not None:  # the model has no positions beyond its cap (EOS included)
             for i, seq in enumerate(ids):

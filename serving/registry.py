@@ -24,6 +24,7 @@ import torch
 
 from nmt.bundle import BUNDLE_FILE, Bundle, bundle_name, load_bundle
 from nmt.config import SearchConfig
+from nmt.engines import Choice, available, check_engine, choose, open_translator, speed_record
 from nmt.errors import BundleError, NmtError
 from nmt.languages import Direction
 from nmt.translator import Translation, Translator
@@ -51,7 +52,7 @@ class ModelEntry:
     bundle: Bundle
     translator: Translator
     batcher: MicroBatcher
-    backend: str
+    choice: Choice  # the engine that serves it, and why
     direction: Direction
 
     @property
@@ -61,6 +62,10 @@ class ModelEntry:
     @property
     def version(self) -> str:
         return self.bundle.version
+
+    @property
+    def backend(self) -> str:
+        return self.choice.engine
 
     @property
     def pair(self) -> str:
@@ -88,6 +93,9 @@ class ModelEntry:
             "language_tokens": self.bundle.language_tokens,
             "parameters": meta.get("parameters"),
             "backend": self.backend,
+            "backend_reason": self.choice.reason,
+            "speed": self.choice.record,  # sentences/s per engine measured on this device, or null
+            "alignment_backend": self.translator.aligner_engine,  # where alignments decode, if elsewhere
             "device": str(self.translator.device),
             "search": self.bundle.search.model_dump(),
             "alignment": self.translator.attends,  # whether return_alignment is available
@@ -116,35 +124,56 @@ def bundle_folders(models_dir: Path) -> list[Path]:
     return folders
 
 
-def _translator(bundle: Bundle, settings: Settings) -> Translator:
-    """The bundle's translator on the configured backend; an ONNX export that is missing, from
-    another bundle version or without the attention its model has (made before alignments) is
-    (re)made first, so a retrained bundle dropped in models/ just works."""
-    kwargs: dict[str, Any] = {"batch_size": settings.batch_max_sentences, "batch_tokens": 1 << 30}
-    if settings.backend == "torch":
-        return Translator.from_bundle(bundle, settings.device, "torch", **kwargs)
+def check_engines(settings: Settings) -> None:
+    """NmtError, one line naming the bundle, where NMT_BACKEND cannot run one of the bundles
+    (an explicit engine that cannot run it, or `auto` with none that can): `nmt serve` checks
+    this before it starts the server, so the mistake is not a start-up traceback."""
+    for folder in bundle_folders(settings.models_dir):
+        bundle = load_bundle(folder, verify=False)  # the workers verify it as they load it
+        try:
+            if settings.backend != "auto":
+                check_engine(bundle, settings.backend, settings.device)
+            elif not available(bundle, settings.device):
+                choose(bundle, settings.device)  # raises, naming every engine's reason
+        except BundleError as error:
+            raise NmtError(f"NMT_BACKEND={settings.backend}: {error}") from None
+
+
+def _choice(bundle: Bundle, settings: Settings) -> Choice:
+    """The engine that serves the bundle: NMT_BACKEND, or with `auto` the fastest recorded for
+    this device (`nmt.engines.choose`). NmtError, one line naming the bundle, when the engine
+    cannot run it."""
+    threads = settings.decode_threads
     try:
-        translator = Translator.from_bundle(bundle, settings.device, "onnx", **kwargs)
-        if translator.attends or not bundle.model_config.attends:
-            return translator
-        log.warning("%s: its ONNX export has no attention output; exporting it again", bundle.path)
+        if settings.backend == "auto":
+            return choose(bundle, settings.device, threads)
+        check_engine(bundle, settings.backend, settings.device)
     except BundleError as error:
-        log.warning("%s; exporting it now", error)
-    from nmt.export.onnx import export_onnx
-
-    try:
-        export_onnx(bundle)
-    except OSError as error:
-        raise NmtError(
-            f"{bundle.path}: no usable ONNX export and none can be written ({error.strerror}); "
-            f"run `nmt export --model {bundle.path} --format onnx` or set NMT_BACKEND=torch"
-        ) from None
-    return Translator.from_bundle(bundle, settings.device, "onnx", **kwargs)
+        raise NmtError(f"NMT_BACKEND={settings.backend}: {error}") from None
+    return Choice(
+        settings.backend, f"NMT_BACKEND={settings.backend}", speed_record(bundle, settings.device, threads)
+    )
 
 
-def _decode_fn(translator: Translator, settings: Settings):
+def _translator(bundle: Bundle, settings: Settings, choice: Choice | None = None) -> Translator:
+    """The bundle's translator on the chosen engine; an export that is missing, from another
+    bundle version or without the attention its model has (made before alignments) is (re)made
+    first, so a retrained bundle dropped in models/ just works (`nmt.engines.open_translator`)."""
+    choice = choice or _choice(bundle, settings)
+    return open_translator(
+        bundle,
+        choice.engine,
+        settings.device,
+        threads=settings.decode_threads,
+        replicas=settings.slots,
+        batch_size=settings.batch_max_sentences,
+        batch_tokens=1 << 30,
+    )
+
+
+def _decode_fn(translator: Translator, settings: Settings, engine: str):
     """The batcher's decode call; on CUDA the PyTorch model runs under fp16 autocast."""
-    autocast = settings.device == "cuda" and settings.backend == "torch"
+    autocast = settings.device == "cuda" and engine == "torch"
 
     def decode(ids: list[list[int]], search: SearchConfig, alignments: bool) -> list[list[Translation]]:
         context = torch.autocast("cuda", dtype=torch.float16) if autocast else nullcontext()
@@ -186,9 +215,11 @@ class Registry:
         entries = []
         for folder in bundle_folders(settings.models_dir):  # names checked unique there
             bundle = load_bundle(folder)
-            translator = _translator(bundle, settings)
+            choice = _choice(bundle, settings)
+            log.info("%s: served on %s (%s)", bundle.name, choice.engine, choice.reason)
+            translator = _translator(bundle, settings, choice)
             batcher = MicroBatcher(
-                _decode_fn(translator, settings),
+                _decode_fn(translator, settings, choice.engine),
                 executor,
                 max_sentences=settings.batch_max_sentences,
                 max_tokens=settings.batch_max_tokens,
@@ -197,8 +228,8 @@ class Registry:
                 on_batch=batch_observer(bundle.name) if batch_observer else None,
                 slots=settings.slots,
             )
-            entries.append(ModelEntry(bundle, translator, batcher, settings.backend, bundle.directions[0]))
-            log.info("loaded %s (%s, %s) from %s", bundle.name, bundle.version, settings.backend, folder)
+            entries.append(ModelEntry(bundle, translator, batcher, choice, bundle.directions[0]))
+            log.info("loaded %s (%s, %s) from %s", bundle.name, bundle.version, choice.engine, folder)
         return cls(entries, settings.ab_split)
 
     def languages(self) -> dict[str, list[str]]:

@@ -26,7 +26,11 @@ class Settings(BaseSettings):
 
     # models and how they run
     models_dir: Path = Path("models")
-    backend: Literal["onnx", "torch"] = "onnx"
+    backend: Literal["auto", "onnx", "torch", "ctranslate2"] = Field(
+        "auto",
+        description="engine of every bundle; auto = the fastest in the bundle's speed record for this "
+        "device (nmt bench --record), else ONNX Runtime (see nmt/engines.py)",
+    )
     device: Literal["cpu", "cuda"] = "cpu"
     threads: int = Field(0, ge=0, description="intra-op threads per decode; 0 = cores / decode slots")
 

@@ -5,7 +5,8 @@ Unlike the other backends it does not offer the `encode` / `decode_step` seam: C
 the whole search in C++. `CTranslate2Model.beam_search` takes the same batch as
 `nmt.search.beam_search` and returns the same n-best lists, so `Translator` uses either. The two
 searches differ, so outputs may differ even on identical weights:
-- length normalisation: CTranslate2 divides by length ** alpha, ours by the GNMT ((5 + |y|) / 6) ** alpha;
+- length normalisation: CTranslate2 ranks by log p / length ** alpha, ours by the GNMT
+  ((5 + |y|) / 6) ** alpha (the scores it gives back are ours, of its hypotheses);
 - stopping: CTranslate2 ends a sentence once beam_size hypotheses have finished (patience 1),
   ours once its n best can no longer change;
 - the length limit is one per batch (the longest of a * source + b), not one per sentence.
@@ -26,7 +27,7 @@ from nmt.bundle import Bundle, bundle_folder
 from nmt.config import SearchConfig
 from nmt.ct2_format import EXPORT_DIR, EXPORT_FILE
 from nmt.errors import BundleError
-from nmt.search import BANNED_IDS, Hypothesis, max_lengths
+from nmt.search import BANNED_IDS, Hypothesis, length_penalty, max_lengths
 from nmt.specials import EOS_ID, PAD_ID
 
 
@@ -38,10 +39,14 @@ class CTranslate2Model:
     """A `ctranslate2.Translator` on an export folder, searching batches of token ids.
 
     compute_type: CTranslate2's ("default": as stored; "float32", "int8", ...); threads: intra-op
-    threads (default: PyTorch's thread count, as the other backends).
+    threads (default: PyTorch's thread count, as the other backends); replicas: batches it
+    decodes at once (CTranslate2's inter_threads: one worker serves one call at a time, so a
+    service decoding in several threads at once needs as many).
 
-    It gives no attention (`attends`): CTranslate2 could return one head's, but not the heads
-    averaged that the other backends give, so alignments need the torch or onnx backend."""
+    It gives no attention (`attends`): the export selects one head for CTranslate2's
+    return_attention, not the alignment layer's heads averaged that the other backends give (see
+    docs/service.md); a translator from `nmt.engines.open_translator` hands requests for
+    alignments to ONNX Runtime."""
 
     attends = False
 
@@ -51,6 +56,7 @@ class CTranslate2Model:
         device: str | torch.device = "cpu",
         compute_type: str = "default",
         threads: int | None = None,
+        replicas: int = 1,
     ) -> None:
         import ctranslate2
 
@@ -63,7 +69,7 @@ class CTranslate2Model:
                 device_index=device.index or 0,
                 compute_type=compute_type,
                 intra_threads=threads or torch.get_num_threads(),
-                inter_threads=1,
+                inter_threads=replicas,
             )
             vocabulary = self.folder / "shared_vocabulary.json"
             if not vocabulary.is_file():
@@ -125,8 +131,14 @@ class CTranslate2Model:
             for pieces, score in zip(result.hypotheses, result.scores, strict=True):
                 tokens = [self.ids[piece] for piece in pieces]
                 tokens = [t for t in tokens if t not in (PAD_ID, EOS_ID)]
-                # CTranslate2 returns log p / length ** alpha; the length counts the EOS
+                # CTranslate2 returns log p / length ** alpha; the length counts the EOS. The score
+                # given back is ours (GNMT's penalty), as the other backends give it: confidence
+                # calibrations and cached scores mean the same whichever engine decoded
                 log_prob = score * (len(tokens) + 1) ** options.length_penalty
-                hypotheses.append(Hypothesis(tokens, score, log_prob if math.isfinite(log_prob) else score))
+                if not math.isfinite(log_prob):
+                    hypotheses.append(Hypothesis(tokens, score, score))
+                    continue
+                ours = log_prob / float(length_penalty(torch.tensor(len(tokens) + 1), options.length_penalty))
+                hypotheses.append(Hypothesis(tokens, ours, log_prob))
             nbest.append(hypotheses)
         return nbest

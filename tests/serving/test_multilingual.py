@@ -14,6 +14,7 @@ import pytest
 
 from nmt.bundle import load_bundle, record_scores
 from nmt.confidence import translate_checked
+from nmt.engines import Choice
 from nmt.languages import Direction
 from nmt.translator import Translator
 from serving.registry import ModelEntry, Registry
@@ -142,7 +143,8 @@ def _entries(folder: Path) -> list[ModelEntry]:
     entries = []
     for path in sorted(folder.iterdir()):
         bundle = load_bundle(path)
-        entries.append(ModelEntry(bundle, None, None, "torch", bundle.directions[0]))  # type: ignore[arg-type]
+        choice = Choice("torch", "routing test")
+        entries.append(ModelEntry(bundle, None, None, choice, bundle.directions[0]))  # type: ignore[arg-type]
     return entries
 
 

@@ -39,7 +39,7 @@ def test_settings_from_environment(monkeypatch):
     settings = Settings()
     assert settings.api_keys == ["a", "b", "c"]
     assert settings.ab_split == {"en-de": {"x": 70.0, "y": 30.0}}
-    assert settings.batch_max_wait_ms == 2.5 and settings.backend == "onnx" and settings.redis_url is None
+    assert settings.batch_max_wait_ms == 2.5 and settings.backend == "auto" and settings.redis_url is None
     monkeypatch.setenv("NMT_AB_SPLIT", '{"en-de": {"x": -1}}')
     with pytest.raises(ValidationError):
         Settings()
