@@ -103,7 +103,9 @@ class BeamBatch:
     follows its hypothesis like its tokens do, and the hypotheses carry it.
     """
 
-    def __init__(self, max_lens: Tensor, options: SearchConfig, attention: bool = False):
+    def __init__(
+        self, max_lens: Tensor, options: SearchConfig, attention: bool = False, drop_at_once: bool = False
+    ):
         batch, beam = max_lens.numel(), options.beam_size
         device = max_lens.device
         self.options = options
@@ -114,6 +116,7 @@ class BeamBatch:
         # (R, t, S) when tracked; its S is known at the first step
         self.attention: Tensor | None = None
         self.track_attention = attention
+        self.drop_at_once = drop_at_once  # see `_retire`
         scores = torch.full((batch, beam), -math.inf, device=device)
         scores[:, 0] = 0.0  # all beams start equal: keep one so the first step has no duplicates
         self.scores = scores  # (B, K) total log-prob
@@ -156,11 +159,11 @@ class BeamBatch:
         best first, and eos (R,) each row's EOS log-probability. The same step as `advance` on the
         full log-probabilities (without n-gram blocking, which needs them all): rows that may only
         end (finished, or at their length limit) keep one candidate, EOS."""
-        row_best, row_tokens = row_best.float().clone(), row_tokens.clone()
         finished = self.finished.view(-1)  # (R,)
         at_limit = (self.tokens.size(1) + 1 >= self.max_lens).repeat_interleave(self.beam_size)  # (R,)
         only_eos = finished | at_limit
-        if only_eos.any():
+        if only_eos.any():  # changed on copies: the engine's tensors stay as they were
+            row_best, row_tokens = row_best.float().clone(), row_tokens.clone()
             row_best[only_eos] = -math.inf
             row_best[only_eos, 0] = torch.where(finished, 0.0, eos.float())[only_eos]
             row_tokens[only_eos, 0] = EOS_ID
@@ -235,9 +238,11 @@ class BeamBatch:
 
     def _retire(self, rows: Tensor) -> tuple[Tensor, Tensor | None]:
         """Move sentences that are decided (see `_decided`) into `results`; drop their rows once
-        they are at least half the batch. Dropping copies every cache and state row, so doing it
-        for each sentence as it finishes cost more than decoding a few finished rows along
-        (a batch of mixed lengths decoded 1.17x faster, output unchanged on test_2016)."""
+        they are at least half the batch, or at once with `drop_at_once`. Dropping copies every
+        cache and state row in a PyTorch model, so doing it for each sentence as it finishes cost
+        more than decoding a few finished rows along (a batch of mixed lengths decoded 1.17x
+        faster, output unchanged on test_2016); an engine that gathers its state at every step
+        anyway (`Seq2Seq.cheap_select`) drops them at once."""
         done = self._decided()  # (B,)
         count = int(done.sum())
         if count == 0:
@@ -245,7 +250,7 @@ class BeamBatch:
         for b in done.nonzero().view(-1).tolist():
             if not self.results[int(self.sentence_ids[b])]:  # decided earlier, kept in the batch
                 self.results[int(self.sentence_ids[b])] = self._nbest(b)
-        if count * 2 < done.numel():
+        if count * 2 < done.numel() and not self.drop_at_once:
             return rows, None
         keep = (~done).nonzero().view(-1)  # (B',) active sentences that go on
         keep_rows = (keep[:, None] * self.beam_size + torch.arange(self.beam_size, device=keep.device)).view(
@@ -294,7 +299,7 @@ def beam_search(
     `nmt.models.step`). Without, no step computes or keeps any."""
     beam = options.beam_size
     memory, state = model.encode(src, src_lengths)
-    beams = BeamBatch(max_lengths(src_lengths, options, max_len_cap), options, attention)
+    beams = BeamBatch(max_lengths(src_lengths, options, max_len_cap), options, attention, model.cheap_select)
     # the first step is the same for every beam of a sentence (BOS after the same source), so it
     # runs once per sentence, its result repeated for the beams; the state is then expanded to
     # the beams by the first selection below, and so is the memory, unless the model takes it
@@ -321,11 +326,12 @@ def beam_search(
                 )
             else:
                 row_best, row_tokens, eos, state = model.decode_top_k(tokens, memory, state, beam)
-            row_best, row_tokens, eos = (
-                t.repeat_interleave(rows_per_input, dim=0) for t in (row_best, row_tokens, eos)
-            )
-            if weights is not None:
-                weights = weights.repeat_interleave(rows_per_input, dim=0)
+            if rows_per_input > 1:
+                row_best, row_tokens, eos = (
+                    t.repeat_interleave(rows_per_input, dim=0) for t in (row_best, row_tokens, eos)
+                )
+                if weights is not None:
+                    weights = weights.repeat_interleave(rows_per_input, dim=0)
             state_rows, memory_rows = beams.advance_top_k(row_best, row_tokens, eos, weights)
         if rows_per_input > 1:  # after the first step: from one row per sentence to one per beam
             state_rows = torch.div(state_rows, rows_per_input, rounding_mode="floor")

@@ -213,6 +213,9 @@ class OnnxModel:
         self.attends = ATTENTION in declared and WANT_ATTENTION in self._decoder_inputs
         self.vocab_size = self.decoder.get_outputs()[0].shape[1]
         self.memory_per_sentence = bool(self.meta.get("memory_per_sentence", False))
+        # the decoder graph gathers the state's rows at every step: fewer rows cost no copy
+        self.cheap_select = True
+        self._scalars: dict[tuple[str, int | bool], ort.OrtValue] = {}  # see `_scalar`
         self._gather = ort.InferenceSession(
             _gather_graph({key: encoder_outputs[MEMORY + key] for key in self.memory_keys}),
             session_options(threads, spinning=spinning),
@@ -249,6 +252,13 @@ class OnnxModel:
         """A torch tensor as an OrtValue on the session's device (no copy for a CPU tensor)."""
         array = tensor if isinstance(tensor, np.ndarray) else tensor.detach().cpu().contiguous().numpy()
         return ort.OrtValue.ortvalue_from_numpy(array, *self._ort_device)
+
+    def _scalar(self, value: np.generic) -> ort.OrtValue:
+        """A () value on the session's device, made once per value and kept."""
+        key = (value.dtype.str, value.item())
+        if key not in self._scalars:
+            self._scalars[key] = self._value(np.array(value))
+        return self._scalars[key]
 
     def _values(self, tensors: Mapping[str, Tensor]) -> OrtTensors:
         """Memory or state as given: ours as they are, anything else (a dict of tensors) converted."""
@@ -331,9 +341,9 @@ class OnnxModel:
         inputs = {
             PREV_TOKENS: self._value(prev_tokens),
             BEAM_INDICES: self._value(rows),
-            K: self._value(np.array(top_k, dtype=np.int64)),
-            WANT_LOG_PROBS: self._value(np.array(LOG_PROBS in fetch)),
-            WANT_ATTENTION: self._value(np.array(ATTENTION in fetch)),
+            K: self._scalar(np.int64(top_k)),
+            WANT_LOG_PROBS: self._scalar(np.bool_(LOG_PROBS in fetch)),
+            WANT_ATTENTION: self._scalar(np.bool_(ATTENTION in fetch)),
         }
         inputs.update((MEMORY + key, value) for key, value in memory.ort_values.items())
         inputs.update((STATE + key, value) for key, value in state.ort_values.items())
