@@ -111,6 +111,11 @@ class BeamBatch:
         self.options = options
         self.beam_size = beam
         self.max_lens = max_lens  # (B,) of the active sentences
+        # the length penalty of every length a hypothesis can reach (the search's rows are small:
+        # a table lookup is one operation where the formula is four, at every step)
+        lengths = torch.arange(int(max_lens.max()) + 2 if batch else 2, device=device)
+        self.penalties = length_penalty(lengths, options.length_penalty)  # (max length + 2,)
+        self._limits()
         self.sentence_ids = torch.arange(batch, device=device)  # (B,) original positions
         self.tokens = torch.empty(batch * beam, 0, dtype=torch.long, device=device)  # (R, t)
         # (R, t, S) when tracked; its S is known at the first step
@@ -123,6 +128,15 @@ class BeamBatch:
         self.lengths = torch.zeros(batch, beam, dtype=torch.long, device=device)  # EOS included
         self.finished = torch.zeros(batch, beam, dtype=torch.bool, device=device)
         self.results: list[list[Hypothesis]] = [[] for _ in range(batch)]
+
+    def _limits(self) -> None:
+        """What follows from the active sentences' length limits: each row's, each sentence's
+        largest length penalty, and the row offsets of the sentences' beams."""
+        self.row_max_lens = self.max_lens.repeat_interleave(self.beam_size)  # (R,)
+        self.longest = self.penalties[self.max_lens]  # (B,)
+        self.row_offsets = (
+            torch.arange(self.max_lens.numel(), device=self.max_lens.device)[:, None] * self.beam_size
+        )
 
     @property
     def done(self) -> bool:
@@ -160,7 +174,7 @@ class BeamBatch:
         full log-probabilities (without n-gram blocking, which needs them all): rows that may only
         end (finished, or at their length limit) keep one candidate, EOS."""
         finished = self.finished.view(-1)  # (R,)
-        at_limit = (self.tokens.size(1) + 1 >= self.max_lens).repeat_interleave(self.beam_size)  # (R,)
+        at_limit = self.row_max_lens <= self.tokens.size(1) + 1  # (R,)
         only_eos = finished | at_limit
         if only_eos.any():  # changed on copies: the engine's tensors stay as they were
             row_best, row_tokens = row_best.float().clone(), row_tokens.clone()
@@ -178,7 +192,7 @@ class BeamBatch:
         width = row_best.size(1)
         candidates = self.scores.view(-1, 1) + row_best  # (R, K')
         lengths = torch.where(self.finished, self.lengths, step + 1).view(-1, 1)  # (R, 1)
-        ranked = candidates / length_penalty(lengths, self.options.length_penalty)
+        ranked = candidates / self.penalties[lengths]
         best = ranked.view(batch, beam * width).topk(beam, dim=1).indices  # (B, K) into K * K'
         parent = best // width
 
@@ -187,7 +201,7 @@ class BeamBatch:
         was_finished = self.finished.gather(1, parent)
         self.lengths = torch.where(was_finished, self.lengths.gather(1, parent), step + 1)
         self.finished = was_finished | (token == EOS_ID) | ~torch.isfinite(self.scores)
-        rows = (parent + torch.arange(batch, device=parent.device)[:, None] * beam).view(-1)
+        rows = (parent + self.row_offsets).view(-1)
         self.tokens = torch.cat([self.tokens.index_select(0, rows), token.view(-1, 1)], dim=1)
         if self.track_attention:
             if attention is None:
@@ -211,7 +225,7 @@ class BeamBatch:
                 _blocked_ngrams(self.tokens, self.options.no_repeat_ngram, log_probs.size(1)), -math.inf
             )
         finished = self.finished.view(-1)  # (R,)
-        at_limit = (step + 1 >= self.max_lens).repeat_interleave(self.beam_size)  # (R,)
+        at_limit = self.row_max_lens <= step + 1  # (R,)
         eos = torch.where(finished, 0.0, log_probs[:, EOS_ID])  # (R,)
         log_probs[finished | at_limit] = -math.inf  # touches only those rows
         log_probs[:, EOS_ID] = eos
@@ -225,14 +239,15 @@ class BeamBatch:
         in the length, so its largest value over the lengths still possible, (t + 1 .. the
         sentence's limit), is at one end. Such a beam, or any continuation of it, never outranks
         the n best finished hypotheses again, so the search would return them unchanged."""
-        alpha = self.options.length_penalty
-        normalised = self.scores / length_penalty(self.lengths, alpha)  # (B, K)
+        normalised = self.scores / self.penalties[self.lengths]  # (B, K)
         n = min(self.options.n_best, self.beam_size)
-        nth_finished = torch.where(self.finished, normalised, -math.inf).topk(n, dim=1).values[:, -1]  # (B,)
-        longest = length_penalty(self.max_lens, alpha)  # (B,)
-        shortest = length_penalty(torch.full_like(self.max_lens, self.tokens.size(1) + 1), alpha)
+        finished_scores = torch.where(self.finished, normalised, -math.inf)
+        nth_finished = (  # (B,)
+            finished_scores.amax(dim=1) if n == 1 else finished_scores.topk(n, dim=1).values[:, -1]
+        )
+        shortest = self.penalties[self.tokens.size(1) + 1]  # ()
         best_reachable = torch.where(
-            self.finished, -math.inf, self.scores / torch.maximum(longest, shortest)[:, None]
+            self.finished, -math.inf, self.scores / torch.maximum(self.longest, shortest)[:, None]
         ).amax(dim=1)  # (B,)
         return self.finished.all(dim=1) | (nth_finished >= best_reachable)
 
@@ -258,6 +273,7 @@ class BeamBatch:
         )
         self.sentence_ids = self.sentence_ids[keep]
         self.max_lens = self.max_lens[keep]
+        self._limits()
         self.scores, self.lengths, self.finished = self.scores[keep], self.lengths[keep], self.finished[keep]
         self.tokens = self.tokens.index_select(0, keep_rows)
         if self.attention is not None:
@@ -266,7 +282,7 @@ class BeamBatch:
 
     def _nbest(self, b: int) -> list[Hypothesis]:
         scores, lengths = self.scores[b], self.lengths[b]
-        ranked = scores / length_penalty(lengths, self.options.length_penalty)
+        ranked = scores / self.penalties[lengths]
         hypotheses = []
         for k in ranked.argsort(descending=True).tolist():
             if not (self.finished[b, k] and math.isfinite(scores[k].item())):
