@@ -110,12 +110,15 @@ def read_export(folder: Path) -> dict[str, Any]:
 
 
 def session_options(
-    threads: int | None = None, optimization: str = "all", spinning: bool = True
+    threads: int | None = None, optimization: str = "all", spinning: bool = False
 ) -> ort.SessionOptions:
     """Options for the sessions. `threads` (intra-op) defaults to PyTorch's thread count, so both
     backends honour OMP_NUM_THREADS alike; ONNX Runtime's own default is every physical core.
-    `spinning=False` makes idle pool threads sleep instead of spin-waiting: slower on a machine of
-    one's own, much faster on cores shared with another busy process."""
+    Idle pool threads sleep (`spinning=False`, the default) instead of spin-waiting for work
+    (`spinning=True`, ONNX Runtime's default): on cores shared with other busy processes, a
+    spinning thread takes the core from the thread that has work (docs/decode.md has the
+    measurement); spinning can only save the wake-up latency on cores of one's own. One thread
+    has no pool."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1  # the graphs are one chain of ops: nothing to run side by side
@@ -188,7 +191,7 @@ class OnnxModel:
         device: str | torch.device = "cpu",
         threads: int | None = None,
         optimization: str = "all",
-        spinning: bool = True,
+        spinning: bool = False,
     ) -> None:
         self.folder = Path(folder)
         self.meta = read_export(self.folder)
