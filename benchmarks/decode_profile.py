@@ -5,6 +5,8 @@ For one bundle, on the first N sentences of test_2016_flickr with the bundle's b
 - ONNX Runtime fp32 (an export made into a temporary copy) with ONNX Runtime's own profiler on:
   each operator type's share of the decoder graph's kernel time, and the graph's whole run time
   against the whole translation (the rest is the search, tokenization and Python);
+- ONNX Runtime fp32 again, without the profiler: the CPU time inside ONNX Runtime's runs
+  against the rest (the search, the backend's binding, tokenization), per decoder step;
 - PyTorch eager with a timer around the output projection (`model.projection`): the seconds it
   takes of the whole translation. Both engines compute that product with the same fp32 GEMM
   efficiency, so it bounds how much faster than PyTorch any fp32 engine can be:
@@ -79,6 +81,42 @@ def profile_onnx(bundle_path: Path, texts: list[str], tmp: Path) -> None:
     harness.print_table(["operator", "seconds", "share of kernels"], rows)
 
 
+def profile_search(bundle_path: Path, texts: list[str], tmp: Path) -> None:
+    """Where ONNX Runtime fp32's whole translation goes, without the profiler: CPU time inside
+    the sessions' runs (decoder steps, encoder, memory gathers) against everything else (the
+    search's bookkeeping, the backend's binding, tokenization), per decoder step."""
+    bundle = load_bundle(
+        shutil.copytree(bundle_path, tmp / "search", ignore=shutil.ignore_patterns("onnx", "ct2"))
+    )
+    export_onnx(bundle)
+    translator = Translator.from_bundle(bundle, "cpu", "onnx", batch_size=32)
+    model = translator.model
+    inside, runs = [0.0], collections.Counter()
+    plain_run = model._run
+
+    def timed(session, inputs, outputs):
+        start = time.thread_time()
+        try:
+            return plain_run(session, inputs, outputs)
+        finally:
+            inside[0] += time.thread_time() - start
+            runs["decoder" if session is model.decoder else "encoder or gather"] += 1
+
+    model._run = timed
+    translator.translate_best(texts[:8])
+    inside[0], runs = 0.0, collections.Counter()
+    start = time.thread_time()
+    translator.translate_best(texts)
+    total = time.thread_time() - start
+    outside = total - inside[0]
+    print(
+        f"\nONNX Runtime fp32, CPU time: {total:.2f} s in all, {inside[0]:.2f} s in ONNX Runtime's runs "
+        f"({runs['decoder']} decoder steps, {runs['encoder or gather']} encoder and memory-gather runs), "
+        f"{outside:.2f} s ({100 * outside / total:.0f}%) outside them: search, binding, tokenization; "
+        f"{1000 * outside / max(runs['decoder'], 1):.2f} ms per decoder step"
+    )
+
+
 def profile_torch(bundle_path: Path, texts: list[str]) -> None:
     translator = Translator.from_bundle(load_bundle(bundle_path), "cpu", batch_size=32)
     projection = translator.model.projection
@@ -118,6 +156,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
         profile_onnx(Path(args.model), texts, Path(tmp))
+        profile_search(Path(args.model), texts, Path(tmp))
     profile_torch(Path(args.model), texts)
 
 

@@ -103,23 +103,40 @@ class BeamBatch:
     follows its hypothesis like its tokens do, and the hypotheses carry it.
     """
 
-    def __init__(self, max_lens: Tensor, options: SearchConfig, attention: bool = False):
+    def __init__(
+        self, max_lens: Tensor, options: SearchConfig, attention: bool = False, drop_at_once: bool = False
+    ):
         batch, beam = max_lens.numel(), options.beam_size
         device = max_lens.device
         self.options = options
         self.beam_size = beam
         self.max_lens = max_lens  # (B,) of the active sentences
+        # the length penalty of every length a hypothesis can reach (the search's rows are small:
+        # a table lookup is one operation where the formula is four, at every step)
+        lengths = torch.arange(int(max_lens.max()) + 2 if batch else 2, device=device)
+        self.penalties = length_penalty(lengths, options.length_penalty)  # (max length + 2,)
+        self._limits()
         self.sentence_ids = torch.arange(batch, device=device)  # (B,) original positions
         self.tokens = torch.empty(batch * beam, 0, dtype=torch.long, device=device)  # (R, t)
         # (R, t, S) when tracked; its S is known at the first step
         self.attention: Tensor | None = None
         self.track_attention = attention
+        self.drop_at_once = drop_at_once  # see `_retire`
         scores = torch.full((batch, beam), -math.inf, device=device)
         scores[:, 0] = 0.0  # all beams start equal: keep one so the first step has no duplicates
         self.scores = scores  # (B, K) total log-prob
         self.lengths = torch.zeros(batch, beam, dtype=torch.long, device=device)  # EOS included
         self.finished = torch.zeros(batch, beam, dtype=torch.bool, device=device)
         self.results: list[list[Hypothesis]] = [[] for _ in range(batch)]
+
+    def _limits(self) -> None:
+        """What follows from the active sentences' length limits: each row's, each sentence's
+        largest length penalty, and the row offsets of the sentences' beams."""
+        self.row_max_lens = self.max_lens.repeat_interleave(self.beam_size)  # (R,)
+        self.longest = self.penalties[self.max_lens]  # (B,)
+        self.row_offsets = (
+            torch.arange(self.max_lens.numel(), device=self.max_lens.device)[:, None] * self.beam_size
+        )
 
     @property
     def done(self) -> bool:
@@ -156,11 +173,11 @@ class BeamBatch:
         best first, and eos (R,) each row's EOS log-probability. The same step as `advance` on the
         full log-probabilities (without n-gram blocking, which needs them all): rows that may only
         end (finished, or at their length limit) keep one candidate, EOS."""
-        row_best, row_tokens = row_best.float().clone(), row_tokens.clone()
         finished = self.finished.view(-1)  # (R,)
-        at_limit = (self.tokens.size(1) + 1 >= self.max_lens).repeat_interleave(self.beam_size)  # (R,)
+        at_limit = self.row_max_lens <= self.tokens.size(1) + 1  # (R,)
         only_eos = finished | at_limit
-        if only_eos.any():
+        if only_eos.any():  # changed on copies: the engine's tensors stay as they were
+            row_best, row_tokens = row_best.float().clone(), row_tokens.clone()
             row_best[only_eos] = -math.inf
             row_best[only_eos, 0] = torch.where(finished, 0.0, eos.float())[only_eos]
             row_tokens[only_eos, 0] = EOS_ID
@@ -175,7 +192,7 @@ class BeamBatch:
         width = row_best.size(1)
         candidates = self.scores.view(-1, 1) + row_best  # (R, K')
         lengths = torch.where(self.finished, self.lengths, step + 1).view(-1, 1)  # (R, 1)
-        ranked = candidates / length_penalty(lengths, self.options.length_penalty)
+        ranked = candidates / self.penalties[lengths]
         best = ranked.view(batch, beam * width).topk(beam, dim=1).indices  # (B, K) into K * K'
         parent = best // width
 
@@ -184,7 +201,7 @@ class BeamBatch:
         was_finished = self.finished.gather(1, parent)
         self.lengths = torch.where(was_finished, self.lengths.gather(1, parent), step + 1)
         self.finished = was_finished | (token == EOS_ID) | ~torch.isfinite(self.scores)
-        rows = (parent + torch.arange(batch, device=parent.device)[:, None] * beam).view(-1)
+        rows = (parent + self.row_offsets).view(-1)
         self.tokens = torch.cat([self.tokens.index_select(0, rows), token.view(-1, 1)], dim=1)
         if self.track_attention:
             if attention is None:
@@ -208,7 +225,7 @@ class BeamBatch:
                 _blocked_ngrams(self.tokens, self.options.no_repeat_ngram, log_probs.size(1)), -math.inf
             )
         finished = self.finished.view(-1)  # (R,)
-        at_limit = (step + 1 >= self.max_lens).repeat_interleave(self.beam_size)  # (R,)
+        at_limit = self.row_max_lens <= step + 1  # (R,)
         eos = torch.where(finished, 0.0, log_probs[:, EOS_ID])  # (R,)
         log_probs[finished | at_limit] = -math.inf  # touches only those rows
         log_probs[:, EOS_ID] = eos
@@ -222,22 +239,25 @@ class BeamBatch:
         in the length, so its largest value over the lengths still possible, (t + 1 .. the
         sentence's limit), is at one end. Such a beam, or any continuation of it, never outranks
         the n best finished hypotheses again, so the search would return them unchanged."""
-        alpha = self.options.length_penalty
-        normalised = self.scores / length_penalty(self.lengths, alpha)  # (B, K)
+        normalised = self.scores / self.penalties[self.lengths]  # (B, K)
         n = min(self.options.n_best, self.beam_size)
-        nth_finished = torch.where(self.finished, normalised, -math.inf).topk(n, dim=1).values[:, -1]  # (B,)
-        longest = length_penalty(self.max_lens, alpha)  # (B,)
-        shortest = length_penalty(torch.full_like(self.max_lens, self.tokens.size(1) + 1), alpha)
+        finished_scores = torch.where(self.finished, normalised, -math.inf)
+        nth_finished = (  # (B,)
+            finished_scores.amax(dim=1) if n == 1 else finished_scores.topk(n, dim=1).values[:, -1]
+        )
+        shortest = self.penalties[self.tokens.size(1) + 1]  # ()
         best_reachable = torch.where(
-            self.finished, -math.inf, self.scores / torch.maximum(longest, shortest)[:, None]
+            self.finished, -math.inf, self.scores / torch.maximum(self.longest, shortest)[:, None]
         ).amax(dim=1)  # (B,)
         return self.finished.all(dim=1) | (nth_finished >= best_reachable)
 
     def _retire(self, rows: Tensor) -> tuple[Tensor, Tensor | None]:
         """Move sentences that are decided (see `_decided`) into `results`; drop their rows once
-        they are at least half the batch. Dropping copies every cache and state row, so doing it
-        for each sentence as it finishes cost more than decoding a few finished rows along
-        (a batch of mixed lengths decoded 1.17x faster, output unchanged on test_2016)."""
+        they are at least half the batch, or at once with `drop_at_once`. Dropping copies every
+        cache and state row in a PyTorch model, so doing it for each sentence as it finishes cost
+        more than decoding a few finished rows along (a batch of mixed lengths decoded 1.17x
+        faster, output unchanged on test_2016); an engine that gathers its state at every step
+        anyway (`Seq2Seq.cheap_select`) drops them at once."""
         done = self._decided()  # (B,)
         count = int(done.sum())
         if count == 0:
@@ -245,7 +265,7 @@ class BeamBatch:
         for b in done.nonzero().view(-1).tolist():
             if not self.results[int(self.sentence_ids[b])]:  # decided earlier, kept in the batch
                 self.results[int(self.sentence_ids[b])] = self._nbest(b)
-        if count * 2 < done.numel():
+        if count * 2 < done.numel() and not self.drop_at_once:
             return rows, None
         keep = (~done).nonzero().view(-1)  # (B',) active sentences that go on
         keep_rows = (keep[:, None] * self.beam_size + torch.arange(self.beam_size, device=keep.device)).view(
@@ -253,6 +273,7 @@ class BeamBatch:
         )
         self.sentence_ids = self.sentence_ids[keep]
         self.max_lens = self.max_lens[keep]
+        self._limits()
         self.scores, self.lengths, self.finished = self.scores[keep], self.lengths[keep], self.finished[keep]
         self.tokens = self.tokens.index_select(0, keep_rows)
         if self.attention is not None:
@@ -261,7 +282,7 @@ class BeamBatch:
 
     def _nbest(self, b: int) -> list[Hypothesis]:
         scores, lengths = self.scores[b], self.lengths[b]
-        ranked = scores / length_penalty(lengths, self.options.length_penalty)
+        ranked = scores / self.penalties[lengths]
         hypotheses = []
         for k in ranked.argsort(descending=True).tolist():
             if not (self.finished[b, k] and math.isfinite(scores[k].item())):
@@ -294,7 +315,7 @@ def beam_search(
     `nmt.models.step`). Without, no step computes or keeps any."""
     beam = options.beam_size
     memory, state = model.encode(src, src_lengths)
-    beams = BeamBatch(max_lengths(src_lengths, options, max_len_cap), options, attention)
+    beams = BeamBatch(max_lengths(src_lengths, options, max_len_cap), options, attention, model.cheap_select)
     # the first step is the same for every beam of a sentence (BOS after the same source), so it
     # runs once per sentence, its result repeated for the beams; the state is then expanded to
     # the beams by the first selection below, and so is the memory, unless the model takes it
@@ -321,11 +342,12 @@ def beam_search(
                 )
             else:
                 row_best, row_tokens, eos, state = model.decode_top_k(tokens, memory, state, beam)
-            row_best, row_tokens, eos = (
-                t.repeat_interleave(rows_per_input, dim=0) for t in (row_best, row_tokens, eos)
-            )
-            if weights is not None:
-                weights = weights.repeat_interleave(rows_per_input, dim=0)
+            if rows_per_input > 1:
+                row_best, row_tokens, eos = (
+                    t.repeat_interleave(rows_per_input, dim=0) for t in (row_best, row_tokens, eos)
+                )
+                if weights is not None:
+                    weights = weights.repeat_interleave(rows_per_input, dim=0)
             state_rows, memory_rows = beams.advance_top_k(row_best, row_tokens, eos, weights)
         if rows_per_input > 1:  # after the first step: from one row per sentence to one per beam
             state_rows = torch.div(state_rows, rows_per_input, rounding_mode="floor")

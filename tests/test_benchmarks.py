@@ -66,4 +66,7 @@ def test_decode_profile_splits_the_time_by_operator_and_bounds_fp32(trained_bund
     # the table's rows are operators; which ten take the most time varies run to run on a tiny model
     assert re.search(r"^\s*(Gemm|MatMul|LSTM|TopK)\s+\d+\.\d{3}\s+\d+\.\d%$", stdout, re.MULTILINE), stdout
     assert "output projection" in stdout and "at most" in stdout
+    assert re.search(r"outside them: search, binding, tokenization; \d+\.\d\d ms per decoder step", stdout), (
+        stdout
+    )
     assert not any(Path(bundle).glob("onnx*")), "it must not touch the bundle"

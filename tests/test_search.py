@@ -185,6 +185,38 @@ def test_finished_sentences_leave_the_batch():
     assert not beams.done
 
 
+class RowCounting(ScriptedModel):
+    """Records the rows of every step."""
+
+    def __init__(self, table):
+        super().__init__(table)
+        self.rows: list[int] = []
+
+    def decode_step(self, prev, memory, state):
+        self.rows.append(prev.size(0))
+        return super().decode_step(prev, memory, state)
+
+
+def test_a_model_with_cheap_selection_drops_each_decided_sentence_at_once():
+    # three sentences: 0 ends at once, 1 and 2 go on; waiting for half the batch keeps sentence
+    # 0's rows until a second sentence is decided, `cheap_select` drops them at the next step
+    table = {
+        0: {(): {EOS_ID: 1.0}},
+        1: {(): {A: 1.0}, (A,): {A: 1.0}, (A, A): {EOS_ID: 1.0}},
+        2: {(): {B: 0.6, C: 0.4}, (B,): {B: 1.0}, (C,): {C: 1.0}, (B, B): {B: 1.0}, (C, C): {EOS_ID: 1.0}},
+    }
+    found = {}
+    for cheap in (False, True):
+        model = RowCounting(table)
+        model.cheap_select = cheap
+        src = torch.tensor([[i, EOS_ID] for i in range(3)])
+        options = SearchConfig(beam_size=2, n_best=2, length_penalty=0.0, max_len_a=0.0, max_len_b=10)
+        results = beam_search(model, src, torch.full((3,), 2), options)
+        found[cheap] = ([[h.tokens for h in hyps] for hyps in results], model.rows)
+    assert found[True][0] == found[False][0]  # the same n-best lists
+    assert found[False][1][:3] == [3, 6, 6] and found[True][1][:3] == [3, 4, 4]
+
+
 def test_search_options_are_validated():
     from nmt.config import parse_section
     from nmt.errors import ConfigError

@@ -110,12 +110,15 @@ def read_export(folder: Path) -> dict[str, Any]:
 
 
 def session_options(
-    threads: int | None = None, optimization: str = "all", spinning: bool = True
+    threads: int | None = None, optimization: str = "all", spinning: bool = False
 ) -> ort.SessionOptions:
     """Options for the sessions. `threads` (intra-op) defaults to PyTorch's thread count, so both
     backends honour OMP_NUM_THREADS alike; ONNX Runtime's own default is every physical core.
-    `spinning=False` makes idle pool threads sleep instead of spin-waiting: slower on a machine of
-    one's own, much faster on cores shared with another busy process."""
+    Idle pool threads sleep (`spinning=False`, the default) instead of spin-waiting for work
+    (`spinning=True`, ONNX Runtime's default): on cores shared with other busy processes, a
+    spinning thread takes the core from the thread that has work (docs/decode.md has the
+    measurement); spinning can only save the wake-up latency on cores of one's own. One thread
+    has no pool."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1  # the graphs are one chain of ops: nothing to run side by side
@@ -188,7 +191,7 @@ class OnnxModel:
         device: str | torch.device = "cpu",
         threads: int | None = None,
         optimization: str = "all",
-        spinning: bool = True,
+        spinning: bool = False,
     ) -> None:
         self.folder = Path(folder)
         self.meta = read_export(self.folder)
@@ -213,6 +216,9 @@ class OnnxModel:
         self.attends = ATTENTION in declared and WANT_ATTENTION in self._decoder_inputs
         self.vocab_size = self.decoder.get_outputs()[0].shape[1]
         self.memory_per_sentence = bool(self.meta.get("memory_per_sentence", False))
+        # the decoder graph gathers the state's rows at every step: fewer rows cost no copy
+        self.cheap_select = True
+        self._scalars: dict[tuple[str, int | bool], ort.OrtValue] = {}  # see `_scalar`
         self._gather = ort.InferenceSession(
             _gather_graph({key: encoder_outputs[MEMORY + key] for key in self.memory_keys}),
             session_options(threads, spinning=spinning),
@@ -249,6 +255,13 @@ class OnnxModel:
         """A torch tensor as an OrtValue on the session's device (no copy for a CPU tensor)."""
         array = tensor if isinstance(tensor, np.ndarray) else tensor.detach().cpu().contiguous().numpy()
         return ort.OrtValue.ortvalue_from_numpy(array, *self._ort_device)
+
+    def _scalar(self, value: np.generic) -> ort.OrtValue:
+        """A () value on the session's device, made once per value and kept."""
+        key = (value.dtype.str, value.item())
+        if key not in self._scalars:
+            self._scalars[key] = self._value(np.array(value))
+        return self._scalars[key]
 
     def _values(self, tensors: Mapping[str, Tensor]) -> OrtTensors:
         """Memory or state as given: ours as they are, anything else (a dict of tensors) converted."""
@@ -331,9 +344,9 @@ class OnnxModel:
         inputs = {
             PREV_TOKENS: self._value(prev_tokens),
             BEAM_INDICES: self._value(rows),
-            K: self._value(np.array(top_k, dtype=np.int64)),
-            WANT_LOG_PROBS: self._value(np.array(LOG_PROBS in fetch)),
-            WANT_ATTENTION: self._value(np.array(ATTENTION in fetch)),
+            K: self._scalar(np.int64(top_k)),
+            WANT_LOG_PROBS: self._scalar(np.bool_(LOG_PROBS in fetch)),
+            WANT_ATTENTION: self._scalar(np.bool_(ATTENTION in fetch)),
         }
         inputs.update((MEMORY + key, value) for key, value in memory.ort_values.items())
         inputs.update((STATE + key, value) for key, value in state.ort_values.items())

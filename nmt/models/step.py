@@ -8,6 +8,9 @@
     decode_top_k(prev_tokens (R,), memory, state, k) -> (best (R, k'), tokens (R, k'), eos (R,), new_state)
     select_memory(memory, rows), select_state(state, rows): rows (dim 0) of each
     memory_per_sentence: the memory layout (below)
+    cheap_select: whether selecting fewer rows costs no more than the step's own reordering (an
+      engine that gathers its state inside every step): the search then drops a sentence's rows
+      as soon as it is decided, instead of waiting until half the batch is
 
 memory is what stays fixed while a sentence is decoded (always "src_mask" (B, S), True = real
 token), state what changes at every step; both map the model's own keys, fixed for a given
@@ -72,6 +75,9 @@ class Seq2Seq(Protocol):
     @property
     def attends(self) -> bool: ...
 
+    @property
+    def cheap_select(self) -> bool: ...
+
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensors, Tensors]: ...
 
     def decode_step(self, prev_tokens: Tensor, memory: Tensors, state: Tensors) -> tuple[Tensor, Tensors]: ...
@@ -107,6 +113,7 @@ class TensorSeam:
 
     memory_per_sentence = False
     attends = False  # whether the model has attention over the source to return
+    cheap_select = False  # selecting rows copies every state tensor (see `Seq2Seq`)
 
     def decode_step(self, prev_tokens: Tensor, memory: Tensors, state: Tensors) -> tuple[Tensor, Tensors]:
         raise NotImplementedError
