@@ -266,7 +266,13 @@ def cmd_average(args) -> None:
         paths = [Path(p) for p in args.checkpoints]
     recipe = parse_recipe(load_checkpoint(paths[-1])["recipe"], str(paths[-1]))
     run = RunDir(args.run or paths[-1].parent.parent)
-    meta = {"training": {"recipe": recipe.name, "averaged": [p.name for p in paths]}}
+    meta: dict = {"training": {"recipe": recipe.name, "averaged": [p.name for p in paths]}}
+    if recipe.train.init_from is not None:
+        meta["training"]["init_from"] = str(recipe.train.init_from)
+    if recipe.distill is not None:
+        from nmt.distill import check_targets
+
+        meta["distilled"] = check_targets(recipe)  # the teacher and its output, checked again
     print(run.write_bundle(average_state_dicts(paths), recipe, meta, Path(args.out), dtype=args.dtype))
 
 
