@@ -82,6 +82,7 @@ from nmt.onnx_format import (
     WANT_ATTENTION,
     WANT_LOG_PROBS,
     K,
+    VOCABULARY,
 )
 from nmt.search import BANNED_IDS
 from nmt.specials import BOS_ID, EOS_ID
@@ -252,7 +253,8 @@ def _make_optional(path: Path, output: str, name: str, switch: str) -> None:
 
 def _attach_head(path: Path, projection: nn.Linear) -> None:
     """Replace the traced decoder graph's "features" output by the output head (`add_head`):
-    inputs k () int64 and want_log_probs () bool join the graph, and its outputs become
+    inputs k () int64, want_log_probs () bool and vocabulary (V',) int64 (a shortlist's target
+    ids, empty for all) join the graph, and its outputs become
     log_probs, top_log_probs, top_tokens, eos_log_probs, then the new state."""
     model = onnx.load(str(path))
     graph = model.graph
@@ -266,12 +268,13 @@ def _attach_head(path: Path, projection: nn.Linear) -> None:
             *inputs[:2],
             onnx.helper.make_tensor_value_info(K, onnx.TensorProto.INT64, []),
             onnx.helper.make_tensor_value_info(WANT_LOG_PROBS, onnx.TensorProto.BOOL, []),
+            onnx.helper.make_tensor_value_info(VOCABULARY, onnx.TensorProto.INT64, ["vocabulary"]),
             *inputs[2:],
         ]
     )
     weight = projection.weight.detach().float().numpy()
     bias = None if projection.bias is None else projection.bias.detach().float().numpy()
-    add_head(graph, FEATURES, K, WANT_LOG_PROBS, weight, bias, BANNED_IDS)
+    add_head(graph, FEATURES, K, WANT_LOG_PROBS, weight, bias, BANNED_IDS, VOCABULARY)
     make = onnx.helper.make_tensor_value_info
     top_log_probs, top_tokens, eos_log_probs = TOP_K_OUTPUTS
     head = [
