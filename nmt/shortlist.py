@@ -292,7 +292,9 @@ def read_shortlist(path: Path) -> Shortlist:
     if not consistent:
         raise BundleError(f"{path}: not a shortlist of format {FORMAT} (or a damaged one)")
     digest = hashlib.sha256(data).hexdigest()[:16]
-    return Shortlist(indptr.astype(np.int64), indices.astype(np.int32), frequent, tgt_vocab_size, meta, digest)
+    return Shortlist(
+        indptr.astype(np.int64), indices.astype(np.int32), frequent, tgt_vocab_size, meta, digest
+    )
 
 
 def shortlist_path(bundle: Bundle) -> Path:

@@ -115,7 +115,8 @@ class Translator:
         self.max_len_cap = max_len_cap
         self.no_attention = no_attention  # what asking a translator without attention for it says
         self.language_ids = dict(language_ids or {})  # target language -> its token's id
-        # decode each batch over its shortlist vocabulary (a search engine applies its own)
+        # decode each batch over its shortlist vocabulary; a search engine (CTranslate2) was
+        # given the same table when it was made, and applies it itself
         self.shortlist = shortlist
 
     @classmethod
@@ -152,7 +153,6 @@ class Translator:
             from nmt.backends.ctranslate2 import CTranslate2Model
 
             model = CTranslate2Model.from_bundle(bundle, device, shortlist=table, **(engine or {}))
-            table = None  # CTranslate2 applies it itself
             no_attention = "the ctranslate2 backend gives no attention; use the torch or onnx backend"
         else:
             model = bundle.load_model(device)

@@ -26,6 +26,7 @@ from nmt.bundle import BUNDLE_FILE, Bundle, bundle_name, load_bundle
 from nmt.config import SearchConfig
 from nmt.errors import BundleError, NmtError
 from nmt.languages import Direction
+from nmt.shortlist import shortlist_path
 from nmt.translator import Translation, Translator
 from serving.batcher import MicroBatcher
 from serving.settings import Settings
@@ -91,6 +92,7 @@ class ModelEntry:
             "device": str(self.translator.device),
             "search": self.bundle.search.model_dump(),
             "alignment": self.translator.attends,  # whether return_alignment is available
+            "shortlist": self.translator.shortlist is not None,  # decodes over a vocabulary shortlist
             "scores": meta.get("scores"),
         }
 
@@ -121,6 +123,7 @@ def _translator(bundle: Bundle, settings: Settings) -> Translator:
     another bundle version or without the attention its model has (made before alignments) is
     (re)made first, so a retrained bundle dropped in models/ just works."""
     kwargs: dict[str, Any] = {"batch_size": settings.batch_max_sentences, "batch_tokens": 1 << 30}
+    kwargs["shortlist"] = settings.shortlist and shortlist_path(bundle).is_file()
     if settings.backend == "torch":
         return Translator.from_bundle(bundle, settings.device, "torch", **kwargs)
     try:

@@ -56,10 +56,10 @@ from nmt.onnx_format import (
     PREV_TOKENS,
     STATE,
     TOP_K_OUTPUTS,
+    VOCABULARY,
     WANT_ATTENTION,
     WANT_LOG_PROBS,
     K,
-    VOCABULARY,
 )
 from nmt.search import BANNED_IDS
 
@@ -215,7 +215,8 @@ class OnnxModel:
         self.attends = ATTENTION in declared and WANT_ATTENTION in self._decoder_inputs
         self.vocab_size = self.decoder.get_outputs()[0].shape[1]
         self.memory_per_sentence = bool(self.meta.get("memory_per_sentence", False))
-        # exports made before shortlists have no vocabulary input: they translate, without one
+        # int8 exports and those made before shortlists have no vocabulary input: they
+        # translate, without a shortlist
         self.takes_vocabulary = VOCABULARY in self._decoder_inputs
         self._vocabulary = self._value(np.zeros(0, np.int64))  # empty: the full vocabulary
         self._gather = ort.InferenceSession(
@@ -357,8 +358,9 @@ class OnnxModel:
         """BundleError unless the decoder graph takes a vocabulary (exports made since shortlists)."""
         if not self.takes_vocabulary:
             raise BundleError(
-                f"{self.folder}: exported before shortlists (no vocabulary input), it cannot decode "
-                f"with one; run {_export_command(self.folder.parent)} again"
+                f"{self.folder}: this export has no vocabulary input (int8 exports and those made "
+                f"before shortlists have none), so it cannot decode with a shortlist; run "
+                f"{_export_command(self.folder.parent)} (float32) again"
             )
 
     def decode_step(

@@ -191,7 +191,10 @@ def add_head(
             helper.make_node("Shape", ["subset_log_probs"], ["subset_shape"]),
             helper.make_node("Expand", [ids, "subset_shape"], ["subset_index"]),  # (R, V')
             helper.make_node(
-                "Constant", [], ["vocab_size"], value=numpy_helper.from_array(np.array([vocab_size], np.int64))
+                "Constant",
+                [],
+                ["vocab_size"],
+                value=numpy_helper.from_array(np.array([vocab_size], np.int64)),
             ),
             helper.make_node("Split", ["subset_shape"], ["row_count", "column_count"], axis=0),
             helper.make_node("Concat", ["row_count", "vocab_size"], ["full_shape"], axis=0),
@@ -202,7 +205,10 @@ def add_head(
                 value=numpy_helper.from_array(np.array([-np.inf], np.float32)),
             ),
             helper.make_node(
-                "ScatterElements", ["minus_inf", "subset_index", "subset_log_probs"], ["full_log_probs"], axis=1
+                "ScatterElements",
+                ["minus_inf", "subset_index", "subset_log_probs"],
+                ["full_log_probs"],
+                axis=1,
             ),
         ]
     full = helper.make_graph(

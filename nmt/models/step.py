@@ -238,25 +238,27 @@ class Shortlisted(TensorSeam):
         best, positions, eos = _top_k(log_probs, k)
         return best, self.vocabulary[positions], eos
 
-    def decode_step(self, prev_tokens: Tensor, memory: Tensors, state: Tensors) -> tuple[Tensor, Tensors]:
+    def decode_step(
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         features, new_state = self.model.decode_features(prev_tokens, memory, state)
         return self._full(self._log_probs(features)), new_state
 
     def decode_top_k(
         self, prev_tokens: Tensor, memory: Tensors, state: Tensors, k: int
-    ) -> tuple[Tensor, Tensor, Tensor, Tensors]:
+    ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         features, new_state = self.model.decode_features(prev_tokens, memory, state)
         return (*self._top_k(self._log_probs(features), k), new_state)
 
     def decode_step_with_attention(
         self, prev_tokens: Tensor, memory: Tensors, state: Tensors
-    ) -> tuple[Tensor, Tensors, Tensor]:
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         features, new_state, attention = self.model.decode_features_with_attention(prev_tokens, memory, state)
         return self._full(self._log_probs(features)), new_state, attention
 
     def decode_top_k_with_attention(
         self, prev_tokens: Tensor, memory: Tensors, state: Tensors, k: int
-    ) -> tuple[Tensor, Tensor, Tensor, Tensors, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor], Tensor]:
         features, new_state, attention = self.model.decode_features_with_attention(prev_tokens, memory, state)
         return (*self._top_k(self._log_probs(features), k), new_state, attention)
 
