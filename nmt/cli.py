@@ -12,7 +12,7 @@
         and [--shortlist]: decode over the bundle's vocabulary shortlist (nmt shortlist)
     nmt export --model BUNDLE --format onnx [--quantize int8]                       (-> BUNDLE/onnx/)
     nmt export --model BUNDLE --format ctranslate2 [--quantize int8]         (Transformer -> BUNDLE/ct2/)
-    nmt shortlist --model BUNDLE --src FILE --tgt FILE [--k 20] [--frequent 200]
+    nmt shortlist --model BUNDLE --src FILE --tgt FILE [--k 30] [--frequent 100]
                                                (-> BUNDLE/shortlist.npz, and BUNDLE/ct2/vmap.txt)
     nmt compare [--models BUNDLE...] [--hyps NAME=FILE...] --src FILE --ref FILE [--baseline NAME]
         [--length-buckets 10,15,20,30] [--out DIR]
@@ -514,8 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model bundle folder")
     p.add_argument("--src", required=True, help="source side of the training corpus (plain or .gz)")
     p.add_argument("--tgt", required=True, help="its target side, line by line")
-    p.add_argument("--k", type=int, default=20, help="target tokens per source token (default 20)")
-    p.add_argument("--frequent", type=int, default=200, help="most frequent target tokens kept (default 200)")
+    # the defaults are nmt.shortlist's DEFAULT_K and DEFAULT_FREQUENT (not imported: it loads torch)
+    p.add_argument("--k", type=int, default=30, help="target tokens per source token (default 30)")
+    p.add_argument("--frequent", type=int, default=100, help="most frequent target tokens kept (default 100)")
     p.set_defaults(handler=cmd_shortlist)
 
     data = commands.add_parser("data", help="data sets", description="Fetch and prepare data sets.")

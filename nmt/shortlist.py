@@ -56,7 +56,7 @@ FILE = "shortlist.npz"
 FORMAT = 1
 SPECIALS = 4  # ids 0..3: PAD, UNK, BOS, EOS, always in the vocabulary, in that order
 ALIGN = 64  # the vocabulary's length is a multiple of this (the ONNX head's block size divides it)
-DEFAULT_K, DEFAULT_FREQUENT = 20, 200  # tuned on Multi30k val (docs/decode.md, "Shortlists")
+DEFAULT_K, DEFAULT_FREQUENT = 30, 100  # tuned on Multi30k val (docs/decode.md, "Shortlists")
 CHUNK = 20_000  # sentence pairs counted at once
 
 
