@@ -113,7 +113,7 @@ def _contenders(
     ctranslate2 = "ctranslate2" in fp32.model_config.export_formats and on_cpu
     onnx_files = (ENCODER_FILE, DECODER_FILE)
     print(
-        f"exporting {path} to ONNX{' (fp32, int8)' if on_cpu else ''}{' and CTranslate2' if ctranslate2 else ''} ...",
+        f"exporting {path} to ONNX{' (fp32, int8)' if on_cpu and not shortlist_only else ''}{' and CTranslate2' if ctranslate2 else ''} ...",
         flush=True,
     )
     export_onnx(fp32)

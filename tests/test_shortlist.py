@@ -33,7 +33,7 @@ from nmt.shortlist import (
 )
 from nmt.specials import EOS_ID
 from nmt.translator import Translator
-from tests.conftest import DEFAULT_BUNDLE, assert_one_line_error, run_nmt
+from tests.conftest import DEFAULT_BUNDLE, assert_one_line_error, run_benchmark, run_nmt
 
 SHIPPED = ["transformer-en-de", "lstm-attention-en-de", "lstm-en-de"]
 
@@ -307,3 +307,12 @@ def test_ctranslate2_decodes_with_the_shipped_vmap_and_refuses_a_stale_one(multi
         BundleError, match="vmap.txt is missing or was not written from the bundle's shortlist"
     ):
         Translator.from_bundle(load_bundle(copy), backend="ctranslate2", shortlist=True)
+
+
+def test_the_decode_benchmark_judges_each_engine_with_its_shortlist(shortlisted, tiny_corpus):
+    args = ["--model", str(shortlisted["lstm_attention"]), "--data", str(tiny_corpus), "--sentences", "8"]
+    stdout = run_benchmark("decode.py", "--shortlist-only", *args, "--threads", "1")
+    assert "PyTorch eager + shortlist" in stdout and "ONNX Runtime fp32 + shortlist" in stdout
+    assert "int8" not in stdout and "greedy" not in stdout
+    assert stdout.count("shortlist BLEU no more than 0.2 below") == 2
+    assert stdout.count("+ shortlist >= 1.5x") == 2  # a recurrent model: the speed target too
