@@ -276,16 +276,17 @@ def test_each_shipped_bundle_has_its_shortlist(name):
     assert shortlist.meta["corpus"]["src"].endswith("train.en.gz") and shortlist.meta["pairs"] == 29000
 
 
-@pytest.mark.parametrize("name", ["lstm-attention-en-de", "lstm-en-de"])
-def test_a_shortlist_keeps_the_translations_of_the_shipped_lstms(name, multi30k):
-    """BLEU-neutral on a few test sentences: most translations unchanged, BLEU not lower by more
-    than noise (the 1,000-sentence figures are benchmarks/decode.py's)."""
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_shortlist_keeps_the_translations_of_the_shipped_bundles(name, multi30k):
+    """BLEU-neutral on a few sentences of val (where k and N were tuned): many translations
+    unchanged, BLEU not lower by more than a few sentences' worth (the 1,000-sentence test-set
+    figures are benchmarks/decode.py's, docs/decode.md)."""
     bundle = load_bundle(DEFAULT_BUNDLE.parent / name)
-    texts = read_lines(multi30k / "test_2016_flickr.en.gz")[:48]
-    references = read_lines(multi30k / "test_2016_flickr.de.gz")[:48]
+    texts = read_lines(multi30k / "val.en.gz")[:100]
+    references = read_lines(multi30k / "val.de.gz")[:100]
     full = Translator.from_bundle(bundle).translate_best(texts)
     short = Translator.from_bundle(bundle, shortlist=True).translate_best(texts)
-    assert sum(a == b for a, b in zip(full, short, strict=True)) >= 0.6 * len(texts)
+    assert sum(a == b for a, b in zip(full, short, strict=True)) >= 0.4 * len(texts)
     assert bleu_only(short, references)[0] >= bleu_only(full, references)[0] - 1.0
 
 
