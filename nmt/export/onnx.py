@@ -483,11 +483,11 @@ def _max_shortlist_difference(model: Seq2SeqModel, folder: Path, src: Tensor, sr
     vocabulary (the specials and every other id up to 128 of them, `with_vocabulary`): the full
     log-probabilities (-inf outside it in both), the ranked top k with their tokens, EOS."""
     vocab_size = model.projection.weight.size(0)
-    vocabulary = torch.cat([torch.arange(4), torch.arange(5, vocab_size, 2)])[
-        : min(128, vocab_size // 64 * 64)
-    ]
-    if vocabulary.numel() % 64:  # a vocabulary too small for a shortlist of its own
+    candidates = torch.cat([torch.arange(4), torch.arange(5, vocab_size, 2)])
+    size = candidates.numel() // 64 * 64
+    if size == 0:  # a vocabulary too small for a shortlist of its own
         return 0.0
+    vocabulary = candidates[: min(128, size)]
     shortlisted, exported = model.with_vocabulary(vocabulary), OnnxModel(folder).with_vocabulary(vocabulary)
     memory, state = shortlisted.encode(src, src_lengths)
     onnx_memory, onnx_state = exported.encode(src, src_lengths)
