@@ -26,7 +26,7 @@ from nmt.bundle import BUNDLE_FILE, Bundle, bundle_name, load_bundle
 from nmt.config import SearchConfig
 from nmt.errors import BundleError, NmtError
 from nmt.languages import Direction
-from nmt.shortlist import shortlist_path
+from nmt.shortlist import require_shortlist, shortlist_path
 from nmt.translator import Translation, Translator
 from serving.batcher import MicroBatcher
 from serving.settings import Settings
@@ -124,6 +124,8 @@ def _translator(bundle: Bundle, settings: Settings) -> Translator:
     (re)made first, so a retrained bundle dropped in models/ just works."""
     kwargs: dict[str, Any] = {"batch_size": settings.batch_max_sentences, "batch_tokens": 1 << 30}
     kwargs["shortlist"] = settings.shortlist and shortlist_path(bundle).is_file()
+    if kwargs["shortlist"]:
+        require_shortlist(bundle)  # one of another version or vocabulary: refused before any export
     if settings.backend == "torch":
         return Translator.from_bundle(bundle, settings.device, "torch", **kwargs)
     try:

@@ -140,6 +140,11 @@ def test_a_shortlist_of_another_bundle_or_vocabulary_is_refused_in_one_line(shor
     assert "\n" not in str(error.value) and "nmt shortlist" in str(error.value)
     result = run_nmt("translate", "--model", str(bundle_path), "--shortlist", stdin="A man.\n", check=False)
     assert_one_line_error(result, FILE, "bundle version")
+    from serving.registry import _translator
+    from serving.settings import Settings
+
+    with pytest.raises(BundleError, match="bundle version"):  # the service does not start with it
+        _translator(load_bundle(bundle_path), Settings(models_dir=bundle_path, backend="onnx"))
     own = require_shortlist(load_bundle(shortlisted["lstm"]))
     meta = dict(own.meta, tgt_tokenizer_sha256="0" * 64)  # another target vocabulary
     save_shortlist(
