@@ -20,9 +20,17 @@ Targets (beam 5, batch 32): ONNX Runtime fp32 >= 0.6x CTranslate2 fp32; ONNX Run
 PyTorch eager; int8 within 0.5 BLEU of fp32 and faster than it (each engine's int8 against its
 fp32). With `--rounds` > 1 the contenders alternate their order and the medians are reported.
 
+Shortlists (`nmt.shortlist`): when the bundle has shortlist.npz, each engine's fp32 contender
+also runs "+ shortlist" (PyTorch and ONNX Runtime over each batch's shortlist vocabulary,
+CTranslate2 with its vmap). Targets, each engine against itself without: BLEU no more than
+0.2 below the full vocabulary (a shortlist may also score higher), and, for the recurrent
+models, at least 1.5x the sentences/s. `--shortlist-only` runs only those pairs, at beam 5,
+batch 32.
+
     .venv/bin/python benchmarks/decode.py --threads 1                        # models/transformer-en-de, 1000 sentences
     .venv/bin/python benchmarks/decode.py --threads 1 --model runs/lstm-en-de/bundle --sentences 200
     .venv/bin/python benchmarks/decode.py --quick                            # 64 sentences
+    .venv/bin/python benchmarks/decode.py --threads 2 --model models/lstm-en-de --shortlist-only
 """
 
 from __future__ import annotations
@@ -38,13 +46,14 @@ from pathlib import Path
 import harness
 import torch
 
-from nmt.bundle import load_bundle
+from nmt.bundle import Bundle, load_bundle
 from nmt.config import SearchConfig
 from nmt.data import read_lines
 from nmt.export.ctranslate2 import export_ctranslate2
 from nmt.export.onnx import export_onnx
 from nmt.metrics import bleu_only
 from nmt.onnx_format import DECODER_FILE, ENCODER_FILE
+from nmt.shortlist import FILE as SHORTLIST_FILE
 from nmt.translator import Translator
 
 TEST_SPLIT = "test_2016_flickr"
@@ -56,6 +65,8 @@ SETTINGS = {  # name: (beam size, batch size)
 }
 MAIN = "beam 5, batch 32"  # the setting the targets are judged on
 CT2_RATIO, TORCH_RATIO, INT8_BLEU = 1.0, 2.0, 0.5  # issue 15: ONNX Runtime fp32 at CTranslate2 fp32's speed
+SHORTLIST_BLEU, SHORTLIST_SPEED = 0.2, 1.5  # at most this far below; at least this fast (recurrent)
+SHORTLISTED = " + shortlist"
 
 
 def _status_kb(field_name: str) -> int:
@@ -89,17 +100,20 @@ def _mb(*files: Path) -> float:
     return sum(path.stat().st_size for path in files) / 2**20
 
 
-def _contenders(path: Path, tmp: Path, device: str) -> tuple[list[Contender], bool]:
+def _contenders(
+    path: Path, tmp: Path, device: str, shortlist_only: bool = False
+) -> tuple[list[Contender], bool]:
     """The contenders for the bundle at `path` (exported into copies under `tmp`); whether
     CTranslate2 runs too (Transformers, on the CPU). On a GPU: PyTorch eager and ONNX Runtime
     fp32 only (int8 dynamic quantization is a CPU technique; the CTranslate2 wheels on PyPI are
-    built for another CUDA than the GPU machine's)."""
+    built for another CUDA than the GPU machine's). With a shortlist in the bundle, each fp32
+    contender again with it (`_shortlist_contenders`); `shortlist_only`: no int8."""
     fp32 = load_bundle(shutil.copytree(path, tmp / "fp32", ignore=shutil.ignore_patterns("onnx", "ct2")))
     on_cpu = device == "cpu"
     ctranslate2 = "ctranslate2" in fp32.model_config.export_formats and on_cpu
     onnx_files = (ENCODER_FILE, DECODER_FILE)
     print(
-        f"exporting {path} to ONNX{' (fp32, int8)' if on_cpu else ''}{' and CTranslate2' if ctranslate2 else ''} ...",
+        f"exporting {path} to ONNX{' (fp32, int8)' if on_cpu and not shortlist_only else ''}{' and CTranslate2' if ctranslate2 else ''} ...",
         flush=True,
     )
     export_onnx(fp32)
@@ -113,7 +127,7 @@ def _contenders(path: Path, tmp: Path, device: str) -> tuple[list[Contender], bo
             _mb(*(fp32.path / "onnx" / name for name in onnx_files)),
         ),
     ]
-    if on_cpu:
+    if on_cpu and not shortlist_only:
         int8 = load_bundle(shutil.copytree(path, tmp / "int8", ignore=shutil.ignore_patterns("onnx", "ct2")))
         export_onnx(int8, quantize="int8")
         contenders.append(
@@ -125,12 +139,28 @@ def _contenders(path: Path, tmp: Path, device: str) -> tuple[list[Contender], bo
         )
     if ctranslate2:
         export_ctranslate2(fp32)
-        for label, compute_type in (("fp32", "float32"), ("int8", "int8")):
+        for label, compute_type in (("fp32", "float32"), ("int8", "int8"))[: 1 if shortlist_only else 2]:
             translator = Translator.from_bundle(fp32, "cpu", "ctranslate2", {"compute_type": compute_type})
             contenders.append(
                 Contender(f"CTranslate2 {label}", translator, _mb(fp32.path / "ct2" / "model.bin"))
             )
-    return contenders, ctranslate2
+    return contenders + _shortlist_contenders(fp32, contenders, device), ctranslate2
+
+
+def _shortlist_contenders(bundle: Bundle, contenders: list[Contender], device: str) -> list[Contender]:
+    """Each fp32 contender again, decoding with the bundle's shortlist (none without one)."""
+    if not (bundle.path / SHORTLIST_FILE).is_file():
+        print(f"{bundle.path.name}: no {SHORTLIST_FILE}, so no shortlist contenders", flush=True)
+        return []
+    backends = {"PyTorch eager": "torch", "ONNX Runtime fp32": "onnx", "CTranslate2 fp32": "ctranslate2"}
+    found = []
+    for contender in contenders:
+        if contender.name in backends:
+            backend = backends[contender.name]
+            engine = {"compute_type": "float32"} if backend == "ctranslate2" else None
+            translator = Translator.from_bundle(bundle, device, backend, engine, shortlist=True)
+            found.append(Contender(contender.name + SHORTLISTED, translator, contender.stored_mb))
+    return found
 
 
 def _run(contender: Contender, setting: str, texts: list[str], search: SearchConfig, batch: int) -> None:
@@ -156,6 +186,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="64 sentences, and no batch-1 setting")
     parser.add_argument(
+        "--shortlist-only",
+        action="store_true",
+        help="only the fp32 contenders with and without the bundle's shortlist, at beam 5, batch 32",
+    )
+    parser.add_argument(
         "--device",
         default="cpu",
         help="cpu, or cuda: PyTorch and ONNX Runtime fp32 on the GPU (default: cpu)",
@@ -165,10 +200,12 @@ def main() -> None:
     if args.quick:
         args.sentences = min(args.sentences, 64)
         del settings["beam 5, batch 1"]
+    if args.shortlist_only:
+        settings = {MAIN: SETTINGS[MAIN]}
     harness.set_threads(args.threads)
 
     with tempfile.TemporaryDirectory(prefix="bench-decode-") as tmp:
-        contenders, ctranslate2 = _contenders(Path(args.model), Path(tmp), args.device)
+        contenders, ctranslate2 = _contenders(Path(args.model), Path(tmp), args.device, args.shortlist_only)
         bundle = load_bundle(args.model)
         sources = read_lines(harness.corpus_file(args.data, TEST_SPLIT, bundle.src_lang))
         references = read_lines(harness.corpus_file(args.data, TEST_SPLIT, bundle.tgt_lang))
@@ -194,7 +231,10 @@ def main() -> None:
                     )
 
     tokenizer = bundle.tgt_tokenizer
-    reference = contenders[3] if ctranslate2 else contenders[0]  # CTranslate2 fp32 (Transformers)
+    # CTranslate2 fp32 (Transformers), else PyTorch eager
+    reference = next(
+        c for c in contenders if c.name == ("CTranslate2 fp32" if ctranslate2 else "PyTorch eager")
+    )
     rates: dict[tuple[str, str], float] = {}
     bleus: dict[tuple[str, str], float] = {}
     for setting in settings:
@@ -272,6 +312,19 @@ def main() -> None:
             f"({fast / full:.2f}x)",
             abs(delta) <= INT8_BLEU and fast > full,
         )
+    recurrent = bundle.model_config.architecture != "transformer"
+    for name in (c.name for c in contenders if c.name.endswith(SHORTLISTED)):
+        full_name = name.removesuffix(SHORTLISTED)
+        delta = bleus[name, MAIN] - bleus[full_name, MAIN]
+        judge(
+            f"{MAIN}: {name} BLEU no more than {SHORTLIST_BLEU} below the full vocabulary ({delta:+.2f})",
+            delta >= -SHORTLIST_BLEU,
+        )
+        if recurrent:
+            speed = rates[name, MAIN] / rates[full_name, MAIN]
+            judge(
+                f"{MAIN}: {name} >= {SHORTLIST_SPEED}x {full_name} ({speed:.2f}x)", speed >= SHORTLIST_SPEED
+            )
     harness.verdict("every target above", all(passed))
 
 

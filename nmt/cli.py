@@ -10,10 +10,13 @@
         all three take [--backend torch|onnx|ctranslate2|auto]; onnx and ctranslate2 run the export
         `nmt export` made, auto the engine the bundle's speed record names (see nmt/engines.py);
         and [--source LANG --target LANG], needed where the bundle translates several directions
+        and [--shortlist]: decode over the bundle's vocabulary shortlist (nmt shortlist)
     nmt bench --model BUNDLE --src FILE [--lines 200] [--threads N] [--engines E ...] [--record]
         (sentences/s of each engine that can run it here, beam 5, batch 32; --record: into bundle.json)
     nmt export --model BUNDLE --format onnx [--quantize int8]                       (-> BUNDLE/onnx/)
     nmt export --model BUNDLE --format ctranslate2 [--quantize int8]         (Transformer -> BUNDLE/ct2/)
+    nmt shortlist --model BUNDLE --src FILE --tgt FILE [--k 30] [--frequent 100]
+                                               (-> BUNDLE/shortlist.npz, and BUNDLE/ct2/vmap.txt)
     nmt compare [--models BUNDLE...] [--hyps NAME=FILE...] --src FILE --ref FILE [--baseline NAME]
         [--length-buckets 10,15,20,30] [--out DIR]
     nmt data download multi30k --out DIR [--base-url URL|FOLDER]
@@ -77,7 +80,7 @@ def _translator(args):
         flags = "--source/--target" if args.source is None or args.target is None else "--source --target"
         raise NmtError(f"{flags}: {error}") from None
     translator = Translator.from_bundle(
-        bundle, _device(args.device), args.backend, batch_size=args.batch_size
+        bundle, _device(args.device), args.backend, batch_size=args.batch_size, shortlist=args.shortlist
     )
     return translator, _search_options(args, bundle.search), direction
 
@@ -342,6 +345,23 @@ def cmd_export(args) -> None:
         print(export_onnx(bundle, args.quantize))
 
 
+def cmd_shortlist(args) -> None:
+    from nmt.bundle import bundle_file, load_bundle
+    from nmt.ct2_format import EXPORT_DIR, EXPORT_FILE
+    from nmt.shortlist import save_shortlist, shortlist_for_bundle, shortlist_path
+
+    bundle = load_bundle(args.model)
+    shortlist = shortlist_for_bundle(bundle, Path(args.src), Path(args.tgt), args.k, args.frequent)
+    path = save_shortlist(shortlist, shortlist_path(bundle))
+    print(path)
+    ct2 = bundle_file(bundle.path, EXPORT_DIR, "ct2 export")
+    if (ct2 / EXPORT_FILE).is_file():  # its vmap follows the new table
+        from nmt.export.ctranslate2 import write_vmap
+        from nmt.shortlist import require_shortlist
+
+        print(write_vmap(ct2, bundle, require_shortlist(bundle)))  # as read back: with its digest
+
+
 def cmd_download(args) -> None:
     from nmt.download import MULTI30K_BASE_URL, download_multi30k
 
@@ -383,6 +403,11 @@ def _add_decoding(parser: argparse.ArgumentParser) -> None:
         help="run the model with PyTorch, or on its export (made by nmt export): ONNX Runtime, or "
         "CTranslate2 (Transformers only); auto: the fastest in the bundle's speed record for this "
         "device (nmt bench --record), its export made where missing",
+    )
+    parser.add_argument(
+        "--shortlist",
+        action="store_true",
+        help="decode over the bundle's vocabulary shortlist (shortlist.npz, made by nmt shortlist)",
     )
     parser.add_argument(
         "--source", metavar="LANG", help="source language (needed where the bundle has several directions)"
@@ -586,6 +611,22 @@ def build_parser() -> argparse.ArgumentParser:
         "CTranslate2 also offers at load time for a float32 export)",
     )
     p.set_defaults(handler=cmd_export)
+
+    p = commands.add_parser(
+        "shortlist",
+        help="build the bundle's vocabulary shortlist from a parallel corpus",
+        description="Build BUNDLE/shortlist.npz: for each source token its K best target tokens by "
+        "co-occurrence (Dice) in the corpus, plus the N most frequent target tokens; decoding with "
+        "--shortlist then computes the output layer over those only. Also writes BUNDLE/ct2/vmap.txt "
+        "when the bundle has a CTranslate2 export.",
+    )
+    p.add_argument("--model", required=True, help="model bundle folder")
+    p.add_argument("--src", required=True, help="source side of the training corpus (plain or .gz)")
+    p.add_argument("--tgt", required=True, help="its target side, line by line")
+    # the defaults are nmt.shortlist's DEFAULT_K and DEFAULT_FREQUENT (not imported: it loads torch)
+    p.add_argument("--k", type=int, default=30, help="target tokens per source token (default 30)")
+    p.add_argument("--frequent", type=int, default=100, help="most frequent target tokens kept (default 100)")
+    p.set_defaults(handler=cmd_shortlist)
 
     data = commands.add_parser("data", help="data sets", description="Fetch and prepare data sets.")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)

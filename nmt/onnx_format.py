@@ -5,7 +5,8 @@ folder, BUNDLE/onnx/:
 
     encoder.onnx   src (B, S) int64, src_lengths (B,) int64 -> "memory.KEY"..., "state.KEY"...
     decoder.onnx   prev_tokens (R,) int64, beam_indices (R,) int64, k () int64,
-                   want_log_probs () bool, [want_attention () bool,] "memory.KEY"... (R rows,
+                   want_log_probs () bool, [vocabulary (V',) int64,] [want_attention () bool,]
+                   "memory.KEY"... (R rows,
                    or with memory_per_sentence one row per sentence, shared by its R / B
                    consecutive rows), "state.KEY"... (the previous step's rows)
                    -> log_probs (R, V) float32 (only when want_log_probs, else (0, V)),
@@ -17,7 +18,10 @@ folder, BUNDLE/onnx/:
 
 KEY are the model's own memory and state keys (see `nmt.models`). want_attention and attention
 are there for models with attention (`decode_step_with_attention`), in exports made since
-alignments exist: an export without them still translates, and says it has no attention. Graph
+alignments exist: an export without them still translates, and says it has no attention.
+vocabulary: the target ids a shortlist allows (`nmt.shortlist`; empty: all of them); the
+tokens returned are ids still, and log_probs are -inf outside it. Exports made before
+shortlists lack it: they translate, without a shortlist. Graph
 inputs a model does not use (the no-attention RNN never reads "memory.src_mask") are dropped by
 the exporter, so only the inputs a session declares are fed.
 """
@@ -32,4 +36,5 @@ WANT_LOG_PROBS = "want_log_probs"  # the decoder graph's switch for its (R, V) o
 MEMORY, STATE, NEW_STATE = "memory.", "state.", "new_state."  # graph name prefixes of the seam's dicts
 LOG_PROBS = "log_probs"
 WANT_ATTENTION, ATTENTION = "want_attention", "attention"  # the optional attention output and its switch
+VOCABULARY = "vocabulary"  # the decoder's shortlist input (V',) int64; empty = the full vocabulary
 TOP_K_OUTPUTS = ("top_log_probs", "top_tokens", "eos_log_probs")

@@ -302,6 +302,7 @@ def beam_search(
     options: SearchConfig,
     max_len_cap: int | None = None,
     attention: bool = False,
+    vocabulary: Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """Translate a batch: src (B, S) with lengths (B,) -> an n-best list for each sentence.
 
@@ -312,7 +313,12 @@ def beam_search(
     With `attention`, every hypothesis carries its steps' attention over the source, its tokens'
     and its EOS's: the steps go through `decode_top_k_with_attention` / `decode_step_with_attention`
     instead (a model with attention only, `model.attends`; others raise NoAttention; see
-    `nmt.models.step`). Without, no step computes or keeps any."""
+    `nmt.models.step`). Without, no step computes or keeps any.
+
+    With `vocabulary` (V',) (a shortlist's, `nmt.shortlist`), the steps compute the output layer
+    over those target ids only (`model.with_vocabulary`), which returns tokens as vocabulary ids."""
+    if vocabulary is not None:
+        model = model.with_vocabulary(vocabulary)
     beam = options.beam_size
     memory, state = model.encode(src, src_lengths)
     beams = BeamBatch(max_lengths(src_lengths, options, max_len_cap), options, attention, model.cheap_select)

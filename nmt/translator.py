@@ -13,6 +13,10 @@ A translator on a multilingual model (`language_ids`: target language -> the id 
 token, see `nmt.languages`) puts the target's token before each source sentence's pieces in
 `encode(texts, target)`. The token is no word of the source: attention and alignments leave its
 column out.
+
+A translator with a `shortlist` (`nmt.shortlist`) decodes each batch over the target ids its
+sources' shortlist rows allow (`Shortlist.vocabulary`, given to the search); on CTranslate2 the
+same table runs as CTranslate2's vocabulary map (`use_vmap`, see `nmt.backends.ctranslate2`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from nmt.data import collate_source
 from nmt.errors import NmtError, NoAttention
 from nmt.models import Seq2Seq
 from nmt.search import Hypothesis, beam_search
+from nmt.shortlist import Shortlist, require_shortlist
 from nmt.tokenizer import Tokenizer
 
 log = logging.getLogger("nmt.translate")
@@ -99,6 +104,7 @@ class Translator:
         max_len_cap: int | None = None,
         no_attention: str = "the model has no attention, so it gives no alignments",
         language_ids: dict[str, int] | None = None,
+        shortlist: Shortlist | None = None,
     ):
         self.model = model
         self.src_tokenizer = src_tokenizer
@@ -116,6 +122,9 @@ class Translator:
         self.aligner_engine: str | None = None
         self._aligner: Translator | None = None
         self._aligner_lock = threading.Lock()
+        # decode each batch over its shortlist vocabulary; a search engine (CTranslate2) was
+        # given the same table when it was made, and applies it itself
+        self.shortlist = shortlist
 
     @classmethod
     def from_bundle(
@@ -124,27 +133,33 @@ class Translator:
         device: str | torch.device = "cpu",
         backend: str = "torch",
         engine: dict[str, Any] | None = None,
+        shortlist: bool = False,
         **kwargs,
     ) -> Translator:
         """A translator on the bundle's PyTorch model, or on one of its exports: backend "onnx"
         (ONNX Runtime on BUNDLE/onnx/) or "ctranslate2" (CTranslate2 on BUNDLE/ct2/, Transformers
         only). `engine` options go to the backend (`OnnxModel`: threads, optimization, spinning;
         `CTranslate2Model`: compute_type, threads, replicas); the other keyword arguments to
-        `Translator`. Backend "auto": the engine `nmt.engines.choose` picks for this device (its
-        export made where missing), with `engine`'s threads."""
+        `Translator`. `shortlist`: decode with the bundle's vocabulary shortlist (BundleError when
+        it has none, or one built for another version or vocabulary; see `nmt.shortlist`).
+        Backend "auto": the engine `nmt.engines.choose` picks for this device (its export made
+        where missing), with `engine`'s threads."""
         if backend == "auto":
             from nmt.engines import choose, open_translator
 
             threads = (engine or {}).get("threads") or torch.get_num_threads()
             choice = choose(bundle, device, threads)
             log.info("%s: on %s (%s)", bundle.name, choice.engine, choice.reason)
-            return open_translator(bundle, choice.engine, device, threads, **kwargs)
+            return open_translator(bundle, choice.engine, device, threads, shortlist=shortlist, **kwargs)
         model: Seq2Seq | SearchEngine
+        table = require_shortlist(bundle) if shortlist else None
         no_attention = f"{bundle.name} is a model without attention ({bundle.model_config.architecture})"
         if backend == "onnx":
             from nmt.backends.onnx import OnnxModel
 
             model = OnnxModel.from_bundle(bundle, device, **(engine or {}))
+            if table is not None:
+                model.check_takes_vocabulary()  # an export made before shortlists says so now
             if bundle.model_config.attends:  # an export from before attention was exported
                 no_attention = (
                     f"{model.folder} was exported without attention; run nmt export --model "
@@ -153,7 +168,7 @@ class Translator:
         elif backend == "ctranslate2":
             from nmt.backends.ctranslate2 import CTranslate2Model
 
-            model = CTranslate2Model.from_bundle(bundle, device, **(engine or {}))
+            model = CTranslate2Model.from_bundle(bundle, device, shortlist=table, **(engine or {}))
             no_attention = "the ctranslate2 backend gives no attention; use the torch or onnx backend"
         else:
             model = bundle.load_model(device)
@@ -169,6 +184,7 @@ class Translator:
             bundle.search,
             device,
             max_len_cap=cap,
+            shortlist=table,
             **kwargs,
         )
 
@@ -255,7 +271,10 @@ class Translator:
             if isinstance(self.model, SearchEngine):  # a search of its own (CTranslate2)
                 nbest = self.model.beam_search(src, src_lengths, search, self.max_len_cap)
             else:
-                nbest = beam_search(self.model, src, src_lengths, search, self.max_len_cap, alignments)
+                vocabulary = None if self.shortlist is None else self.shortlist.vocabulary(src)
+                nbest = beam_search(
+                    self.model, src, src_lengths, search, self.max_len_cap, alignments, vocabulary
+                )
             for row, hypotheses in zip(rows, nbest, strict=True):
                 texts_out = self.tgt_tokenizer.decode([h.tokens for h in hypotheses])
                 found = [

@@ -27,6 +27,7 @@ from nmt.config import SearchConfig
 from nmt.engines import Choice, available, check_engine, choose, open_translator, speed_record
 from nmt.errors import BundleError, NmtError
 from nmt.languages import Direction
+from nmt.shortlist import require_shortlist, shortlist_path
 from nmt.translator import Translation, Translator
 from serving.batcher import MicroBatcher
 from serving.settings import Settings
@@ -99,6 +100,7 @@ class ModelEntry:
             "device": str(self.translator.device),
             "search": self.bundle.search.model_dump(),
             "alignment": self.translator.attends,  # whether return_alignment is available
+            "shortlist": self.translator.shortlist is not None,  # decodes over a vocabulary shortlist
             "scores": meta.get("scores"),
         }
 
@@ -160,6 +162,9 @@ def _translator(bundle: Bundle, settings: Settings, choice: Choice | None = None
     bundle version or without the attention its model has (made before alignments) is (re)made
     first, so a retrained bundle dropped in models/ just works (`nmt.engines.open_translator`)."""
     choice = choice or _choice(bundle, settings)
+    shortlist = settings.shortlist and shortlist_path(bundle).is_file()
+    if shortlist:
+        require_shortlist(bundle)  # one of another version or vocabulary: refused before any export
     return open_translator(
         bundle,
         choice.engine,
@@ -168,6 +173,7 @@ def _translator(bundle: Bundle, settings: Settings, choice: Choice | None = None
         replicas=settings.slots,
         batch_size=settings.batch_max_sentences,
         batch_tokens=1 << 30,
+        shortlist=shortlist,
     )
 
 

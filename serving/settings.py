@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     )
     device: Literal["cpu", "cuda"] = "cpu"
     threads: int = Field(0, ge=0, description="intra-op threads per decode; 0 = cores / decode slots")
+    shortlist: bool = Field(
+        True,
+        description="decode over the bundle's vocabulary shortlist (shortlist.npz) where it has one; "
+        "NMT_SHORTLIST=0 decodes over the full vocabulary",
+    )
 
     # micro-batching: gather concurrent sentences for one model into one decode
     batch_max_sentences: int = Field(32, ge=1, le=1024)

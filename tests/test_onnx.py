@@ -45,7 +45,7 @@ ENCODER_OUTPUTS = {
     ],
     "gru_attention": ["memory.src_mask", "memory.encoder_outputs", "memory.keys", "state.h", "state.feed"],
 }
-STEP_INPUTS = ["prev_tokens", "beam_indices", "k", "want_log_probs"]
+STEP_INPUTS = ["prev_tokens", "beam_indices", "k", "want_log_probs", "vocabulary"]
 ATTENDING_STEP_INPUTS = [*STEP_INPUTS, "want_attention"]  # models with attention switch it on
 DECODER_INPUTS = {
     "transformer": [*ATTENDING_STEP_INPUTS, *ENCODER_OUTPUTS["transformer"]],

@@ -11,6 +11,10 @@ searches differ, so outputs may differ even on identical weights:
   ours once its n best can no longer change;
 - the length limit is one per batch (the longest of a * source + b), not one per sentence.
 Greedy search (beam 1) is the same search in both, and gives the same tokens.
+
+With a shortlist (`nmt.shortlist`), the export's vmap.txt (written from it, see
+`nmt.export.ctranslate2`) is CTranslate2's vocabulary map, applied with `use_vmap`: each batch
+decodes over the target tokens its source pieces map to, the frequent ones, and the specials.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from nmt.config import SearchConfig
 from nmt.ct2_format import EXPORT_DIR, EXPORT_FILE
 from nmt.errors import BundleError
 from nmt.search import BANNED_IDS, Hypothesis, length_penalty, max_lengths
+from nmt.shortlist import Shortlist
 from nmt.specials import EOS_ID, PAD_ID
 
 
@@ -57,10 +62,12 @@ class CTranslate2Model:
         compute_type: str = "default",
         threads: int | None = None,
         replicas: int = 1,
+        use_vmap: bool = False,
     ) -> None:
         import ctranslate2
 
         self.folder = Path(folder)
+        self.use_vmap = use_vmap  # decode with the folder's vmap.txt (a shortlist)
         device = torch.device(device)
         try:
             self.translator = ctranslate2.Translator(
@@ -82,9 +89,15 @@ class CTranslate2Model:
 
     @classmethod
     def from_bundle(
-        cls, bundle: Bundle, device: str | torch.device = "cpu", **kwargs: Any
+        cls,
+        bundle: Bundle,
+        device: str | torch.device = "cpu",
+        shortlist: Shortlist | None = None,
+        **kwargs: Any,
     ) -> CTranslate2Model:
-        """The export in BUNDLE/ct2/, refused unless it was made from this very bundle version."""
+        """The export in BUNDLE/ct2/, refused unless it was made from this very bundle version;
+        with the bundle's `shortlist`, decoding with the export's vmap.txt of it (refused unless
+        it was written from that very shortlist)."""
         folder = bundle_folder(bundle.path, EXPORT_DIR, "ct2 export")
         meta_file = folder / EXPORT_FILE
         if not meta_file.is_file():
@@ -92,7 +105,8 @@ class CTranslate2Model:
                 f"{bundle.path}: no CTranslate2 export; run {_export_command(bundle.path)} first"
             )
         try:
-            version = json.loads(meta_file.read_text(encoding="utf-8"))["version"]
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+            version = meta["version"]
         except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
             raise BundleError(
                 f"{meta_file}: unreadable export description; run {_export_command(bundle.path)} again"
@@ -102,6 +116,13 @@ class CTranslate2Model:
                 f"{folder}: exported from bundle version {version}, but the bundle is version "
                 f"{bundle.version}; run {_export_command(bundle.path)} again"
             )
+        if shortlist is not None:
+            if not (folder / "vmap.txt").is_file() or meta.get("shortlist") != shortlist.digest:
+                raise BundleError(
+                    f"{folder}: its vmap.txt is missing or was not written from the bundle's shortlist "
+                    f"{shortlist.digest}; run {_export_command(bundle.path)} again"
+                )
+            kwargs["use_vmap"] = True
         return cls(folder, device, **kwargs)
 
     def beam_search(
@@ -124,6 +145,7 @@ class CTranslate2Model:
             max_input_length=0,
             suppress_sequences=[[self.pieces[i]] for i in BANNED_IDS],  # never produced, as in ours
             return_scores=True,
+            use_vmap=self.use_vmap,
         )
         nbest = []
         for result in results:

@@ -26,6 +26,7 @@ unchanged, only slower.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Iterator, Mapping
@@ -55,6 +56,7 @@ from nmt.onnx_format import (
     PREV_TOKENS,
     STATE,
     TOP_K_OUTPUTS,
+    VOCABULARY,
     WANT_ATTENTION,
     WANT_LOG_PROBS,
     K,
@@ -219,6 +221,10 @@ class OnnxModel:
         # the decoder graph gathers the state's rows at every step: fewer rows cost no copy
         self.cheap_select = True
         self._scalars: dict[tuple[str, int | bool], ort.OrtValue] = {}  # see `_scalar`
+        # int8 exports and those made before shortlists have no vocabulary input: they
+        # translate, without a shortlist
+        self.takes_vocabulary = VOCABULARY in self._decoder_inputs
+        self._vocabulary = self._value(np.zeros(0, np.int64))  # empty: the full vocabulary
         self._gather = ort.InferenceSession(
             _gather_graph({key: encoder_outputs[MEMORY + key] for key in self.memory_keys}),
             session_options(threads, spinning=spinning),
@@ -347,6 +353,7 @@ class OnnxModel:
             K: self._scalar(np.int64(top_k)),
             WANT_LOG_PROBS: self._scalar(np.bool_(LOG_PROBS in fetch)),
             WANT_ATTENTION: self._scalar(np.bool_(ATTENTION in fetch)),
+            VOCABULARY: self._vocabulary,
         }
         inputs.update((MEMORY + key, value) for key, value in memory.ort_values.items())
         inputs.update((STATE + key, value) for key, value in state.ort_values.items())
@@ -354,6 +361,20 @@ class OnnxModel:
         names = [NEW_STATE + key for key in self.state_keys]
         values = self._run(self.decoder, inputs, fetch | dict.fromkeys(names, "device"))
         return values[: len(fetch)], OrtTensors(dict(zip(self.state_keys, values[len(fetch) :], strict=True)))
+
+    def with_vocabulary(self, vocabulary: Tensor) -> OnnxModel:
+        """This model decoding over the target ids `vocabulary` (V',) only: a shortlist's (see
+        `nmt.models.step`); the decoder graph gathers those rows of its output layer."""
+        return _with_vocabulary(self, vocabulary)
+
+    def check_takes_vocabulary(self) -> None:
+        """BundleError unless the decoder graph takes a vocabulary (exports made since shortlists)."""
+        if not self.takes_vocabulary:
+            raise BundleError(
+                f"{self.folder}: this export has no vocabulary input (int8 exports and those made "
+                f"before shortlists have none), so it cannot decode with a shortlist; run "
+                f"{_export_command(self.folder.parent)} (float32) again"
+            )
 
     def decode_step(
         self, prev_tokens: Tensor, memory: Mapping[str, Tensor], state: Mapping[str, Tensor]
@@ -388,6 +409,16 @@ class OnnxModel:
         fetched, new_state = self._decode(prev_tokens, memory, state, k, fetch)
         best, tokens, eos, attention = (self._tensor(value) for value in fetched)
         return best, tokens, eos, new_state, attention
+
+
+def _with_vocabulary(model: OnnxModel, vocabulary: Tensor) -> OnnxModel:
+    """`OnnxModel.with_vocabulary`: the same sessions, another vocabulary input."""
+    model.check_takes_vocabulary()
+    if vocabulary.numel() % 64 or not torch.equal(vocabulary[:4].cpu(), torch.arange(4)):
+        raise ValueError("a shortlist vocabulary starts with the ids 0..3 and has a multiple of 64 ids")
+    view = copy.copy(model)
+    view._vocabulary = model._value(vocabulary.long())
+    return view
 
 
 def _gather_graph(types: dict[str, str]) -> bytes:

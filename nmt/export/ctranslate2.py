@@ -5,6 +5,9 @@
     model.bin, config.json, *vocabulary.json   a CTranslate2 model directory, loadable as it is
                                                with ctranslate2.Translator(BUNDLE/ct2)
     export.json                                the bundle's version, the converter's versions
+    vmap.txt                                   with a shortlist (`nmt.shortlist`): it as
+                                               CTranslate2's vocabulary map, for `use_vmap`
+                                               (export.json's "shortlist" is its digest)
 
 A bundle can be exported when its config lists "ctranslate2" in `export_formats` (CTranslate2
 runs Transformers only); the model describes itself in CTranslate2's spec API
@@ -27,7 +30,10 @@ from nmt.checkpoint import atomic_folder
 from nmt.ct2_format import EXPORT_DIR, EXPORT_FILE, EXPORT_FORMAT
 from nmt.errors import NmtError
 from nmt.models import ctranslate2_spec
+from nmt.shortlist import Shortlist, load_shortlist
 from nmt.tokenizer import Tokenizer
+
+VMAP_FILE = "vmap.txt"  # CTranslate2's name for it in a model folder
 
 QUANTIZATIONS = ("int8",)
 
@@ -58,6 +64,7 @@ def export_ctranslate2(bundle: Bundle, quantize: str | None = None) -> Path:
             f"{bundle.path}: --format ctranslate2 supports the Transformer only, "
             f"this bundle is {cfg.architecture!r} (use --format onnx)"
         )
+    shortlist = load_shortlist(bundle)
     model = bundle.load_model("cpu")
     spec = ctranslate2_spec(model, cfg, vocabulary(bundle.src_tokenizer), vocabulary(bundle.tgt_tokenizer))
     spec.validate()
@@ -73,5 +80,20 @@ def export_ctranslate2(bundle: Bundle, quantize: str | None = None) -> Path:
             "exporter": {"torch": torch.__version__, "ctranslate2": ctranslate2.__version__},
         }
         (folder / EXPORT_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        if shortlist is not None:
+            write_vmap(folder, bundle, shortlist)
 
     return atomic_folder(bundle.path / EXPORT_DIR, fill)
+
+
+def write_vmap(folder: Path, bundle: Bundle, shortlist: Shortlist) -> Path:
+    """Write `shortlist` into the export `folder` as vmap.txt and record its digest in
+    export.json (the backend refuses a vmap whose digest is not the bundle's shortlist's)."""
+    pieces_src, pieces_tgt = vocabulary(bundle.src_tokenizer), vocabulary(bundle.tgt_tokenizer)
+    text = "".join(line + "\n" for line in shortlist.vmap_lines(pieces_src, pieces_tgt))
+    (folder / VMAP_FILE).write_text(text, encoding="utf-8")
+    meta_file = folder / EXPORT_FILE
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    meta["shortlist"] = shortlist.digest
+    meta_file.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return folder / VMAP_FILE

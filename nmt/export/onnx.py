@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,7 @@ from nmt.onnx_format import (
     PREV_TOKENS,
     STATE,
     TOP_K_OUTPUTS,
+    VOCABULARY,
     WANT_ATTENTION,
     WANT_LOG_PROBS,
     K,
@@ -250,9 +252,10 @@ def _make_optional(path: Path, output: str, name: str, switch: str) -> None:
     onnx.save(model, str(path))
 
 
-def _attach_head(path: Path, projection: nn.Linear) -> None:
+def _attach_head(path: Path, projection: nn.Linear, shortlists: bool = True) -> None:
     """Replace the traced decoder graph's "features" output by the output head (`add_head`):
-    inputs k () int64 and want_log_probs () bool join the graph, and its outputs become
+    inputs k () int64, want_log_probs () bool and vocabulary (V',) int64 (a shortlist's target
+    ids, empty for all; not with `shortlists` False) join the graph, and its outputs become
     log_probs, top_log_probs, top_tokens, eos_log_probs, then the new state."""
     model = onnx.load(str(path))
     graph = model.graph
@@ -266,12 +269,16 @@ def _attach_head(path: Path, projection: nn.Linear) -> None:
             *inputs[:2],
             onnx.helper.make_tensor_value_info(K, onnx.TensorProto.INT64, []),
             onnx.helper.make_tensor_value_info(WANT_LOG_PROBS, onnx.TensorProto.BOOL, []),
+            *(
+                [onnx.helper.make_tensor_value_info(VOCABULARY, onnx.TensorProto.INT64, ["vocabulary"])]
+                * shortlists
+            ),
             *inputs[2:],
         ]
     )
     weight = projection.weight.detach().float().numpy()
     bias = None if projection.bias is None else projection.bias.detach().float().numpy()
-    add_head(graph, FEATURES, K, WANT_LOG_PROBS, weight, bias, BANNED_IDS)
+    add_head(graph, FEATURES, K, WANT_LOG_PROBS, weight, bias, BANNED_IDS, VOCABULARY if shortlists else None)
     make = onnx.helper.make_tensor_value_info
     top_log_probs, top_tokens, eos_log_probs = TOP_K_OUTPUTS
     head = [
@@ -471,6 +478,42 @@ def _max_difference(
 
 
 @torch.no_grad()
+def _max_shortlist_difference(model: Seq2SeqModel, folder: Path, src: Tensor, src_lengths: Tensor) -> float:
+    """Largest |log p| difference between PyTorch and ONNX Runtime decoding over a shortlist's
+    vocabulary (the specials and every other id up to 128 of them, `with_vocabulary`): the full
+    log-probabilities (-inf outside it in both), the ranked top k with their tokens, EOS."""
+    vocab_size = model.projection.weight.size(0)
+    candidates = torch.cat([torch.arange(4), torch.arange(5, vocab_size, 2)])
+    size = candidates.numel() // 64 * 64
+    if size == 0:  # a vocabulary too small for a shortlist of its own
+        return 0.0
+    vocabulary = candidates[: min(128, size)]
+    shortlisted, exported = model.with_vocabulary(vocabulary), OnnxModel(folder).with_vocabulary(vocabulary)
+    memory, state = shortlisted.encode(src, src_lengths)
+    onnx_memory, onnx_state = exported.encode(src, src_lengths)
+    prev_tokens = torch.full((src.size(0),), BOS_ID)
+    worst = 0.0
+    for _ in range(CHECK_STEPS):
+        best, tokens, eos, _ = shortlisted.decode_top_k(prev_tokens, memory, state, CHECK_TOP_K)
+        log_probs, state = shortlisted.decode_step(prev_tokens, memory, state)
+        onnx_best, onnx_tokens, onnx_eos, _ = exported.decode_top_k(
+            prev_tokens, onnx_memory, onnx_state, CHECK_TOP_K
+        )
+        onnx_log_probs, onnx_state = exported.decode_step(prev_tokens, onnx_memory, onnx_state)
+        inside = torch.isfinite(log_probs)
+        if not torch.equal(inside, torch.isfinite(onnx_log_probs)) or not torch.equal(tokens, onnx_tokens):
+            return math.inf
+        worst = max(
+            worst,
+            (log_probs[inside] - onnx_log_probs[inside]).abs().max().item(),
+            (best - onnx_best).abs().max().item(),
+            (eos - onnx_eos).abs().max().item(),
+        )
+        prev_tokens = tokens[:, 0]
+    return worst
+
+
+@torch.no_grad()
 def export_model(
     model: Seq2SeqModel, folder: Path, version: str | None = None, quantize: str | None = None
 ) -> dict[str, Any]:
@@ -538,7 +581,10 @@ def export_model(
     )
     if decoder.attends:
         _make_optional(folder / DECODER_FILE, WEIGHTS, ATTENTION, WANT_ATTENTION)
-    _attach_head(folder / DECODER_FILE, projection)
+    # an int8 export keeps the plain head: quantize_dynamic leaves the output layer of the head's
+    # shortlist If branches in float32 (and the pre-processing put a per-step Transpose of the
+    # weight there), which cost the int8 export most of its speed-up
+    _attach_head(folder / DECODER_FILE, projection, shortlists=quantize is None)
 
     meta: dict[str, Any] = {
         "format": EXPORT_FORMAT,
@@ -558,6 +604,14 @@ def export_model(
                 f"the ONNX graphs differ from the model by {value:.2g} in {what}"
                 f" (more than {TOLERANCE}): an exporter problem, please report it"
             )
+    shortlist = (
+        _max_shortlist_difference(model, folder, check_src, check_lengths) if quantize is None else 0.0
+    )
+    if shortlist > TOLERANCE:
+        raise ExportError(
+            f"the ONNX graphs decoding over a shortlist differ from the model by {shortlist:.2g} "
+            f"(more than {TOLERANCE}): an exporter problem, please report it"
+        )
     if quantize == "int8":
         for name in (ENCODER_FILE, DECODER_FILE):
             _quantize(folder / name)
@@ -567,6 +621,7 @@ def export_model(
         "steps": CHECK_STEPS,
         "max_abs_log_prob_difference": difference,
         "max_abs_attention_difference": attention if model.attends else None,
+        "max_abs_shortlist_log_prob_difference": shortlist if quantize is None else None,  # over 128 ids
     }
     meta["exporter"] = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__}
     return _write_meta(folder, meta)

@@ -27,6 +27,9 @@ graph's kernel time:
   Transformer's tied embedding in place when the branch read it, breaking the lookup).
 Ties between equal logits in different blocks may rank in another order than a plain top-k.
 
+With a vocabulary input (a shortlist, `nmt.shortlist`), the same head runs over the rows it
+names (see `add_head`); given empty, over all of them, at the plain head's cost.
+
 Letters: R rows, E the output layer's input size, V vocabulary, b block size.
 """
 
@@ -98,12 +101,20 @@ def add_head(
     weight: np.ndarray,
     bias: np.ndarray | None,
     banned: tuple[int, ...],
+    vocabulary: str | None = None,
 ) -> None:
     """Append the head to `graph`, reading the tensors named `features` (R, E), `k` () int64 and
     `want_log_probs` () bool; the output layer is `features @ weight.T + bias` (weight (V, E),
     bias (V,) or None), never producing the tokens `banned` (the search's `BANNED_IDS`, PAD and
     BOS: N of them). The results are named `LOG_PROBS`, then `TOP_K_OUTPUTS`:
-    "top_log_probs", "top_tokens", "eos_log_probs"."""
+    "top_log_probs", "top_tokens", "eos_log_probs".
+
+    With `vocabulary`, the name of an input (V',) int64: a shortlist (`nmt.shortlist`), the
+    sorted target ids to compute the output layer over, which start with the special ids (so
+    EOS and the banned ids keep their positions) and whose length is a multiple of the block
+    size; the logits are then those rows' (weight and bias rows gathered), normalised over them,
+    and the tokens returned are ids (positions mapped back). Empty, it means the full vocabulary,
+    computed as without it (an If: gathering all V rows at every step would cost more)."""
     top_log_probs, top_tokens_out, eos_log_probs = TOP_K_OUTPUTS
     b = _Builder(graph)
     vocab_size = weight.shape[0]
@@ -112,7 +123,12 @@ def add_head(
     w = _weight_name(graph, weight, b)
     masked_bias = bias.copy()
     masked_bias[list(banned)] = -np.inf
-    logits = b.one("Gemm", [features, w, b.constant("masked_bias", masked_bias)], transB=1)  # (R, V)
+    masked = b.constant("masked_bias", masked_bias)
+    if vocabulary is None:
+        logits = b.one("Gemm", [features, w, masked], transB=1)  # (R, V)
+        ids = None
+    else:
+        logits, ids = _shortlisted_logits(b, features, w, masked, vocabulary, vocab_size)  # (R, V')
     specials = b.one(  # (R, N): the banned tokens' logits, masked above
         "Gemm",
         [
@@ -128,10 +144,10 @@ def add_head(
     if block is None:
         top_logits, top_tokens = b.node("TopK", [logits, k1], 2, axis=-1)
     else:
-        blocks = vocab_size // block
-        grouped = b.one("Reshape", [logits, b.ints(0, blocks, block)])  # (R, V / b, b)
+        grouped = b.one("Reshape", [logits, b.ints(0, -1, block)])  # (R, V / b, b)
         maxima = b.one("ReduceMax", [grouped], axes=[-1], keepdims=0)  # (R, V / b)
-        k_blocks = b.one("Min", [k1, b.ints(blocks)])
+        blocks = b.one("Slice", [b.one("Shape", [maxima]), b.ints(1), b.ints(2), b.ints(0)])  # (1,)
+        k_blocks = b.one("Min", [k1, blocks])
         _, best_blocks = b.node("TopK", [maxima, k_blocks], 2, axis=-1)  # (R, kb)
         index = b.one("Expand", [b.one("Unsqueeze", [best_blocks, b.ints(2)]), b.ints(1, 1, block)])
         candidates = b.one("GatherElements", [grouped, index], axis=1)  # (R, kb, b)
@@ -152,19 +168,51 @@ def add_head(
     )  # (R, 1)
 
     b.node("Sub", [top_logits, normaliser], [top_log_probs])
-    b.node("Identity", [top_tokens], [top_tokens_out])
+    if ids is None:
+        b.node("Identity", [top_tokens], [top_tokens_out])
+    else:
+        b.node("Gather", [ids, top_tokens], [top_tokens_out], axis=0)  # positions -> vocabulary ids
     eos = b.one("Gather", [logits, b.ints(EOS_ID)], axis=1)  # (R, 1)
     b.node("Squeeze", [b.one("Sub", [eos, normaliser]), b.ints(1)], [eos_log_probs])
 
-    # the full log-probabilities: the banned logits put back, minus the normaliser
+    # the full log-probabilities: the banned logits put back, minus the normaliser (with a
+    # shortlist, scattered into (R, V), -inf outside it)
     special_columns = b.constant("special_columns", np.array([banned], np.int64))  # (1, N)
+    nodes = [
+        helper.make_node("Shape", [specials], ["special_shape"]),
+        helper.make_node("Expand", [special_columns, "special_shape"], ["special_index"]),  # (R, N)
+        helper.make_node("ScatterElements", [logits, "special_index", specials], ["full_logits"], axis=1),
+    ]
+    if ids is None:
+        nodes.append(helper.make_node("Sub", ["full_logits", normaliser], ["full_log_probs"]))
+    else:
+        nodes += [
+            helper.make_node("Sub", ["full_logits", normaliser], ["subset_log_probs"]),
+            helper.make_node("Shape", ["subset_log_probs"], ["subset_shape"]),
+            helper.make_node("Expand", [ids, "subset_shape"], ["subset_index"]),  # (R, V')
+            helper.make_node(
+                "Constant",
+                [],
+                ["vocab_size"],
+                value=numpy_helper.from_array(np.array([vocab_size], np.int64)),
+            ),
+            helper.make_node("Split", ["subset_shape"], ["row_count", "column_count"], axis=0),
+            helper.make_node("Concat", ["row_count", "vocab_size"], ["full_shape"], axis=0),
+            helper.make_node(
+                "ConstantOfShape",
+                ["full_shape"],
+                ["minus_inf"],
+                value=numpy_helper.from_array(np.array([-np.inf], np.float32)),
+            ),
+            helper.make_node(
+                "ScatterElements",
+                ["minus_inf", "subset_index", "subset_log_probs"],
+                ["full_log_probs"],
+                axis=1,
+            ),
+        ]
     full = helper.make_graph(
-        [
-            helper.make_node("Shape", [specials], ["special_shape"]),
-            helper.make_node("Expand", [special_columns, "special_shape"], ["special_index"]),  # (R, N)
-            helper.make_node("ScatterElements", [logits, "special_index", specials], ["full_logits"], axis=1),
-            helper.make_node("Sub", ["full_logits", normaliser], ["full_log_probs"]),
-        ],
+        nodes,
         "full_log_probs",
         [],
         [helper.make_tensor_value_info("full_log_probs", TensorProto.FLOAT, [None, vocab_size])],
@@ -183,3 +231,50 @@ def add_head(
         [helper.make_tensor_value_info("no_log_probs", TensorProto.FLOAT, [0, vocab_size])],
     )
     b.node("If", [want_log_probs], [LOG_PROBS], then_branch=full, else_branch=empty)
+
+
+def _shortlisted_logits(
+    b: _Builder, features: str, weight: str, masked_bias: str, vocabulary: str, vocab_size: int
+) -> tuple[str, str]:
+    """(logits (R, V'), ids (V',)): the output layer over the rows `vocabulary` names, or over
+    all of them when it is empty (ids then 0 .. V-1). Each in an If whose branches read the
+    weight and bias of the outer graph: the empty case runs the plain Gemm on the initializer
+    (prepacked by ONNX Runtime), the other gathers the rows first."""
+    is_full = b.one("Equal", [b.one("Size", [vocabulary]), b.constant("zero", np.array(0, np.int64))])
+    output = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, None)  # noqa: E731
+    all_rows = helper.make_graph(
+        [helper.make_node("Gemm", [features, weight, masked_bias], ["all_logits"], transB=1)],
+        "all_rows",
+        [],
+        [output("all_logits")],
+    )
+    some_rows = helper.make_graph(
+        [
+            helper.make_node("Gather", [weight, vocabulary], ["rows_weight"], axis=0),  # (V', E)
+            helper.make_node("Gather", [masked_bias, vocabulary], ["rows_bias"], axis=0),  # (V',)
+            helper.make_node("Gemm", [features, "rows_weight", "rows_bias"], ["some_logits"], transB=1),
+        ],
+        "some_rows",
+        [],
+        [output("some_logits")],
+    )
+    logits = b.one("If", [is_full], then_branch=all_rows, else_branch=some_rows)
+    ids_type = lambda name: helper.make_tensor_value_info(name, TensorProto.INT64, None)  # noqa: E731
+    every_id = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["start"], value=numpy_helper.from_array(np.array(0, np.int64))),
+            helper.make_node(
+                "Constant", [], ["limit"], value=numpy_helper.from_array(np.array(vocab_size, np.int64))
+            ),
+            helper.make_node("Constant", [], ["delta"], value=numpy_helper.from_array(np.array(1, np.int64))),
+            helper.make_node("Range", ["start", "limit", "delta"], ["every_id"]),
+        ],
+        "every_id",
+        [],
+        [ids_type("every_id")],
+    )
+    given_ids = helper.make_graph(
+        [helper.make_node("Identity", [vocabulary], ["given_ids"])], "given_ids", [], [ids_type("given_ids")]
+    )
+    ids = b.one("If", [is_full], then_branch=every_id, else_branch=given_ids)
+    return logits, ids

@@ -46,6 +46,13 @@ The weights of each row sum to 1 over its real source tokens (EOS included) and 
 separate call, so asking for none costs nothing. A model without attention (`attends` False)
 raises `nmt.errors.NoAttention` from these.
 
+Vocabulary shortlists (`nmt.shortlist`): `with_vocabulary(vocabulary (V',))` is the same model
+decoding over those target ids only (sorted, starting with the specials 0..3): its output layer
+computes V' rows instead of V, its log-probabilities are normalised over them, and what it
+returns is in vocabulary ids as before: `decode_top_k`'s tokens are ids (the positions in the
+subset mapped back), `decode_step`'s (R, V) log-probabilities are -inf outside the subset.
+BANNED_IDS stay banned. The search takes it for one batch (`beam_search(..., vocabulary=)`).
+
 The ONNX decoder graph ranks the projection's outputs without materialising the
 log-probabilities (see `nmt.export.onnx_head`). What else a model can do is declared by its
 config (`nmt.config`: position_limit, export_formats, architecture).
@@ -58,6 +65,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from torch import Tensor, nn
+from torch.nn import functional
 
 from nmt.errors import NoAttention
 from nmt.search import BANNED_IDS, select
@@ -97,6 +105,8 @@ class Seq2Seq(Protocol):
     def select_memory(self, memory: Tensors, rows: Tensor) -> Tensors: ...
 
     def select_state(self, state: Tensors, rows: Tensor) -> Tensors: ...
+
+    def with_vocabulary(self, vocabulary: Tensor) -> Seq2Seq: ...
 
 
 def _top_k(log_probs: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -190,3 +200,77 @@ class Seq2SeqModel(TensorSeam, nn.Module):
         attention over the source (R, S)."""
         features, new_state, attention = self.decode_features_with_attention(prev_tokens, memory, state)
         return self.projection(features).float().log_softmax(dim=-1), new_state, attention
+
+    def with_vocabulary(self, vocabulary: Tensor) -> Shortlisted:
+        """This model decoding over the target ids `vocabulary` (V',) only (see the module docstring)."""
+        return Shortlisted(self, vocabulary)
+
+
+class Shortlisted(TensorSeam):
+    """A `Seq2SeqModel` whose steps compute the output layer over the rows `vocabulary` (V',)
+    only: sorted target ids starting with the specials (`nmt.shortlist.Shortlist.vocabulary`).
+    The rows of the weight and bias are gathered once, here (one batch's worth of decoding);
+    encoding and the selection of rows are the model's."""
+
+    def __init__(self, model: Seq2SeqModel, vocabulary: Tensor) -> None:
+        projection = model.projection
+        self.model = model
+        self.vocabulary = vocabulary.to(projection.weight.device)  # (V',)
+        self.weight = projection.weight.index_select(0, self.vocabulary)  # (V', E)
+        self.bias = None if projection.bias is None else projection.bias.index_select(0, self.vocabulary)
+        self.vocab_size = projection.weight.size(0)
+        positions = {int(token): i for i, token in enumerate(self.vocabulary[:8].tolist())}
+        if positions.get(EOS_ID) != EOS_ID or any(positions.get(t) != t for t in BANNED_IDS):
+            raise ValueError("a shortlist vocabulary starts with the special ids 0..3, in order")
+        self.memory_per_sentence = model.memory_per_sentence
+        self.attends = model.attends
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        return self.model.encode(src, src_lengths)
+
+    def with_vocabulary(self, vocabulary: Tensor) -> Shortlisted:
+        return Shortlisted(self.model, vocabulary)
+
+    def _log_probs(self, features: Tensor) -> Tensor:
+        """(R, E) -> (R, V') log-probabilities over the subset, float32."""
+        return functional.linear(features, self.weight, self.bias).float().log_softmax(dim=-1)
+
+    def _full(self, log_probs: Tensor) -> Tensor:
+        """(R, V') -> (R, V), -inf outside the subset."""
+        full = log_probs.new_full((log_probs.size(0), self.vocab_size), -math.inf)
+        return full.index_copy_(1, self.vocabulary, log_probs)
+
+    def _top_k(self, log_probs: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+        """`_top_k` over the subset (the banned ids sit at their own positions), tokens as ids."""
+        best, positions, eos = _top_k(log_probs, k)
+        return best, self.vocabulary[positions], eos
+
+    def decode_step(
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        features, new_state = self.model.decode_features(prev_tokens, memory, state)
+        return self._full(self._log_probs(features)), new_state
+
+    def decode_top_k(
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors, k: int
+    ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+        features, new_state = self.model.decode_features(prev_tokens, memory, state)
+        return (*self._top_k(self._log_probs(features), k), new_state)
+
+    def decode_step_with_attention(
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        features, new_state, attention = self.model.decode_features_with_attention(prev_tokens, memory, state)
+        return self._full(self._log_probs(features)), new_state, attention
+
+    def decode_top_k_with_attention(
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors, k: int
+    ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor], Tensor]:
+        features, new_state, attention = self.model.decode_features_with_attention(prev_tokens, memory, state)
+        return (*self._top_k(self._log_probs(features), k), new_state, attention)
+
+    def select_memory(self, memory: Tensors, rows: Tensor) -> dict[str, Tensor]:
+        return dict(self.model.select_memory(memory, rows))
+
+    def select_state(self, state: Tensors, rows: Tensor) -> dict[str, Tensor]:
+        return dict(self.model.select_state(state, rows))

@@ -1,0 +1,324 @@
+"""Vocabulary shortlists: built from a corpus, stored in the bundle and checked against it, and
+decoded with by every engine (PyTorch, ONNX Runtime, CTranslate2), which agree with each other
+and stay close to the full vocabulary."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nmt.backends.onnx import OnnxModel
+from nmt.bundle import load_bundle
+from nmt.data import collate_source, read_lines
+from nmt.errors import BundleError, DataError
+from nmt.export import onnx as onnx_export
+from nmt.export.onnx import export_onnx
+from nmt.metrics import bleu_only
+from nmt.search import BANNED_IDS
+from nmt.shortlist import (
+    ALIGN,
+    FILE,
+    SPECIALS,
+    build_shortlist,
+    load_shortlist,
+    read_shortlist,
+    require_shortlist,
+    save_shortlist,
+    shortlist_for_bundle,
+)
+from nmt.specials import EOS_ID
+from nmt.translator import Translator
+from tests.conftest import DEFAULT_BUNDLE, assert_one_line_error, run_benchmark, run_nmt
+
+SHIPPED = ["transformer-en-de", "lstm-attention-en-de", "lstm-en-de"]
+
+
+def _copy(bundle: Path, folder: Path) -> Path:
+    return Path(shutil.copytree(bundle, folder / bundle.name))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def shortlisted(trained_bundles, tiny_corpus, tmp_path_factory) -> dict[str, Path]:
+    """A copy of each tiny bundle with a shortlist of the tiny corpus and an fp32 ONNX export."""
+    bundles = {}
+    for arch, path in trained_bundles.items():
+        bundles[arch] = _copy(path, tmp_path_factory.mktemp(f"shortlist-{arch}"))
+        run_nmt(
+            "shortlist", "--model", str(bundles[arch]), "--src", str(tiny_corpus / "train.en"),
+            "--tgt", str(tiny_corpus / "train.de"), "--k", "5", "--frequent", "20",
+        )  # fmt: skip
+        export_onnx(load_bundle(bundles[arch]))
+    return bundles
+
+
+# -- building ---------------------------------------------------------------------------------
+
+
+def test_rows_rank_by_dice_and_keep_k_and_the_frequent_tokens():
+    # target 7 follows source 5 everywhere; 9 is in every target sentence (frequent, but no
+    # better a translation of 5 than of anything else); 8 goes with 6
+    src = [[5, 6], [5], [5, 6], [6]]
+    tgt = [[7, 9, 8], [7, 9], [7, 9, 8], [9, 8]]
+    chunks = [(src[:2], tgt[:2]), (src[2:], tgt[2:])]  # counted chunk by chunk, merged
+    shortlist = build_shortlist(chunks, 10, 12, k=2, frequent=1, meta={"corpus": "hand-made"})
+    row = lambda s: shortlist.indices[shortlist.indptr[s] : shortlist.indptr[s + 1]].tolist()  # noqa: E731
+    assert row(5) == [7, 9] and row(6) == [8, 9]  # Dice: 7 (1.0) before 9 (0.86) for 5; k = 2
+    assert row(0) == row(4) == row(9) == []
+    assert shortlist.frequent.tolist() == [9]
+    assert (
+        shortlist.meta["k"] == 2 and shortlist.meta["pairs"] == 4 and shortlist.meta["corpus"] == "hand-made"
+    )
+
+
+def test_the_vocabulary_is_the_union_with_the_specials_first_padded_to_the_block():
+    src, tgt = [[10, 11], [12]], [[100, 101], [102, 103]]
+    shortlist = build_shortlist([(src, tgt)], 20, 1000, k=3, frequent=0)
+    vocabulary = shortlist.vocabulary(torch.tensor([[10, EOS_ID, 0]]))
+    assert vocabulary is not None
+    ids = vocabulary.tolist()
+    assert ids[:SPECIALS] == [0, 1, 2, 3] and ids == sorted(set(ids)) and len(ids) % ALIGN == 0
+    assert {100, 101} <= set(ids) and not {102, 103} & set(ids)  # 12's row is not asked for
+    assert len(ids) == ALIGN  # padded with the lowest ids missing
+    # a union that would not be smaller than the whole vocabulary is the whole vocabulary
+    assert build_shortlist([(src, tgt)], 20, 100, k=3, frequent=90).vocabulary([[10]]) is None
+
+
+def test_a_shortlist_file_round_trips_byte_for_byte(tmp_path):
+    shortlist = build_shortlist([([[5, 6]], [[7, 8]])], 10, 200, k=2, frequent=3, meta={"x": 1})
+    first, second = (
+        save_shortlist(shortlist, tmp_path / "a.npz"),
+        save_shortlist(shortlist, tmp_path / "b.npz"),
+    )
+    assert first.read_bytes() == second.read_bytes()
+    read = read_shortlist(first)
+    assert np.array_equal(read.indptr, shortlist.indptr) and np.array_equal(read.indices, shortlist.indices)
+    assert np.array_equal(read.frequent, shortlist.frequent) and read.meta == shortlist.meta
+    assert len(read.digest) == 16
+    (tmp_path / "bad.npz").write_bytes(first.read_bytes()[:100])
+    with pytest.raises(BundleError, match="bad.npz: unreadable shortlist"):
+        read_shortlist(tmp_path / "bad.npz")
+
+
+def test_corpora_of_different_lengths_are_refused(trained_bundles, tiny_corpus, tmp_path):
+    bundle = load_bundle(trained_bundles["lstm"])
+    short = tmp_path / "short.de"
+    short.write_text("Ein Mann.\n", encoding="utf-8")
+    with pytest.raises(DataError, match="different numbers of lines"):
+        shortlist_for_bundle(bundle, tiny_corpus / "train.en", short)
+
+
+# -- stored in the bundle, checked against it ---------------------------------------------------
+
+
+def test_the_shortlist_leaves_the_bundle_version_alone_and_records_what_it_was_built_for(shortlisted):
+    bundle = load_bundle(shortlisted["transformer"])  # verified: the version hashes what it did
+    shortlist = require_shortlist(bundle)
+    assert shortlist.meta["bundle_version"] == bundle.version
+    assert shortlist.meta["tgt_tokenizer_sha256"] == bundle.tgt_tokenizer.file_hash()
+    assert shortlist.meta["k"] == 5 and shortlist.meta["frequent"] == 20 and shortlist.meta["pairs"] == 400
+
+
+def test_a_shortlist_of_another_bundle_or_vocabulary_is_refused_in_one_line(shortlisted, tmp_path):
+    bundle_path = _copy(shortlisted["lstm"], tmp_path)
+    other = require_shortlist(load_bundle(shortlisted["transformer"]))  # another version, same vocabulary
+    save_shortlist(other, bundle_path / FILE)
+    with pytest.raises(BundleError, match=f"{FILE}: built for bundle version") as error:
+        load_shortlist(load_bundle(bundle_path))
+    assert "\n" not in str(error.value) and "nmt shortlist" in str(error.value)
+    result = run_nmt("translate", "--model", str(bundle_path), "--shortlist", stdin="A man.\n", check=False)
+    assert_one_line_error(result, FILE, "bundle version")
+    from serving.registry import _translator
+    from serving.settings import Settings
+
+    with pytest.raises(BundleError, match="bundle version"):  # the service does not start with it
+        _translator(load_bundle(bundle_path), Settings(models_dir=bundle_path, backend="onnx"))
+    own = require_shortlist(load_bundle(shortlisted["lstm"]))
+    meta = dict(own.meta, tgt_tokenizer_sha256="0" * 64)  # another target vocabulary
+    save_shortlist(
+        type(own)(own.indptr, own.indices, own.frequent, own.tgt_vocab_size, meta), bundle_path / FILE
+    )
+    with pytest.raises(BundleError, match="built for tgt tokenizer sha256 0000"):
+        load_shortlist(load_bundle(bundle_path))
+
+
+def test_asking_for_a_shortlist_a_bundle_does_not_have_is_one_line(trained_bundles):
+    result = run_nmt(
+        "translate", "--model", str(trained_bundles["lstm"]), "--shortlist", stdin="A man.\n", check=False
+    )
+    assert_one_line_error(result, f"no {FILE}", "nmt shortlist")
+
+
+# -- decoding with it ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["transformer", "lstm", "lstm_attention"])
+def test_pytorch_and_onnx_runtime_decode_a_shortlist_alike(arch, shortlisted, tiny_corpus):
+    bundle = load_bundle(shortlisted[arch])
+    sentences = (tiny_corpus / "test_2016_flickr.en").read_text(encoding="utf-8").splitlines()[:12]
+    search = bundle.search.with_overrides(n_best=2)
+    torch_translator = Translator.from_bundle(bundle, shortlist=True, batch_size=4)
+    onnx_translator = Translator.from_bundle(bundle, backend="onnx", shortlist=True, batch_size=4)
+    expected = torch_translator.translate(sentences, search)
+    got = onnx_translator.translate(sentences, search)
+    for nbest, onnx_nbest in zip(expected, got, strict=True):
+        assert [t.text for t in onnx_nbest] == [t.text for t in nbest]
+        assert [t.score for t in onnx_nbest] == pytest.approx([t.score for t in nbest], abs=1e-4)
+    # the steps: tokens are vocabulary ids, the banned ids never come, -inf outside the shortlist
+    src, lengths = collate_source(torch_translator.encode(sentences[:4]))
+    vocabulary = require_shortlist(bundle).vocabulary(src)
+    assert vocabulary is not None and vocabulary.numel() < bundle.tgt_tokenizer.vocab_size
+    model = bundle.load_model().with_vocabulary(vocabulary)
+    onnx_model = OnnxModel.from_bundle(bundle).with_vocabulary(vocabulary)
+    with torch.inference_mode():
+        memory, state = model.encode(src, lengths)
+        onnx_memory, onnx_state = onnx_model.encode(src, lengths)
+        prev = torch.full((4,), 2)
+        best, tokens, eos, _ = model.decode_top_k(prev, memory, state, 3)
+        onnx_best, onnx_tokens, onnx_eos, _ = onnx_model.decode_top_k(prev, onnx_memory, onnx_state, 3)
+        log_probs, _ = model.decode_step(prev, memory, state)
+        onnx_log_probs, _ = onnx_model.decode_step(prev, onnx_memory, onnx_state)
+    assert torch.equal(tokens, onnx_tokens) and torch.isin(tokens, vocabulary).all()
+    assert not torch.isin(tokens, torch.tensor(BANNED_IDS)).any()
+    torch.testing.assert_close(onnx_best, best, atol=1e-4, rtol=0)
+    torch.testing.assert_close(onnx_eos, eos, atol=1e-4, rtol=0)
+    outside = torch.ones(log_probs.size(1), dtype=torch.bool)
+    outside[vocabulary] = False
+    assert torch.isinf(log_probs[:, outside]).all() and torch.isinf(onnx_log_probs[:, outside]).all()
+    torch.testing.assert_close(onnx_log_probs[:, vocabulary], log_probs[:, vocabulary], atol=1e-4, rtol=0)
+    assert torch.allclose(
+        log_probs[:, vocabulary].exp().sum(1), torch.ones(4), atol=1e-4
+    )  # normalised over it
+
+
+def test_the_full_vocabulary_through_the_seam_is_the_model_itself(shortlisted, tiny_corpus):
+    bundle = load_bundle(shortlisted["lstm_attention"])
+    src, lengths = collate_source(bundle.src_tokenizer.encode(["A man.", "Two dogs play in the snow."]))
+    model = bundle.load_model()
+    everything = torch.arange(bundle.tgt_tokenizer.vocab_size)
+    with torch.inference_mode():
+        memory, state = model.encode(src, lengths)
+        prev = torch.full((2,), 2)
+        expected = model.decode_top_k(prev, memory, state, 4)
+        got = model.with_vocabulary(everything).decode_top_k(prev, memory, state, 4)
+        *_, attention = model.with_vocabulary(everything).decode_step_with_attention(prev, memory, state)
+    for a, b in zip(expected[:3], got[:3], strict=True):
+        torch.testing.assert_close(a, b)
+    assert attention.shape == src.shape
+
+
+def test_alignments_come_along_with_a_shortlist(shortlisted):
+    bundle = load_bundle(shortlisted["lstm_attention"])
+    expected = Translator.from_bundle(bundle, shortlist=True).translate(
+        ["A man in a red shirt."], alignments=True
+    )
+    got = Translator.from_bundle(bundle, backend="onnx", shortlist=True).translate(
+        ["A man in a red shirt."], alignments=True
+    )
+    assert got[0][0].text == expected[0][0].text and got[0][0].alignment == expected[0][0].alignment
+
+
+def test_an_export_without_the_vocabulary_input_translates_but_refuses_a_shortlist(
+    shortlisted, tmp_path, monkeypatch
+):
+    from serving.registry import _translator
+    from serving.settings import Settings
+
+    bundle_path = _copy(shortlisted["lstm"], tmp_path)
+    bundle = load_bundle(bundle_path)
+    plain_head = onnx_export._attach_head
+    monkeypatch.setattr(  # an export as made before shortlists: the plain head, nothing to check
+        onnx_export,
+        "_attach_head",
+        lambda path, projection, shortlists=True: plain_head(path, projection, False),
+    )
+    monkeypatch.setattr(onnx_export, "_max_shortlist_difference", lambda *args: 0.0)
+    export_onnx(bundle)
+    monkeypatch.undo()
+    assert not OnnxModel.from_bundle(bundle).takes_vocabulary
+    assert Translator.from_bundle(bundle, backend="onnx").translate_best(["A man."])
+    with pytest.raises(BundleError, match="no vocabulary input.*run nmt export --model .* --format onnx"):
+        Translator.from_bundle(bundle, backend="onnx", shortlist=True)
+    result = run_nmt(
+        "translate",
+        "--model",
+        str(bundle_path),
+        "--backend",
+        "onnx",
+        "--shortlist",
+        stdin="A man.\n",
+        check=False,
+    )
+    assert_one_line_error(result, "no vocabulary input", "nmt export")
+    # the service exports it again, as it does an export of another bundle version
+    translator = _translator(bundle, Settings(models_dir=bundle_path, backend="onnx"))
+    assert translator.shortlist is not None and OnnxModel.from_bundle(bundle).takes_vocabulary
+    assert (
+        _translator(bundle, Settings(models_dir=bundle_path, backend="onnx", shortlist=False)).shortlist
+        is None
+    )
+
+
+# -- the shipped bundles ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_each_shipped_bundle_has_its_shortlist(name):
+    bundle = load_bundle(DEFAULT_BUNDLE.parent / name)
+    shortlist = require_shortlist(bundle)
+    assert shortlist.meta["corpus"]["src"].endswith("train.en.gz") and shortlist.meta["pairs"] == 29000
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_shortlist_keeps_the_translations_of_the_shipped_bundles(name, multi30k):
+    """BLEU-neutral on a few sentences of val (where k and N were tuned): many translations
+    unchanged, BLEU not lower by more than a few sentences' worth (the 1,000-sentence test-set
+    figures are benchmarks/decode.py's, docs/decode.md)."""
+    bundle = load_bundle(DEFAULT_BUNDLE.parent / name)
+    texts = read_lines(multi30k / "val.en.gz")[:100]
+    references = read_lines(multi30k / "val.de.gz")[:100]
+    full = Translator.from_bundle(bundle).translate_best(texts)
+    short = Translator.from_bundle(bundle, shortlist=True).translate_best(texts)
+    assert sum(a == b for a, b in zip(full, short, strict=True)) >= 0.4 * len(texts)
+    assert bleu_only(short, references)[0] >= bleu_only(full, references)[0] - 1.0
+
+
+def test_ctranslate2_decodes_with_the_shipped_vmap_and_refuses_a_stale_one(multi30k, tmp_path):
+    bundle = load_bundle(DEFAULT_BUNDLE)
+    texts = read_lines(multi30k / "test_2016_flickr.en.gz")[:32]
+    full = Translator.from_bundle(bundle, backend="ctranslate2").translate_best(texts)
+    translator = Translator.from_bundle(bundle, backend="ctranslate2", shortlist=True)
+    assert translator.model.use_vmap
+    short = translator.translate_best(texts)
+    assert sum(a == b for a, b in zip(full, short, strict=True)) >= 0.6 * len(texts)
+    # a vmap written from another shortlist is refused
+    copy = _copy(DEFAULT_BUNDLE, tmp_path)
+    meta_file = copy / "ct2" / "export.json"
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    meta["shortlist"] = "0" * 16
+    meta_file.write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(
+        BundleError, match="vmap.txt is missing or was not written from the bundle's shortlist"
+    ):
+        Translator.from_bundle(load_bundle(copy), backend="ctranslate2", shortlist=True)
+
+
+def test_the_decode_benchmark_judges_each_engine_with_its_shortlist(shortlisted, tiny_corpus):
+    args = ["--model", str(shortlisted["lstm_attention"]), "--data", str(tiny_corpus), "--sentences", "8"]
+    stdout = run_benchmark("decode.py", "--shortlist-only", *args, "--threads", "1")
+    assert "PyTorch eager + shortlist" in stdout and "ONNX Runtime fp32 + shortlist" in stdout
+    assert "int8" not in stdout and "greedy" not in stdout
+    assert stdout.count("shortlist BLEU no more than 0.2 below") == 2
+    assert stdout.count("+ shortlist >= 1.5x") == 2  # a recurrent model: the speed target too
