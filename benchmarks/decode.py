@@ -16,7 +16,7 @@ references, and each contender's speed as a ratio to CTranslate2 fp32 (Transform
 PyTorch. CTranslate2 runs its own beam search (see `nmt.backends.ctranslate2`): its speed is the
 yardstick, its translations differ slightly from ours; ONNX Runtime runs ours.
 
-Targets (beam 5, batch 32): ONNX Runtime fp32 >= 0.6x CTranslate2 fp32; ONNX Runtime >= 2x
+Targets (beam 5, batch 32): ONNX Runtime fp32 >= 1.0x CTranslate2 fp32; ONNX Runtime >= 2x
 PyTorch eager; int8 within 0.5 BLEU of fp32 and faster than it (each engine's int8 against its
 fp32). With `--rounds` > 1 the contenders alternate their order and the medians are reported.
 
@@ -27,6 +27,14 @@ CTranslate2 with its vmap). Targets, each engine against itself without: BLEU no
 models, at least 1.5x the sentences/s. `--shortlist-only` runs only those pairs, at beam 5,
 batch 32.
 
+A distilled student (`--student B`, see `nmt distill`) decodes greedily against its teacher at
+beam 5, each on the engine NMT_BACKEND=auto picks for it: >= 3x the teacher's sentences/s and no
+more than 1.0 BLEU below it. `--model` may be repeated and `--thread-counts 1,2` runs everything
+at each thread count, so one run judges every target of the decoding issue:
+
+    .venv/bin/python benchmarks/decode.py --thread-counts 1,2 --shortlist-only \
+        --model models/transformer-en-de --model models/lstm-attention-en-de --model models/lstm-en-de \
+        --student models/transformer-en-de-student
     .venv/bin/python benchmarks/decode.py --threads 1                        # models/transformer-en-de, 1000 sentences
     .venv/bin/python benchmarks/decode.py --threads 1 --model runs/lstm-en-de/bundle --sentences 200
     .venv/bin/python benchmarks/decode.py --quick                            # 64 sentences
@@ -67,6 +75,7 @@ MAIN = "beam 5, batch 32"  # the setting the targets are judged on
 CT2_RATIO, TORCH_RATIO, INT8_BLEU = 1.0, 2.0, 0.5  # issue 15: ONNX Runtime fp32 at CTranslate2 fp32's speed
 SHORTLIST_BLEU, SHORTLIST_SPEED = 0.2, 1.5  # at most this far below; at least this fast (recurrent)
 SHORTLISTED = " + shortlist"
+STUDENT_SPEED, STUDENT_BLEU = 3.0, 1.0  # a distilled student against its teacher
 
 
 def _status_kb(field_name: str) -> int:
@@ -176,43 +185,18 @@ def _run(contender: Contender, setting: str, texts: list[str], search: SearchCon
     contender.outputs[setting] = outputs
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    harness.add_common_arguments(parser)
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="bundle folder (default: %(default)s)")
-    parser.add_argument(
-        "--sentences", type=int, default=1000, help="first N test sentences (default: all 1000)"
-    )
-    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (default: %(default)s)")
-    parser.add_argument("--quick", action="store_true", help="64 sentences, and no batch-1 setting")
-    parser.add_argument(
-        "--shortlist-only",
-        action="store_true",
-        help="only the fp32 contenders with and without the bundle's shortlist, at beam 5, batch 32",
-    )
-    parser.add_argument(
-        "--device",
-        default="cpu",
-        help="cpu, or cuda: PyTorch and ONNX Runtime fp32 on the GPU (default: cpu)",
-    )
-    args = parser.parse_args()
-    settings = dict(SETTINGS)
-    if args.quick:
-        args.sentences = min(args.sentences, 64)
-        del settings["beam 5, batch 1"]
-    if args.shortlist_only:
-        settings = {MAIN: SETTINGS[MAIN]}
-    harness.set_threads(args.threads)
-
+def bench_bundle(model: str, args: argparse.Namespace, settings: dict[str, tuple[int, int]]) -> list[bool]:
+    """Every contender of the bundle at `model` in every setting, their tables and the targets
+    judged (printed); the verdicts."""
     with tempfile.TemporaryDirectory(prefix="bench-decode-") as tmp:
-        contenders, ctranslate2 = _contenders(Path(args.model), Path(tmp), args.device, args.shortlist_only)
-        bundle = load_bundle(args.model)
+        contenders, ctranslate2 = _contenders(Path(model), Path(tmp), args.device, args.shortlist_only)
+        bundle = load_bundle(model)
         sources = read_lines(harness.corpus_file(args.data, TEST_SPLIT, bundle.src_lang))
         references = read_lines(harness.corpus_file(args.data, TEST_SPLIT, bundle.tgt_lang))
         texts, references = sources[: args.sentences], references[: args.sentences]
         threads = torch.get_num_threads()
         print(
-            f"bundle {args.model}; {len(texts)} sentences of {TEST_SPLIT}; {threads} thread(s) for every "
+            f"bundle {model}; {len(texts)} sentences of {TEST_SPLIT}; {threads} thread(s) for every "
             f"contender; device {args.device}; {args.rounds} round(s)",
             flush=True,
         )
@@ -281,11 +265,11 @@ def main() -> None:
         )
 
     print()
-    passed = []
+    passed: list[bool] = []
 
     def judge(description: str, ok: bool) -> None:
         passed.append(ok)
-        harness.verdict(description, ok)
+        harness.verdict(f"{bundle.name}, {threads} thread(s), {description}", ok)
 
     names = {contender.name for contender in contenders}
     onnx, torch_rate = rates["ONNX Runtime fp32", MAIN], rates["PyTorch eager", MAIN]
@@ -325,6 +309,118 @@ def main() -> None:
             judge(
                 f"{MAIN}: {name} >= {SHORTLIST_SPEED}x {full_name} ({speed:.2f}x)", speed >= SHORTLIST_SPEED
             )
+    return passed
+
+
+def bench_student(student_path: str, args: argparse.Namespace) -> list[bool]:
+    """A distilled student decoding greedily against its teacher at beam 5, each on the engine
+    `auto` picks for it (batch 32, the full vocabulary: no shortlists):
+    sentences/s and BLEU, and the targets (>= {STUDENT_SPEED}x the teacher's sentences/s, no
+    more than {STUDENT_BLEU} BLEU below it). The teacher is the bundle beside the student whose
+    name and version its metadata records; a student without that metadata is refused."""
+    student = load_bundle(student_path)
+    if student.teacher is None:
+        raise SystemExit(f'{student_path}: not a distilled bundle (no "distilled" in its bundle.json)')
+    teacher = find_teacher(student)
+    threads = torch.get_num_threads()
+    texts = read_lines(harness.corpus_file(args.data, TEST_SPLIT, student.src_lang))[: args.sentences]
+    references = read_lines(harness.corpus_file(args.data, TEST_SPLIT, student.tgt_lang))[: args.sentences]
+    contenders = []
+    for role, bundle in (("teacher", teacher), ("student", student)):
+        translator = Translator.from_bundle(bundle, args.device, "auto", {"threads": threads}, batch_size=32)
+        engine = type(translator.model).__name__
+        label = f"{role} {bundle.name} (beam {bundle.search.beam_size}, {engine})"
+        contenders.append((Contender(label, translator, 0.0), bundle.search))
+    for contender, search in contenders:  # warm-up
+        contender.translator.translate_best(texts[:8], search)
+    for round_ in range(args.rounds):
+        for contender, search in contenders if round_ % 2 == 0 else contenders[::-1]:
+            _run(contender, "student", texts, search, 32)
+            print(
+                f"  round {round_ + 1}: {contender.name} {contender.seconds['student'][-1]:.2f} s", flush=True
+            )
+    rates = [len(texts) / harness.median(c.seconds["student"]) for c, _ in contenders]
+    bleus = [bleu_only(c.outputs["student"], references)[0] for c, _ in contenders]
+    print(f"\ndistilled student, {threads} thread(s), {len(texts)} sentences of {TEST_SPLIT}, batch 32:")
+    harness.print_table(
+        ["contender", "sent/s", "BLEU"],
+        [
+            [c.name, f"{rate:.1f}", f"{bleu:.2f}"]
+            for (c, _), rate, bleu in zip(contenders, rates, bleus, strict=True)
+        ],
+    )
+    speed, delta = rates[1] / rates[0], bleus[1] - bleus[0]
+    ok = speed >= STUDENT_SPEED and delta >= -STUDENT_BLEU
+    harness.verdict(
+        f"{student.name}, {threads} thread(s): greedy >= {STUDENT_SPEED:g}x the teacher's beam-5 sentences/s "
+        f"({speed:.2f}x) and no more than {STUDENT_BLEU} BLEU below it ({delta:+.2f})",
+        ok,
+    )
+    return [ok]
+
+
+def find_teacher(student: Bundle) -> Bundle:
+    """The bundle beside `student` that its metadata names as its teacher (name and version)."""
+    assert student.teacher is not None
+    name, version = student.teacher["name"], student.teacher["version"]
+    for folder in sorted(student.path.parent.iterdir()):
+        if (folder / "bundle.json").is_file() and folder != student.path:
+            candidate = load_bundle(folder, verify=False)
+            if candidate.name == name:
+                if candidate.version != version:
+                    raise SystemExit(
+                        f"{folder}: teacher {name} is version {candidate.version}, the student was distilled from {version}"
+                    )
+                return load_bundle(folder)
+    raise SystemExit(
+        f"{student.path}: its teacher {name} ({version}) is not beside it in {student.path.parent}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    harness.add_common_arguments(parser)
+    parser.add_argument(
+        "--model", action="append", help=f"bundle folder; repeat for several (default: {DEFAULT_MODEL})"
+    )
+    parser.add_argument(
+        "--student", help="a distilled bundle: judged against its teacher (see bench_student)"
+    )
+    parser.add_argument(
+        "--thread-counts",
+        help="comma-separated thread counts to run everything at, e.g. 1,2 (default: --threads)",
+    )
+    parser.add_argument(
+        "--sentences", type=int, default=1000, help="first N test sentences (default: all 1000)"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="64 sentences, and no batch-1 setting")
+    parser.add_argument(
+        "--shortlist-only",
+        action="store_true",
+        help="only the fp32 contenders with and without the bundle's shortlist, at beam 5, batch 32",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, or cuda: PyTorch and ONNX Runtime fp32 on the GPU (default: cpu)",
+    )
+    args = parser.parse_args()
+    settings = dict(SETTINGS)
+    if args.quick:
+        args.sentences = min(args.sentences, 64)
+        del settings["beam 5, batch 1"]
+    if args.shortlist_only:
+        settings = {MAIN: SETTINGS[MAIN]}
+    models = args.model or ([] if args.student else [DEFAULT_MODEL])
+    counts = [int(n) for n in args.thread_counts.split(",")] if args.thread_counts else [args.threads]
+    passed = []
+    for threads in counts:
+        harness.set_threads(threads)
+        for model in models:
+            passed += bench_bundle(model, args, settings)
+        if args.student:
+            passed += bench_student(args.student, args)
     harness.verdict("every target above", all(passed))
 
 
