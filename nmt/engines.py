@@ -5,8 +5,8 @@ imports (its export, BUNDLE/onnx/); "ctranslate2" where the module imports and t
 lists it in `export_formats` (Transformers; BUNDLE/ct2/). `unavailable` says why one cannot.
 
 Speed records. `nmt bench --model B --src FILE --record` decodes a sample with each engine that can
-run the bundle (`measure_speeds`: the same `Translator` path, after one warm-up batch, rounds in
-alternating order, the median) and stores sentences/s per engine in bundle.json under "speed"
+run the bundle (`measure_speeds`: the same `Translator` path, each engine in a process of its
+own, after one warm-up batch, the median of its rounds) and stores sentences/s per engine in bundle.json under "speed"
 (`record_speed`), one record per device and thread count:
 
     {"device": "cpu: AMD EPYC", "threads": 1, "date": "2026-11-28", "version": "8258ad8b7d8ec187",
@@ -35,15 +35,17 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import multiprocessing
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from nmt.bundle import Bundle, record_meta
+from nmt.bundle import Bundle, load_bundle, record_meta
 from nmt.config import SearchConfig
 from nmt.errors import BundleError, NmtError
 from nmt.translator import Translator
@@ -303,19 +305,46 @@ def measure_speeds(
     rounds: int = 3,
 ) -> dict[str, float]:
     """Sentences/s of each engine translating `texts` (beam `beam_size`, `batch_size` sentences a
-    batch, the bundle's other search options): each engine loaded and warmed up on one batch,
-    then `rounds` rounds, the engines' order reversed every other round; the median round."""
-    torch.set_num_threads(threads)
-    search = bundle.search.with_overrides(beam_size=beam_size, n_best=1)
-    translators = {}
+    batch, the bundle's other search options): each engine in a process of its own (as the
+    service runs it: one engine's thread pools do not slow another's, which on a small CPU they
+    do: PyTorch's kept CTranslate2 at 2 threads to half its speed, measured), loaded and warmed
+    up on one batch, then `rounds` rounds; the median round."""
+    context = multiprocessing.get_context("spawn")
+    speeds = {}
     for engine in engines:
-        translators[engine] = open_translator(bundle, engine, device, threads, batch_size=batch_size)
-        _timed(translators[engine], texts[:batch_size], search)  # warm-up: sessions, allocator
-    seconds: dict[str, list[float]] = {engine: [] for engine in engines}
-    for round_ in range(rounds):
-        for engine in engines if round_ % 2 == 0 else engines[::-1]:
-            seconds[engine].append(_timed(translators[engine], texts, search))
-    return {engine: round(len(texts) / statistics.median(seconds[engine]), 2) for engine in engines}
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            seconds = pool.submit(
+                _measure_engine,
+                str(bundle.path),
+                engine,
+                texts,
+                str(device),
+                threads,
+                beam_size,
+                batch_size,
+                rounds,
+            ).result()
+        speeds[engine] = round(len(texts) / statistics.median(seconds), 2)
+    return speeds
+
+
+def _measure_engine(
+    path: str,
+    engine: str,
+    texts: list[str],
+    device: str,
+    threads: int,
+    beam_size: int,
+    batch_size: int,
+    rounds: int,
+) -> list[float]:
+    """The seconds of each round of one engine (run in a process of its own)."""
+    torch.set_num_threads(threads)
+    bundle = load_bundle(path)
+    search = bundle.search.with_overrides(beam_size=beam_size, n_best=1)
+    translator = open_translator(bundle, engine, device, threads, batch_size=batch_size)
+    _timed(translator, texts[:batch_size], search)  # warm-up: sessions, allocator
+    return [_timed(translator, texts, search) for _ in range(rounds)]
 
 
 def _timed(translator: Translator, texts: list[str], search: SearchConfig) -> float:

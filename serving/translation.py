@@ -76,12 +76,15 @@ def search_options(
     """The model's search defaults with the request's options; errors name the field.
 
     The service's caps (NMT_MAX_BEAM_SIZE, NMT_MAX_LENGTH) are policy and checked here; what makes
-    options valid at all is `SearchConfig.with_overrides`'s to say.
+    options valid at all is `SearchConfig.with_overrides`'s to say. Asking for more alternatives
+    (`n_best`) than the model's beam without a beam size widens the beam to them.
     """
     if beam_size is not None and beam_size > settings.max_beam_size:
         raise ApiError(422, "beam_size", f"must be between 1 and {settings.max_beam_size}")
     if max_length is not None and max_length > settings.max_length:
         raise ApiError(422, "max_length", f"must be between 1 and {settings.max_length}")
+    if beam_size is None and n_best is not None and n_best > entry.bundle.search.beam_size:
+        beam_size = n_best  # n alternatives need a beam of n, also from a greedy model (a student)
     try:
         return entry.bundle.search.with_overrides(
             beam_size=beam_size, n_best=n_best, max_length=max_length, length_penalty=length_penalty

@@ -68,3 +68,22 @@ def test_serve_refuses_two_bundles_of_one_name_naming_both_folders(trained_bundl
         shutil.copytree(trained_bundles["transformer"], tmp_path / copy)
     result = run_nmt("serve", "--models", str(tmp_path), check=False)
     assert_one_line_error(result, str(tmp_path / "first"), str(tmp_path / "second"), "both named")
+
+
+def test_alternatives_widen_a_greedy_models_beam():
+    """A LibreTranslate client asking a greedy bundle (a distilled student) for alternatives gets
+    them: the beam grows to the n-best asked for, unless the request sets a beam itself."""
+    from types import SimpleNamespace
+
+    from nmt.config import SearchConfig
+    from serving.errors import ApiError
+    from serving.translation import search_options
+
+    entry = SimpleNamespace(bundle=SimpleNamespace(search=SearchConfig(beam_size=1)))
+    settings = Settings()
+    assert search_options(entry, settings).beam_size == 1
+    widened = search_options(entry, settings, n_best=3)
+    assert (widened.beam_size, widened.n_best) == (3, 3)
+    with pytest.raises(ApiError) as refused:
+        search_options(entry, settings, beam_size=2, n_best=3)
+    assert refused.value.field == "n_best"
