@@ -71,6 +71,15 @@ def multi30k() -> Path:
     return MULTI30K
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for the module's tests (engines compared on the same footing), restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _head(path: Path, n: int) -> list[str]:
     with gzip.open(path, "rt", encoding="utf-8") as handle:
         return [next(handle) for _ in range(n)]

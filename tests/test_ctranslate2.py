@@ -25,12 +25,7 @@ from tests.models.conftest import SRC_VOCAB, TGT_VOCAB, VARIANTS, make_config, m
 TRANSFORMERS = [name for name, (arch, _) in VARIANTS.items() if arch == "transformer"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _vocabulary(size: int) -> list[str]:

@@ -30,12 +30,7 @@ from tests.conftest import MULTI30K, assert_one_line_error, run_nmt
 SENTENCES = ["A man is riding a bike.", "Two dogs play in the snow.", "A woman reads a book in a park."]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -42,12 +42,7 @@ def _copy(bundle: Path, folder: Path) -> Path:
     return Path(shutil.copytree(bundle, folder / bundle.name))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
