@@ -106,10 +106,16 @@ def test_a_recorded_engine_not_installed_here_is_passed_over(transformer, monkey
     assert choice.engine == "onnx" and "not available here: ctranslate2" in choice.reason
 
 
-def test_auto_with_no_engine_for_the_device_names_the_bundle(transformer):
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a CUDA device: every engine may run there")
+def test_auto_with_no_engine_for_the_device_names_the_bundle(transformer, monkeypatch):
+    import ctranslate2
+    import onnxruntime
+
     from nmt.errors import BundleError
+
+    # a machine without CUDA, also where the tests run on one
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 0)
 
     with pytest.raises(BundleError) as error:
         choose(load_bundle(transformer), "cuda")
