@@ -12,6 +12,7 @@ name its teacher is refused when loaded (`nmt.bundle`).
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 from nmt.bundle import Bundle, load_bundle
 from nmt.checkpoint import atomic_write
 from nmt.config import Recipe, SearchConfig
-from nmt.data import read_lines
+from nmt.data import iter_lines
 from nmt.errors import NmtError
 from nmt.languages import Direction
 from nmt.tokenizer import file_sha256
@@ -48,25 +49,28 @@ def write_targets(
     chunk: int = 4096,
 ) -> int:
     """Translate every line of `src` with the teacher into `out` (atomically), then write its
-    description; returns the number of lines."""
-    lines = read_lines(src)
+    description; returns the number of lines. The source is streamed, `chunk` lines at a time."""
+    count = 0
 
     def write(handle) -> None:
-        for start in range(0, len(lines), chunk):
-            outputs = translator.translate_best(lines[start : start + chunk], search, direction.target)
+        nonlocal count
+        lines = iter_lines(src)
+        while block := list(itertools.islice(lines, chunk)):
+            outputs = translator.translate_best(block, search, direction.target)
             handle.write("".join(text + "\n" for text in outputs).encode("utf-8"))
+            count += len(block)
 
     atomic_write(out, write)
     description = {
         "teacher": teacher_record(teacher),
-        "source": {"path": str(src), "sha256": file_sha256(src), "lines": len(lines)},
+        "source": {"path": str(src), "sha256": file_sha256(src), "lines": count},
         "direction": str(direction),
         "search": search.model_dump(mode="json"),
         "targets_sha256": file_sha256(out),
     }
     text = json.dumps(description, indent=2, ensure_ascii=False) + "\n"
     atomic_write(sidecar(out), lambda handle: handle.write(text.encode("utf-8")))
-    return len(lines)
+    return count
 
 
 def check_targets(recipe: Recipe) -> dict[str, Any]:
