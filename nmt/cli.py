@@ -68,17 +68,22 @@ def _search_options(args, defaults):
     )
 
 
+def _direction(bundle, args):
+    """The bundle's direction that --source/--target name (needed where it has several)."""
+    try:
+        return bundle.direction(args.source, args.target)
+    except NmtError as error:
+        flags = "--source/--target" if args.source is None or args.target is None else "--source --target"
+        raise NmtError(f"{flags}: {error}") from None
+
+
 def _translator(args):
     """(translator, search options, direction) for the decoding commands."""
     from nmt.bundle import load_bundle
     from nmt.translator import Translator
 
     bundle = load_bundle(args.model)
-    try:
-        direction = bundle.direction(args.source, args.target)
-    except NmtError as error:
-        flags = "--source/--target" if args.source is None or args.target is None else "--source --target"
-        raise NmtError(f"{flags}: {error}") from None
+    direction = _direction(bundle, args)
     translator = Translator.from_bundle(
         bundle, _device(args.device), args.backend, batch_size=args.batch_size, shortlist=args.shortlist
     )
@@ -287,6 +292,7 @@ def cmd_bench(args) -> None:
     from nmt.engines import ENGINES, available, measure_speeds, record_speed, speed_entry, unavailable
 
     bundle = load_bundle(args.model)
+    direction = _direction(bundle, args)
     device = _device(args.device)
     if args.engines:
         for engine in args.engines:
@@ -304,10 +310,19 @@ def cmd_bench(args) -> None:
         raise NmtError(f"--src {args.src}: no sentences in it")
     threads = args.threads or torch.get_num_threads()
     speeds = measure_speeds(
-        bundle, texts, engines, device, threads, args.beam_size, args.batch_size, args.rounds
+        bundle,
+        texts,
+        engines,
+        device,
+        threads,
+        args.beam_size,
+        args.batch_size,
+        args.rounds,
+        direction.target,
     )
     sample = {
         "src": Path(args.src).name,
+        "direction": f"{direction.source}-{direction.target}",
         "sentences": len(texts),
         "beam_size": args.beam_size,
         "batch_size": args.batch_size,
@@ -593,6 +608,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--engines", nargs="+", choices=["torch", "onnx", "ctranslate2"], help="default: all that can run it"
     )
     p.add_argument("--record", action="store_true", help="store the speeds in the bundle's bundle.json")
+    p.add_argument(
+        "--source",
+        metavar="LANG",
+        help="the sample's language (needed where the bundle has several directions)",
+    )
+    p.add_argument("--target", metavar="LANG", help="the language to translate it into (likewise)")
     p.set_defaults(handler=cmd_bench)
 
     p = commands.add_parser(

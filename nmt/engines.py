@@ -303,9 +303,11 @@ def measure_speeds(
     beam_size: int = 5,
     batch_size: int = 32,
     rounds: int = 3,
+    target: str | None = None,
 ) -> dict[str, float]:
-    """Sentences/s of each engine translating `texts` (beam `beam_size`, `batch_size` sentences a
-    batch, the bundle's other search options): each engine in a process of its own (as the
+    """Sentences/s of each engine translating `texts` (into `target` where the bundle has several
+    target languages; beam `beam_size`, `batch_size` sentences a batch, the bundle's other search
+    options): each engine in a process of its own (as the
     service runs it: one engine's thread pools do not slow another's, which on a small CPU they
     do: PyTorch's kept CTranslate2 at 2 threads to half its speed, measured), loaded and warmed
     up on one batch, then `rounds` rounds; the median round."""
@@ -323,6 +325,7 @@ def measure_speeds(
                 beam_size,
                 batch_size,
                 rounds,
+                target,
             ).result()
         speeds[engine] = round(len(texts) / statistics.median(seconds), 2)
     return speeds
@@ -337,20 +340,21 @@ def _measure_engine(
     beam_size: int,
     batch_size: int,
     rounds: int,
+    target: str | None,
 ) -> list[float]:
     """The seconds of each round of one engine (run in a process of its own)."""
     torch.set_num_threads(threads)
     bundle = load_bundle(path)
     search = bundle.search.with_overrides(beam_size=beam_size, n_best=1)
     translator = open_translator(bundle, engine, device, threads, batch_size=batch_size)
-    _timed(translator, texts[:batch_size], search)  # warm-up: sessions, allocator
-    return [_timed(translator, texts, search) for _ in range(rounds)]
+    _timed(translator, texts[:batch_size], search, target)  # warm-up: sessions, allocator
+    return [_timed(translator, texts, search, target) for _ in range(rounds)]
 
 
-def _timed(translator: Translator, texts: list[str], search: SearchConfig) -> float:
+def _timed(translator: Translator, texts: list[str], search: SearchConfig, target: str | None) -> float:
     start = time.perf_counter()
     with torch.inference_mode():
-        translator.translate(texts, search)
+        translator.translate(texts, search, target=target)
     return time.perf_counter() - start
 
 

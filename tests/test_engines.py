@@ -141,13 +141,12 @@ def test_ctranslate2_translator_aligns_on_onnx_runtime(transformer):
         )
 
 
-def test_ctranslate2_gives_the_scores_our_search_gives(multi30k):
+def test_ctranslate2_gives_the_scores_our_search_gives(multi30k, default_exported):
     """Greedy search is the same search in both (batches of one: CTranslate2's length limit is one
     per batch): the same tokens, so the same log-probabilities and, normalised as ours, scores."""
     from nmt.data import read_lines
-    from tests.conftest import DEFAULT_BUNDLE
 
-    bundle = load_bundle(DEFAULT_BUNDLE)
+    bundle = load_bundle(default_exported)
     texts = read_lines(multi30k / "test_2016_flickr.en.gz")[:12]
     greedy = bundle.search.with_overrides(beam_size=1)
     ours = Translator.from_bundle(bundle, batch_size=1).translate(texts, greedy)
@@ -174,6 +173,29 @@ def test_bench_records_each_engine_without_changing_the_version(transformer):
     assert set(record["sentences_per_s"]) == {"torch", "onnx", "ctranslate2"}
     assert all(v > 0 for v in record["sentences_per_s"].values())
     assert choose(bundle, "cpu", 1).record == record
+
+
+def test_bench_on_a_multilingual_bundle_needs_the_direction_and_records_it(multilingual_bundle, tmp_path):
+    bundle = Path(shutil.copytree(multilingual_bundle, tmp_path / "multi"))
+    src = str(MULTI30K / "test_2016_flickr.fr.gz")
+    common = (
+        "bench",
+        "--model",
+        str(bundle),
+        "--src",
+        src,
+        "--lines",
+        "4",
+        "--rounds",
+        "1",
+        "--engines",
+        "torch",
+    )
+    assert_one_line_error(run_nmt(*common, check=False), "--source/--target", "name the source and target")
+    result = run_nmt(*common, "--source", "fr", "--target", "en", "--record")
+    assert "recorded in" in result.stdout
+    [record] = load_bundle(bundle).meta[SPEED_KEY]
+    assert record["sample"]["direction"] == "fr-en" and record["sentences_per_s"]["torch"] > 0
 
 
 def test_bench_and_translate_refuse_ctranslate2_for_an_lstm_naming_it(trained_bundles, tmp_path):
