@@ -71,6 +71,19 @@ def multi30k() -> Path:
     return MULTI30K
 
 
+@pytest.fixture(scope="session")
+def default_exported() -> Path:
+    """The default bundle with its ONNX Runtime and CTranslate2 exports, made in models/ where
+    missing or of another version (git ignores them), as `nmt serve` makes them at start-up."""
+    from nmt.bundle import load_bundle
+    from nmt.engines import open_translator
+
+    bundle = load_bundle(DEFAULT_BUNDLE)
+    for engine in ("onnx", "ctranslate2"):
+        open_translator(bundle, engine)
+    return DEFAULT_BUNDLE
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread for the module's tests (engines compared on the same footing), restored after."""

@@ -117,11 +117,10 @@ def test_missing_or_foreign_export_is_refused(trained_bundles, exported, tmp_pat
         CTranslate2Model.from_bundle(load_bundle(bundle))
 
 
-def test_the_shipped_export_is_of_the_shipped_bundle(multi30k):
+def test_the_export_made_for_the_shipped_bundle_translates_as_pytorch(multi30k, default_exported):
     from nmt.data import read_lines
-    from tests.conftest import DEFAULT_BUNDLE as DEFAULT
 
-    bundle = load_bundle(DEFAULT)
+    bundle = load_bundle(default_exported)
     texts = read_lines(multi30k / "test_2016_flickr.en.gz")[:16]
     greedy = bundle.search.model_copy(update={"beam_size": 1})
     expected = Translator.from_bundle(bundle, batch_size=1).translate_best(texts, greedy)

@@ -290,8 +290,10 @@ def test_a_shortlist_keeps_the_translations_of_the_shipped_bundles(name, multi30
     assert bleu_only(short, references)[0] >= bleu_only(full, references)[0] - 1.0
 
 
-def test_ctranslate2_decodes_with_the_shipped_vmap_and_refuses_a_stale_one(multi30k, tmp_path):
-    bundle = load_bundle(DEFAULT_BUNDLE)
+def test_ctranslate2_decodes_with_the_shipped_vmap_and_refuses_a_stale_one(
+    multi30k, tmp_path, default_exported
+):
+    bundle = load_bundle(default_exported)
     texts = read_lines(multi30k / "test_2016_flickr.en.gz")[:32]
     full = Translator.from_bundle(bundle, backend="ctranslate2").translate_best(texts)
     translator = Translator.from_bundle(bundle, backend="ctranslate2", shortlist=True)
