@@ -65,6 +65,13 @@ class ModelEntry:
         return self.bundle.version
 
     @property
+    def cache_version(self) -> str:
+        """What the cache keys a translation by: the version, marked where a vocabulary shortlist
+        decodes it (its translations may differ from the full vocabulary's, so replicas with and
+        without one must not share entries)."""
+        return f"{self.version}+shortlist" if self.translator.shortlist is not None else self.version
+
+    @property
     def backend(self) -> str:
         return self.choice.engine
 

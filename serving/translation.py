@@ -222,7 +222,9 @@ async def translate_texts(
     cache: TranslationCache = services.cache
     options = options_json(search)
     split = [split_sentences(text) for text in texts]
-    keys = [cache_key(entry.version, src, tgt, s, options, alignment) for pieces, _ in split for s in pieces]
+    keys = [
+        cache_key(entry.cache_version, src, tgt, s, options, alignment) for pieces, _ in split for s in pieces
+    ]
     sentences = [s for pieces, _ in split for s in pieces]
 
     # each sentence's n-best: [text, score] each, or [text, score, links] with alignments

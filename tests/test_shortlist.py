@@ -266,6 +266,22 @@ def test_an_export_without_the_vocabulary_input_translates_but_refuses_a_shortli
     )
 
 
+def test_the_cache_keeps_a_shortlist_s_translations_apart(shortlisted):
+    """Replicas with and without NMT_SHORTLIST share one Redis: their translations may differ, so
+    their cache keys must."""
+    from serving.registry import ModelEntry
+
+    bundle = load_bundle(shortlisted["lstm"])
+
+    def entry(shortlist: bool) -> ModelEntry:
+        translator = Translator.from_bundle(bundle, shortlist=shortlist)
+        return ModelEntry(bundle, translator, batcher=None, choice=None, direction=bundle.direction())  # type: ignore[arg-type]
+
+    with_it, without = entry(True), entry(False)
+    assert without.cache_version == bundle.version
+    assert with_it.cache_version != without.cache_version and with_it.version == without.version
+
+
 # -- the shipped bundles ------------------------------------------------------------------------
 
 
