@@ -5,13 +5,15 @@ alignments work on it even where it decodes greedily on CTranslate2."""
 
 from __future__ import annotations
 
-import json
-
 import httpx
 import pytest
 
+from nmt.bundle import load_bundle
+from nmt.languages import Direction
 from tests.conftest import SHIPPED_MODELS
 from tests.serving.conftest import start_server, stop_server
+
+PAIRS = ("en-de", "de-en", "en-fr", "fr-en", "de-fr", "fr-de")
 
 
 @pytest.fixture(scope="module")
@@ -22,13 +24,15 @@ def shipped(tmp_path_factory):
 
 
 def _best_recorded(pair: str) -> str:
-    """The bundle of `pair` with the best recorded test_2016_flickr BLEU, a Transformer on a tie."""
+    """The bundle serving `pair` with the best recorded test_2016_flickr BLEU for it, a Transformer
+    on a tie."""
+    direction = Direction(*pair.split("-"))
     found = []
     for meta_file in SHIPPED_MODELS.glob("*/bundle.json"):
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        if f"{meta['src_lang']}-{meta['tgt_lang']}" == pair:
-            bleu = meta["scores"]["test_2016_flickr"]["bleu"]
-            found.append((-bleu, meta["model"]["arch"] != "transformer", meta["name"]))
+        bundle = load_bundle(meta_file.parent, verify=False)
+        if bundle.translates(direction):
+            bleu = bundle.scores(direction)["test_2016_flickr"]["bleu"]
+            found.append((-bleu, bundle.model_config.arch != "transformer", bundle.name))
     return min(found)[2]
 
 
@@ -36,11 +40,37 @@ def test_the_shipped_models_are_served_each_on_its_engine(shipped):
     models = httpx.get(shipped.url + "/v1/models").json()
     names = sorted(path.parent.name for path in SHIPPED_MODELS.glob("*/bundle.json"))
     assert sorted(m["name"] for m in models["models"]) == names
-    assert models["defaults"]["en-de"] == _best_recorded("en-de")
+    for pair in PAIRS:
+        assert models["defaults"][pair] == _best_recorded(pair), pair
     for model in models["models"]:
         assert model["backend"] in ("onnx", "ctranslate2", "torch") and model["backend_reason"]
         if model["backend"] == "ctranslate2":
             assert model["alignment_backend"] == "onnx"
+
+
+def test_every_pair_between_english_german_and_french_translates(shipped):
+    """The six-direction bundle serves the pairs no bilingual one does; LibreTranslate's
+    /languages lists them."""
+    languages = {
+        entry["code"]: set(entry["targets"]) for entry in httpx.get(shipped.url + "/languages").json()
+    }
+    for pair in PAIRS:
+        source, target = pair.split("-")
+        assert target in languages[source], pair
+    expected = {"en": "dog", "de": "hund", "fr": "chien"}
+    texts = {
+        "en": "A dog runs in the snow.",
+        "de": "Ein Hund rennt im Schnee.",
+        "fr": "Un chien court dans la neige.",
+    }
+    for pair in PAIRS:
+        source, target = pair.split("-")
+        item = httpx.post(
+            shipped.url + "/v1/translate",
+            json={"text": texts[source], "source": source, "target": target},
+            timeout=60,
+        ).json()["translations"][0]
+        assert expected[target] in item["text"].lower(), (pair, item)
 
 
 def test_the_default_gives_alternatives_html_and_confidence(shipped):
