@@ -26,7 +26,12 @@ from nmt.translator import Translator
 
 TARGET = 0.85
 EVERYDAY = Path(__file__).parent / "data" / "everyday.en"
-SHIPPED = ("models/transformer-en-de", "models/lstm-attention-en-de", "models/lstm-en-de")
+SHIPPED = (
+    "models/transformer-en-de-fr",
+    "models/transformer-en-de",
+    "models/lstm-attention-en-de",
+    "models/lstm-en-de",
+)
 
 
 def measure(bundle_path: Path, in_domain: list[str], everyday: list[str]) -> dict[str, float]:
@@ -35,8 +40,9 @@ def measure(bundle_path: Path, in_domain: list[str], everyday: list[str]) -> dic
     translator = Translator.from_bundle(bundle, "cpu", "torch")
     scorer = Scorer.for_meta(bundle.meta)
     texts = in_domain + everyday
-    first = [nbest[0].text for nbest in translator.translate(texts, bundle.search)]
-    best = translate_checked(translator, texts, bundle.search)
+    # both sets are English, translated into German (a multilingual bundle is asked for that)
+    first = [nbest[0].text for nbest in translator.translate(texts, bundle.search, target="de")]
+    best = translate_checked(translator, texts, bundle.search, target="de")
     confidence = [scorer.confidence(s, t.text, t.score) for s, t in zip(texts, best, strict=True)]
     labels = [True] * len(in_domain) + [False] * len(everyday)
     low = [scorer.low(c) for c in confidence]
