@@ -28,7 +28,7 @@ MULTI30K = Path(
     or next((p for p in MULTI30K_PLACES if (p / "train.en.gz").is_file()), MULTI30K_PLACES[0])
 )
 SHIPPED_MODELS = ROOT / "models"  # the bundles committed to the repository
-DEFAULT_BUNDLE = SHIPPED_MODELS / "transformer-en-de"  # the Transformer-tiny: `make translate`'s, the docs' examples
+DEFAULT_BUNDLE = SHIPPED_MODELS / "transformer-en-de"  # the Transformer-tiny (`make translate`)
 
 # one tiny model per architecture: trains a few steps in seconds on a CPU core
 TINY_MODELS = {
