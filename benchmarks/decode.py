@@ -1,6 +1,8 @@
 """Decoding speed of one bundle's identical weights in PyTorch eager, ONNX Runtime and CTranslate2.
 
-Contenders, all run in this one process with the same threads (`--threads`, default torch's):
+Contenders, each in a process of its own (as the service runs one engine; measured: PyTorch's
+thread pool in the same process kept CTranslate2 at half its speed at 2 threads on a 2-core box),
+all with the same threads (`--threads`, default torch's), taking turns:
 - Transformer bundles: PyTorch eager, ONNX Runtime fp32, ONNX Runtime int8 (dynamic
   quantization), CTranslate2 fp32, CTranslate2 int8 (compute_type at load time);
 - LSTM bundles: PyTorch eager, ONNX Runtime fp32, ONNX Runtime int8.
@@ -47,7 +49,6 @@ import argparse
 import contextlib
 import multiprocessing
 import shutil
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -98,14 +99,87 @@ def _reset_peak() -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
+@dataclass(frozen=True)
+class Engine:
+    """How a contender's translator is made: `Translator.from_bundle`'s arguments."""
+
+    path: str
+    device: str
+    backend: str  # torch, onnx, ctranslate2, auto
+    options: dict | None = None  # the backend's engine options
+    shortlist: bool = False
+
+
+_TRANSLATOR: Translator | None = None  # a contender process's own
+
+
+def _load(engine: Engine, threads: int) -> None:
+    """A contender process's initializer: its threads, then its translator."""
+    global _TRANSLATOR
+    torch.set_num_threads(threads)
+    bundle = load_bundle(engine.path)
+    _TRANSLATOR = Translator.from_bundle(
+        bundle, engine.device, engine.backend, engine.options, shortlist=engine.shortlist
+    )
+
+
+def _decode(texts: list[str], search: SearchConfig | None, batch: int) -> tuple[float, float, list[str], str]:
+    """In a contender's process: (seconds, resident MB the run added at its peak, translations,
+    the engine's class name)."""
+    assert _TRANSLATOR is not None
+    _TRANSLATOR.batch_size = batch
+    _reset_peak()
+    before = _status_kb("VmRSS")
+    start = time.perf_counter()
+    outputs = _TRANSLATOR.translate_best(texts, search)
+    seconds = time.perf_counter() - start
+    return seconds, (_status_kb("VmHWM") - before) / 1024, outputs, type(_TRANSLATOR.model).__name__
+
+
 @dataclass
 class Contender:
     name: str
-    translator: Translator
+    engine: Engine
     stored_mb: float  # the files it loads: weights or exports
     seconds: dict[str, list[float]] = field(default_factory=dict)
     peak_mb: dict[str, float] = field(default_factory=dict)  # resident memory the run added, at its peak
     outputs: dict[str, list[str]] = field(default_factory=dict)
+    kind: str = ""  # the engine class that decoded (known after the first run)
+    pool: ProcessPoolExecutor | None = None
+
+    def start(self, threads: int) -> None:
+        """Its process, with its translator loaded."""
+        context = multiprocessing.get_context("spawn")
+        self.pool = ProcessPoolExecutor(
+            1, mp_context=context, initializer=_load, initargs=(self.engine, threads)
+        )
+
+    def run(self, setting: str, texts: list[str], search: SearchConfig | None, batch: int) -> None:
+        assert self.pool is not None, "start() it first"
+        seconds, peak, outputs, self.kind = self.pool.submit(_decode, texts, search, batch).result()
+        self.seconds.setdefault(setting, []).append(seconds)
+        self.peak_mb[setting] = max(self.peak_mb.get(setting, 0.0), peak)
+        self.outputs[setting] = outputs
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
+
+
+@contextlib.contextmanager
+def running(contenders: list[Contender], threads: int, texts: list[str]):
+    """Every contender's process started and warmed up (first-call allocations, lazy
+    initialisation), and shut down after."""
+    try:
+        for contender in contenders:
+            contender.start(threads)
+        for contender in contenders:
+            contender.run("warm-up", texts[:8], None, 8)
+        yield contenders
+    finally:
+        for contender in contenders:
+            contender.close()
 
 
 def _mb(*files: Path) -> float:
@@ -131,11 +205,11 @@ def _contenders(
     export_onnx(fp32)
     contenders = [
         Contender(
-            "PyTorch eager", Translator.from_bundle(fp32, device), _mb(fp32.path / "weights.safetensors")
+            "PyTorch eager", Engine(str(fp32.path), device, "torch"), _mb(fp32.path / "weights.safetensors")
         ),
         Contender(
             "ONNX Runtime fp32",
-            Translator.from_bundle(fp32, device, "onnx"),
+            Engine(str(fp32.path), device, "onnx"),
             _mb(*(fp32.path / "onnx" / name for name in onnx_files)),
         ),
     ]
@@ -145,17 +219,15 @@ def _contenders(
         contenders.append(
             Contender(
                 "ONNX Runtime int8",
-                Translator.from_bundle(int8, "cpu", "onnx"),
+                Engine(str(int8.path), "cpu", "onnx"),
                 _mb(*(int8.path / "onnx" / name for name in onnx_files)),
             )
         )
     if ctranslate2:
         export_ctranslate2(fp32)
         for label, compute_type in (("fp32", "float32"), ("int8", "int8"))[: 1 if shortlist_only else 2]:
-            translator = Translator.from_bundle(fp32, "cpu", "ctranslate2", {"compute_type": compute_type})
-            contenders.append(
-                Contender(f"CTranslate2 {label}", translator, _mb(fp32.path / "ct2" / "model.bin"))
-            )
+            engine = Engine(str(fp32.path), "cpu", "ctranslate2", {"compute_type": compute_type})
+            contenders.append(Contender(f"CTranslate2 {label}", engine, _mb(fp32.path / "ct2" / "model.bin")))
     return contenders + _shortlist_contenders(fp32, contenders, device), ctranslate2
 
 
@@ -169,23 +241,10 @@ def _shortlist_contenders(bundle: Bundle, contenders: list[Contender], device: s
     for contender in contenders:
         if contender.name in backends:
             backend = backends[contender.name]
-            engine = {"compute_type": "float32"} if backend == "ctranslate2" else None
-            translator = Translator.from_bundle(bundle, device, backend, engine, shortlist=True)
-            found.append(Contender(contender.name + SHORTLISTED, translator, contender.stored_mb))
+            options = {"compute_type": "float32"} if backend == "ctranslate2" else None
+            engine = Engine(str(bundle.path), device, backend, options, shortlist=True)
+            found.append(Contender(contender.name + SHORTLISTED, engine, contender.stored_mb))
     return found
-
-
-def _run(contender: Contender, setting: str, texts: list[str], search: SearchConfig, batch: int) -> None:
-    translator = contender.translator
-    translator.batch_size = batch
-    _reset_peak()
-    before = _status_kb("VmRSS")
-    start = time.perf_counter()
-    outputs = translator.translate_best(texts, search)
-    contender.seconds.setdefault(setting, []).append(time.perf_counter() - start)
-    peak = max(contender.peak_mb.get(setting, 0.0), (_status_kb("VmHWM") - before) / 1024)
-    contender.peak_mb[setting] = peak
-    contender.outputs[setting] = outputs
 
 
 def bench_bundle(model: str, args: argparse.Namespace, settings: dict[str, tuple[int, int]]) -> list[bool]:
@@ -200,22 +259,21 @@ def bench_bundle(model: str, args: argparse.Namespace, settings: dict[str, tuple
         threads = torch.get_num_threads()
         print(
             f"bundle {model}; {len(texts)} sentences of {TEST_SPLIT}; {threads} thread(s) for every "
-            f"contender; device {args.device}; {args.rounds} round(s)",
+            f"contender, each in its own process; device {args.device}; {args.rounds} round(s)",
             flush=True,
         )
-        for contender in contenders:  # warm-up: first-call allocations and lazy initialisation
-            contender.translator.translate_best(texts[:8])
-        for round_ in range(args.rounds):
-            for setting, (beam, batch) in settings.items():
-                search = bundle.search.model_copy(update={"beam_size": beam, "n_best": 1})
-                order = contenders if round_ % 2 == 0 else contenders[::-1]
-                for contender in order:
-                    _run(contender, setting, texts, search, batch)
-                    print(
-                        f"  round {round_ + 1}, {setting}: {contender.name} "
-                        f"{contender.seconds[setting][-1]:.2f} s",
-                        flush=True,
-                    )
+        with running(contenders, threads, texts):
+            for round_ in range(args.rounds):
+                for setting, (beam, batch) in settings.items():
+                    search = bundle.search.model_copy(update={"beam_size": beam, "n_best": 1})
+                    order = contenders if round_ % 2 == 0 else contenders[::-1]
+                    for contender in order:
+                        contender.run(setting, texts, search, batch)
+                        print(
+                            f"  round {round_ + 1}, {setting}: {contender.name} "
+                            f"{contender.seconds[setting][-1]:.2f} s",
+                            flush=True,
+                        )
 
     tokenizer = bundle.tgt_tokenizer
     # CTranslate2 fp32 (Transformers), else PyTorch eager
@@ -328,20 +386,20 @@ def bench_student(student_path: str, args: argparse.Namespace) -> list[bool]:
     threads = torch.get_num_threads()
     texts = read_lines(harness.corpus_file(args.data, TEST_SPLIT, student.src_lang))[: args.sentences]
     references = read_lines(harness.corpus_file(args.data, TEST_SPLIT, student.tgt_lang))[: args.sentences]
-    contenders = []
-    for role, bundle in (("teacher", teacher), ("student", student)):
-        translator = Translator.from_bundle(bundle, args.device, "auto", {"threads": threads}, batch_size=32)
-        engine = type(translator.model).__name__
-        label = f"{role} {bundle.name} (beam {bundle.search.beam_size}, {engine})"
-        contenders.append((Contender(label, translator, 0.0), bundle.search))
-    for contender, search in contenders:  # warm-up
-        contender.translator.translate_best(texts[:8], search)
-    for round_ in range(args.rounds):
-        for contender, search in contenders if round_ % 2 == 0 else contenders[::-1]:
-            _run(contender, "student", texts, search, 32)
-            print(
-                f"  round {round_ + 1}: {contender.name} {contender.seconds['student'][-1]:.2f} s", flush=True
-            )
+    contenders = [
+        (Contender(role, Engine(str(bundle.path), args.device, "auto", {"threads": threads}), 0.0), bundle)
+        for role, bundle in (("teacher", teacher), ("student", student))
+    ]
+    with running([c for c, _ in contenders], threads, texts):
+        for round_ in range(args.rounds):
+            for contender, bundle in contenders if round_ % 2 == 0 else contenders[::-1]:
+                contender.run("student", texts, bundle.search, 32)
+                print(
+                    f"  round {round_ + 1}: {contender.name} {contender.seconds['student'][-1]:.2f} s",
+                    flush=True,
+                )
+    for contender, bundle in contenders:
+        contender.name = f"{contender.name} {bundle.name} (beam {bundle.search.beam_size}, {contender.kind})"
     rates = [len(texts) / harness.median(c.seconds["student"]) for c, _ in contenders]
     bleus = [bleu_only(c.outputs["student"], references)[0] for c, _ in contenders]
     print(f"\ndistilled student, {threads} thread(s), {len(texts)} sentences of {TEST_SPLIT}, batch 32:")
@@ -360,15 +418,6 @@ def bench_student(student_path: str, args: argparse.Namespace) -> list[bool]:
         ok,
     )
     return [ok]
-
-
-def _student_process(args: argparse.Namespace, threads: int) -> list[bool]:
-    """`bench_student` at `threads`, run in a fresh process: the PyTorch contenders' thread pool
-    would otherwise slow CTranslate2 (measured: to half its speed at 2 threads on this 2-core box),
-    and the service runs a student without PyTorch decoding beside it."""
-    sys.path.insert(0, str(Path(__file__).parent))  # `harness`, for the spawned process
-    harness.set_threads(threads)
-    return bench_student(args.student, args)
 
 
 def find_teacher(student: Bundle) -> Bundle:
@@ -431,9 +480,8 @@ def main() -> None:
         harness.set_threads(threads)
         for model in models:
             passed += bench_bundle(model, args, settings)
-        if args.student:  # in a process of its own: see _student_process
-            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                passed += pool.submit(_student_process, args, threads).result()
+        if args.student:
+            passed += bench_student(args.student, args)
     harness.verdict("every target above", all(passed))
 
 
