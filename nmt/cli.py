@@ -322,7 +322,7 @@ def cmd_bench(args) -> None:
     )
     sample = {
         "src": Path(args.src).name,
-        "direction": f"{direction.source}-{direction.target}",
+        "direction": str(direction),
         "sentences": len(texts),
         "beam_size": args.beam_size,
         "batch_size": args.batch_size,
