@@ -39,6 +39,8 @@ at each thread count, so one run judges every target of the decoding issue:
         --student models/transformer-en-de-student
     .venv/bin/python benchmarks/decode.py --threads 1                        # models/transformer-en-de, 1000 sentences
     .venv/bin/python benchmarks/decode.py --threads 1 --model runs/lstm-en-de/bundle --sentences 200
+    .venv/bin/python benchmarks/decode.py --thread-counts 1,2 --shortlist-only \
+        --model models/transformer-en-de-fr --source en --target de          # a multilingual bundle: one direction
     .venv/bin/python benchmarks/decode.py --quick                            # 64 sentences
     .venv/bin/python benchmarks/decode.py --threads 2 --model models/lstm-en-de --shortlist-only
 """
@@ -123,15 +125,17 @@ def _load(engine: Engine, threads: int) -> None:
     )
 
 
-def _decode(texts: list[str], search: SearchConfig | None, batch: int) -> tuple[float, float, list[str], str]:
+def _decode(
+    texts: list[str], search: SearchConfig | None, batch: int, target: str | None
+) -> tuple[float, float, list[str], str]:
     """In a contender's process: (seconds, resident MB the run added at its peak, translations,
-    the engine's class name)."""
+    the engine's class name). `target`: the language a multilingual bundle translates into."""
     assert _TRANSLATOR is not None
     _TRANSLATOR.batch_size = batch
     _reset_peak()
     before = _status_kb("VmRSS")
     start = time.perf_counter()
-    outputs = _TRANSLATOR.translate_best(texts, search)
+    outputs = _TRANSLATOR.translate_best(texts, search, target)
     seconds = time.perf_counter() - start
     return seconds, (_status_kb("VmHWM") - before) / 1024, outputs, type(_TRANSLATOR.model).__name__
 
@@ -154,9 +158,16 @@ class Contender:
             1, mp_context=context, initializer=_load, initargs=(self.engine, threads)
         )
 
-    def run(self, setting: str, texts: list[str], search: SearchConfig | None, batch: int) -> None:
+    def run(
+        self,
+        setting: str,
+        texts: list[str],
+        search: SearchConfig | None,
+        batch: int,
+        target: str | None = None,
+    ) -> None:
         assert self.pool is not None, "start() it first"
-        seconds, peak, outputs, self.kind = self.pool.submit(_decode, texts, search, batch).result()
+        seconds, peak, outputs, self.kind = self.pool.submit(_decode, texts, search, batch, target).result()
         self.seconds.setdefault(setting, []).append(seconds)
         self.peak_mb[setting] = max(self.peak_mb.get(setting, 0.0), peak)
         self.outputs[setting] = outputs
@@ -168,14 +179,14 @@ class Contender:
 
 
 @contextlib.contextmanager
-def running(contenders: list[Contender], threads: int, texts: list[str]):
+def running(contenders: list[Contender], threads: int, texts: list[str], target: str | None = None):
     """Every contender's process started and warmed up (first-call allocations, lazy
     initialisation), and shut down after."""
     try:
         for contender in contenders:
             contender.start(threads)
         for contender in contenders:
-            contender.run("warm-up", texts[:8], None, 8)
+            contender.run("warm-up", texts[:8], None, 8, target)
         yield contenders
     finally:
         for contender in contenders:
@@ -253,22 +264,23 @@ def bench_bundle(model: str, args: argparse.Namespace, settings: dict[str, tuple
     with tempfile.TemporaryDirectory(prefix="bench-decode-") as tmp:
         contenders, ctranslate2 = _contenders(Path(model), Path(tmp), args.device, args.shortlist_only)
         bundle = load_bundle(model)
-        sources = read_lines(harness.corpus_file(args.data, TEST_SPLIT, bundle.src_lang))
-        references = read_lines(harness.corpus_file(args.data, TEST_SPLIT, bundle.tgt_lang))
+        direction = bundle.direction(args.source, args.target)  # a multilingual bundle needs both
+        sources = read_lines(harness.corpus_file(args.data, TEST_SPLIT, direction.source))
+        references = read_lines(harness.corpus_file(args.data, TEST_SPLIT, direction.target))
         texts, references = sources[: args.sentences], references[: args.sentences]
         threads = torch.get_num_threads()
         print(
-            f"bundle {model}; {len(texts)} sentences of {TEST_SPLIT}; {threads} thread(s) for every "
+            f"bundle {model} ({direction}); {len(texts)} sentences of {TEST_SPLIT}; {threads} thread(s) for every "
             f"contender, each in its own process; device {args.device}; {args.rounds} round(s)",
             flush=True,
         )
-        with running(contenders, threads, texts):
+        with running(contenders, threads, texts, direction.target):
             for round_ in range(args.rounds):
                 for setting, (beam, batch) in settings.items():
                     search = bundle.search.model_copy(update={"beam_size": beam, "n_best": 1})
                     order = contenders if round_ % 2 == 0 else contenders[::-1]
                     for contender in order:
-                        contender.run(setting, texts, search, batch)
+                        contender.run(setting, texts, search, batch, direction.target)
                         print(
                             f"  round {round_ + 1}, {setting}: {contender.name} "
                             f"{contender.seconds[setting][-1]:.2f} s",
@@ -330,7 +342,8 @@ def bench_bundle(model: str, args: argparse.Namespace, settings: dict[str, tuple
 
     def judge(description: str, ok: bool) -> None:
         passed.append(ok)
-        harness.verdict(f"{bundle.name}, {threads} thread(s), {description}", ok)
+        name = f"{bundle.name} {direction}" if bundle.multilingual else bundle.name
+        harness.verdict(f"{name}, {threads} thread(s), {description}", ok)
 
     names = {contender.name for contender in contenders}
     onnx, torch_rate = rates["ONNX Runtime fp32", MAIN], rates["PyTorch eager", MAIN]
@@ -447,6 +460,8 @@ def main() -> None:
     parser.add_argument(
         "--student", help="a distilled bundle: judged against its teacher (see bench_student)"
     )
+    parser.add_argument("--source", help="the direction's source language (needed for a multilingual bundle)")
+    parser.add_argument("--target", help="the direction's target language (likewise)")
     parser.add_argument(
         "--thread-counts",
         help="comma-separated thread counts to run everything at, e.g. 1,2 (default: --threads)",
