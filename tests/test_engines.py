@@ -59,6 +59,16 @@ def test_auto_takes_the_fastest_engine_of_the_record(transformer, fastest):
     assert all(translator.translate_best(SENTENCES))
 
 
+@pytest.mark.parametrize(("ctranslate2", "expected"), [(10.4, "onnx"), (10.6, "ctranslate2")])
+def test_auto_takes_ctranslate2_only_when_clearly_faster(transformer, ctranslate2, expected):
+    """CTranslate2 runs its own search (its translations can differ from the recorded scores'):
+    within CT2_MARGIN of the fastest engine running ours, ours serves."""
+    _record(transformer, {"torch": 5.0, "onnx": 10.0, "ctranslate2": ctranslate2})
+    choice = choose(load_bundle(transformer), "cpu", threads=1)
+    assert choice.engine == expected
+    assert ("its own search" in choice.reason) == (expected == "onnx")
+
+
 def test_auto_reads_the_nearest_thread_count_and_skips_other_devices_and_versions(transformer, caplog):
     _record(transformer, {"torch": 30.0, "onnx": 10.0}, threads=1)
     _record(transformer, {"torch": 10.0, "onnx": 30.0}, threads=4)
