@@ -17,6 +17,7 @@
     nmt export --model BUNDLE --format ctranslate2 [--quantize int8]         (Transformer -> BUNDLE/ct2/)
     nmt shortlist --model BUNDLE --src FILE --tgt FILE [--k 30] [--frequent 100]
                                                (-> BUNDLE/shortlist.npz, and BUNDLE/ct2/vmap.txt)
+        a multilingual bundle: [--direction en-de --src FILE --tgt FILE] for each corpus
     nmt compare [--models BUNDLE...] [--hyps NAME=FILE...] --src FILE --ref FILE [--baseline NAME]
         [--length-buckets 10,15,20,30] [--out DIR]
     nmt data download multi30k --out DIR [--base-url URL|FOLDER]
@@ -366,11 +367,17 @@ def cmd_shortlist(args) -> None:
     from nmt.shortlist import save_shortlist, shortlist_for_bundle, shortlist_path
 
     bundle = load_bundle(args.model)
-    shortlist = shortlist_for_bundle(bundle, Path(args.src), Path(args.tgt), args.k, args.frequent)
+    if not len(args.src) == len(args.tgt) == (len(args.direction) if args.direction else 1):
+        raise NmtError(
+            "give one --src and one --tgt (and for a multilingual bundle one --direction) per corpus"
+        )
+    directions = [bundle.direction(*d.split("-", 1)) for d in args.direction] or [bundle.direction()]
+    corpora = {d: (Path(src), Path(tgt)) for d, src, tgt in zip(directions, args.src, args.tgt, strict=True)}
+    shortlist = shortlist_for_bundle(bundle, corpora, args.k, args.frequent)
     path = save_shortlist(shortlist, shortlist_path(bundle))
     print(path)
     ct2 = bundle_file(bundle.path, EXPORT_DIR, "ct2 export")
-    if (ct2 / EXPORT_FILE).is_file():  # its vmap follows the new table
+    if (ct2 / EXPORT_FILE).is_file() and shortlist.tables == 1:  # its vmap follows the new table
         from nmt.export.ctranslate2 import write_vmap
         from nmt.shortlist import require_shortlist
 
@@ -642,8 +649,17 @@ def build_parser() -> argparse.ArgumentParser:
         "when the bundle has a CTranslate2 export.",
     )
     p.add_argument("--model", required=True, help="model bundle folder")
-    p.add_argument("--src", required=True, help="source side of the training corpus (plain or .gz)")
-    p.add_argument("--tgt", required=True, help="its target side, line by line")
+    p.add_argument(
+        "--src", required=True, action="append", help="source side of the training corpus (plain or .gz)"
+    )
+    p.add_argument("--tgt", required=True, action="append", help="its target side, line by line")
+    p.add_argument(
+        "--direction",
+        action="append",
+        default=[],
+        help="a multilingual bundle: the direction (en-de) of each --src/--tgt pair, in the same order; "
+        "one table per target language is built from the corpora into it",
+    )
     # the defaults are nmt.shortlist's DEFAULT_K and DEFAULT_FREQUENT (not imported: it loads torch)
     p.add_argument("--k", type=int, default=30, help="target tokens per source token (default 30)")
     p.add_argument("--frequent", type=int, default=100, help="most frequent target tokens kept (default 100)")

@@ -16,6 +16,15 @@ was built for, k, N and the corpus. The bundle's version does not hash it (`nmt.
 adding or rebuilding a shortlist leaves the version, the cache and the exports alone; the
 loader refuses one built for another bundle version or vocabulary (`load_shortlist`).
 
+A multilingual bundle (its sources start with a target-language token, `nmt.languages`) gets
+one table per target language, built from the corpora into that language (so the row of "dog"
+lists "Hund" in the German table and "chien" in the French one, and a batch into German never
+pays for French candidates). The tables are stacked in one file: block b's rows are
+b * V_src .. (b + 1) * V_src - 1, its frequent ids the b-th N of `frequent`, and `meta["targets"]`
+lists [language, language token id] in block order; a source picks the block of the language
+token it starts with. CTranslate2's vmap is one table for every target, so a multilingual
+shortlist has none (`vmap_lines`).
+
 Building streams the corpus in chunks and keeps only the distinct (source, target) pairs seen
 with their counts, merged chunk by chunk: memory grows with the distinct pairs (at most
 V_src * V_tgt), not with the corpus.
@@ -35,7 +44,7 @@ import hashlib
 import io
 import json
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice, zip_longest
 from pathlib import Path
@@ -49,6 +58,7 @@ from nmt.bundle import Bundle, bundle_file
 from nmt.checkpoint import atomic_write
 from nmt.data import iter_lines
 from nmt.errors import BundleError, DataError
+from nmt.languages import Direction
 from nmt.specials import EOS_ID, UNK_ID
 from nmt.tokenizer import Tokenizer
 
@@ -62,23 +72,39 @@ CHUNK = 20_000  # sentence pairs counted at once
 
 @dataclass(frozen=True)
 class Shortlist:
-    """A shortlist table: row s of (indptr, indices) lists source id s's candidates, best first."""
+    """A shortlist: row s of (indptr, indices) lists source id s's candidates, best first; with
+    T target languages (`targets`), T such tables stacked (see the module docstring)."""
 
-    indptr: np.ndarray  # (V_src + 1,) int64
+    indptr: np.ndarray  # (T * V_src + 1,) int64
     indices: np.ndarray  # (nnz,) int32 target ids
-    frequent: np.ndarray  # (N,) int32 target ids, most frequent first
+    frequent: np.ndarray  # (T * N,) int32 target ids, each table's most frequent first
     tgt_vocab_size: int
     meta: dict[str, Any]
     digest: str = ""  # sha256 of the file it was read from (the ct2 export's vmap records it)
 
     @property
-    def src_vocab_size(self) -> int:
-        return self.indptr.size - 1
+    def targets(self) -> dict[int, int]:
+        """{language token id: its table's block} of a multilingual shortlist; {} for one table."""
+        return {int(token): block for block, (_, token) in enumerate(self.meta.get("targets", []))}
 
-    def candidates(self, src_ids: np.ndarray) -> np.ndarray:
-        """The concatenated rows of the distinct ids `src_ids` (any shape, any order)."""
-        rows = np.unique(src_ids.astype(np.int64, copy=False))
-        rows = rows[(rows >= 0) & (rows < self.src_vocab_size)]
+    @property
+    def languages(self) -> list[str]:
+        """The target languages of a multilingual shortlist's tables, in block order."""
+        return [str(language) for language, _ in self.meta.get("targets", [])]
+
+    @property
+    def tables(self) -> int:
+        return max(1, len(self.meta.get("targets", [])))
+
+    @property
+    def src_vocab_size(self) -> int:
+        return (self.indptr.size - 1) // self.tables
+
+    def candidates(self, rows: np.ndarray) -> np.ndarray:
+        """The concatenated rows `rows` (any shape, any order; repeated ones once): for one
+        table, rows are source ids; else block * V_src + source id."""
+        rows = np.unique(rows.astype(np.int64, copy=False))
+        rows = rows[(rows >= 0) & (rows < self.indptr.size - 1)]
         starts, ends = self.indptr[rows], self.indptr[rows + 1]
         sizes = ends - starts
         if sizes.sum() == 0:
@@ -88,17 +114,26 @@ class Shortlist:
         return self.indices[offsets].astype(np.int64)
 
     def vocabulary(self, src: Tensor | np.ndarray | Sequence[Sequence[int]]) -> Tensor | None:
-        """Sorted target ids (V',) int64 a batch of sources (B, S) may translate into: the union of
-        their tokens' rows, the frequent tokens and the specials, padded to a multiple of ALIGN
-        (see the module docstring); None when that is not smaller than the full vocabulary."""
+        """Sorted target ids (V',) int64 a batch of sources (B, S) (padded, or a list of id lists)
+        may translate into: the union of their tokens' rows, the frequent tokens and the specials,
+        padded to a multiple of ALIGN (see the module docstring); None when that is not smaller
+        than the full vocabulary. A multilingual shortlist takes each source's rows and frequent
+        ids from the table of the language token it starts with (ValueError without one)."""
         if isinstance(src, Tensor):
             array = src.detach().cpu().numpy()
         elif isinstance(src, np.ndarray):
             array = src
         else:
-            array = np.fromiter((t for seq in src for t in seq), dtype=np.int64)
+            array = np.zeros((len(src), max((len(seq) for seq in src), default=0)), np.int64)  # PAD 0
+            for row, seq in zip(array, src, strict=True):
+                row[: len(seq)] = seq
+        array = array.reshape(-1, array.shape[-1] if array.ndim else 1).astype(np.int64, copy=False)
+        blocks = self._blocks(array)  # (B,)
+        frequent = self.frequent.reshape(self.tables, -1)[np.unique(blocks)].ravel()
+        outside = (array < 0) | (array >= self.src_vocab_size)  # no row (and never another block's)
+        rows = np.where(outside, -1, blocks[:, None] * self.src_vocab_size + array)  # (B, S)
         ids = np.union1d(
-            np.concatenate([np.arange(SPECIALS), self.frequent.astype(np.int64)]), self.candidates(array)
+            np.concatenate([np.arange(SPECIALS), frequent.astype(np.int64)]), self.candidates(rows)
         )
         size = -(-ids.size // ALIGN) * ALIGN
         if size >= self.tgt_vocab_size:
@@ -108,10 +143,29 @@ class Shortlist:
             ids = np.union1d(ids, missing[: size - ids.size])
         return torch.from_numpy(ids)
 
+    def _blocks(self, sources: np.ndarray) -> np.ndarray:
+        """(B,) the table of each source (B, S): 0 for one table, else its language token's."""
+        if not self.targets:
+            return np.zeros(sources.shape[0], np.int64)
+        firsts = sources[:, 0].tolist() if sources.shape[1] else [-1] * sources.shape[0]
+        unknown = sorted({t for t in firsts if t not in self.targets})
+        if unknown:
+            raise ValueError(
+                f"a multilingual shortlist needs every source to start with a target-language token "
+                f"(of {', '.join(self.languages)}); got first ids {unknown[:5]}"
+            )
+        return np.array([self.targets[t] for t in firsts], np.int64)
+
     def vmap_lines(self, src_pieces: Sequence[str], tgt_pieces: Sequence[str]) -> Iterator[str]:
         """CTranslate2's vocabulary map (vmap.txt): "SOURCE<TAB>TARGET ..." per source piece with a
         row, and first "<TAB>TARGET ..." for the tokens always allowed (the frequent ones, UNK and
-        EOS). Pieces are SentencePiece's, which hold no spaces or tabs."""
+        EOS). Pieces are SentencePiece's, which hold no spaces or tabs. One table only: a vmap
+        has no per-target tables (ValueError for a multilingual shortlist)."""
+        if self.tables > 1:
+            raise ValueError(
+                "CTranslate2's vmap is one table for every target language; this shortlist has one "
+                f"per target ({', '.join(self.languages)})"
+            )
         always = [UNK_ID, EOS_ID, *self.frequent.tolist()]
         yield "\t" + " ".join(tgt_pieces[i] for i in always)
         for s in range(self.src_vocab_size):
@@ -222,19 +276,74 @@ def tokenized_chunks(
         yield src_tokenizer.encode(src), tgt_tokenizer.encode(tgt)
 
 
-def shortlist_for_bundle(
-    bundle: Bundle, src_file: Path, tgt_file: Path, k: int = DEFAULT_K, frequent: int = DEFAULT_FREQUENT
-) -> Shortlist:
-    """A shortlist for `bundle` from a parallel corpus tokenized with the bundle's tokenizers."""
-    chunks = tokenized_chunks(src_file, tgt_file, bundle.src_tokenizer, bundle.tgt_tokenizer)
-    return build_shortlist(
-        chunks,
-        bundle.src_tokenizer.vocab_size,
-        bundle.tgt_tokenizer.vocab_size,
-        k,
-        frequent,
-        {**_identity(bundle), "corpus": {"src": str(src_file), "tgt": str(tgt_file)}},
+def stack_tables(tables: Sequence[tuple[str, int, Shortlist]], meta: dict[str, Any]) -> Shortlist:
+    """One shortlist of several tables (language, its language token id, its table), in that
+    order: a multilingual bundle's (see the module docstring). The tables share k and N."""
+    first = tables[0][2]
+    offsets = np.cumsum([0] + [table.indices.size for _, _, table in tables[:-1]])
+    indptr = np.concatenate(
+        [[0]] + [table.indptr[1:] + offset for (_, _, table), offset in zip(tables, offsets, strict=True)]
     )
+    description = {
+        **{key: first.meta[key] for key in ("format", "k", "frequent", "src_vocab_size", "tgt_vocab_size")},
+        "score": first.meta["score"],
+        "pairs": sum(int(table.meta["pairs"]) for _, _, table in tables),
+        "targets": [[language, token] for language, token, _ in tables],
+        **meta,
+    }
+    return Shortlist(
+        indptr.astype(np.int64),
+        np.concatenate([table.indices for _, _, table in tables]),
+        np.concatenate([table.frequent for _, _, table in tables]),
+        first.tgt_vocab_size,
+        description,
+    )
+
+
+def shortlist_for_bundle(
+    bundle: Bundle,
+    corpora: Mapping[Direction, tuple[Path, Path]],
+    k: int = DEFAULT_K,
+    frequent: int = DEFAULT_FREQUENT,
+) -> Shortlist:
+    """A shortlist for `bundle` from parallel corpora {direction: (source file, target file)},
+    tokenized with the bundle's tokenizers: one table from the one corpus of a bilingual bundle;
+    for a multilingual bundle (language tokens), one table per target language from every
+    corpus into it, and a corpus for each target language it translates into. DataError for a
+    direction the bundle does not translate or a target language without a corpus."""
+    others = sorted(str(d) for d in corpora if not bundle.translates(d))
+    if others or not corpora:
+        served = ", ".join(map(str, bundle.directions))
+        raise DataError(
+            f"{bundle.name} translates {served}: "
+            + (f"no {', '.join(others)}" if others else "give a corpus of at least one of them")
+        )
+    listed = {d: {"src": str(src), "tgt": str(tgt)} for d, (src, tgt) in sorted(corpora.items())}
+    identity = _identity(bundle)
+    sizes = bundle.src_tokenizer.vocab_size, bundle.tgt_tokenizer.vocab_size
+
+    def table(directions: list[Direction], meta: dict[str, Any]) -> Shortlist:
+        chunks = (
+            chunk
+            for d in directions
+            for chunk in tokenized_chunks(*corpora[d], bundle.src_tokenizer, bundle.tgt_tokenizer)
+        )
+        return build_shortlist(chunks, *sizes, k, frequent, meta)
+
+    if not bundle.language_tokens:
+        ((direction, files),) = listed.items()  # a bilingual bundle translates one direction
+        return table([direction], {**identity, "corpus": files})
+    targets = sorted({d.target for d in bundle.directions})
+    missing = [t for t in targets if not any(d.target == t for d in corpora)]
+    if missing:
+        raise DataError(f"{bundle.name} translates into {', '.join(missing)} too: give a corpus into each")
+    tables = []
+    for target in targets:
+        token = bundle.language_token_id(target)
+        assert token is not None  # a bundle with language tokens has one for each target
+        tables.append((target, token, table([d for d in sorted(corpora) if d.target == target], {})))
+    every = [{"direction": str(d), **files} for d, files in listed.items()]
+    return stack_tables(tables, {**identity, "corpus": every})
 
 
 # -- the file -------------------------------------------------------------------------------
@@ -252,11 +361,13 @@ def _identity(bundle: Bundle) -> dict[str, Any]:
 
 
 def save_shortlist(shortlist: Shortlist, path: Path) -> Path:
-    """Write shortlist.npz atomically (compressed; the same table always gives the same bytes)."""
+    """Write shortlist.npz atomically (compressed; the same table always gives the same bytes;
+    target ids as uint16 where the vocabulary allows, int32 otherwise: both are read)."""
     buffer = io.BytesIO()
+    small = shortlist.tgt_vocab_size <= np.iinfo(np.uint16).max + 1  # ids fit in 2 bytes: half the file
     arrays = {
         "indptr": shortlist.indptr,
-        "indices": shortlist.indices,
+        "indices": shortlist.indices.astype(np.uint16) if small else shortlist.indices,
         "frequent": shortlist.frequent,
         "meta": np.frombuffer(json.dumps(shortlist.meta, sort_keys=True).encode(), dtype=np.uint8),
     }
@@ -278,10 +389,12 @@ def read_shortlist(path: Path) -> Shortlist:
             indptr, indices, frequent = arrays["indptr"], arrays["indices"], arrays["frequent"]
             meta = json.loads(arrays["meta"].tobytes().decode("utf-8"))
         tgt_vocab_size = int(meta["tgt_vocab_size"])
+        tables = max(1, len(meta.get("targets", [])))
         consistent = (
             meta.get("format") == FORMAT
             and indptr.ndim == indices.ndim == frequent.ndim == 1
-            and indptr.size == int(meta["src_vocab_size"]) + 1
+            and indptr.size == int(meta["src_vocab_size"]) * tables + 1
+            and frequent.size % tables == 0
             and indptr[0] == 0
             and indptr[-1] == indices.size
             and bool(np.all(np.diff(indptr) >= 0))
@@ -309,11 +422,14 @@ def load_shortlist(bundle: Bundle) -> Shortlist | None:
         return None
     shortlist = read_shortlist(path)
     expected = _identity(bundle)
+    targets = sorted({d.target for d in bundle.directions}) if bundle.language_tokens else []
+    expected["target languages"] = targets
     for key, value in expected.items():
-        if shortlist.meta.get(key) != value:
+        found = shortlist.languages if key == "target languages" else shortlist.meta.get(key)
+        if found != value:
             what = key.replace("_", " ")
             raise BundleError(
-                f"{path}: built for {what} {shortlist.meta.get(key)}, the bundle has {value}; "
+                f"{path}: built for {what} {found}, the bundle has {value}; "
                 f"run nmt shortlist --model {bundle.path} again"
             )
     return shortlist

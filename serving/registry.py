@@ -170,8 +170,14 @@ def _translator(bundle: Bundle, settings: Settings, choice: Choice | None = None
     first, so a retrained bundle dropped in models/ just works (`nmt.engines.open_translator`)."""
     choice = choice or _choice(bundle, settings)
     shortlist = settings.shortlist and shortlist_path(bundle).is_file()
-    if shortlist:
-        require_shortlist(bundle)  # one of another version or vocabulary: refused before any export
+    # one of another version or vocabulary is refused before any export
+    if shortlist and require_shortlist(bundle).tables > 1 and choice.engine == "ctranslate2":
+        log.warning(  # an optimisation it cannot have there: served as without one, /v1/models says so
+            "%s: decodes without its shortlist on ctranslate2 (a table per target language is more "
+            "than a vmap can hold)",
+            bundle.name,
+        )
+        shortlist = False
     return open_translator(
         bundle,
         choice.engine,

@@ -35,7 +35,7 @@ from nmt.specials import EOS_ID
 from nmt.translator import Translator
 from tests.conftest import DEFAULT_BUNDLE, assert_one_line_error, run_benchmark, run_nmt
 
-SHIPPED = ["transformer-en-de", "lstm-attention-en-de", "lstm-en-de"]
+SHIPPED = ["transformer-en-de", "lstm-attention-en-de", "lstm-en-de", "transformer-en-de-student"]
 
 
 def _copy(bundle: Path, folder: Path) -> Path:
@@ -112,7 +112,7 @@ def test_corpora_of_different_lengths_are_refused(trained_bundles, tiny_corpus, 
     short = tmp_path / "short.de"
     short.write_text("Ein Mann.\n", encoding="utf-8")
     with pytest.raises(DataError, match="different numbers of lines"):
-        shortlist_for_bundle(bundle, tiny_corpus / "train.en", short)
+        shortlist_for_bundle(bundle, {bundle.direction(): (tiny_corpus / "train.en", short)})
 
 
 # -- stored in the bundle, checked against it ---------------------------------------------------
@@ -280,6 +280,147 @@ def test_the_cache_keeps_a_shortlist_s_translations_apart(shortlisted):
     with_it, without = entry(True), entry(False)
     assert without.cache_version == bundle.version
     assert with_it.cache_version != without.cache_version and with_it.version == without.version
+
+
+# -- a multilingual bundle: a table per target language -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def multilingual_shortlisted(multilingual_bundle, multi30k, tmp_path_factory) -> Path:
+    """A copy of the tiny multilingual bundle with a shortlist of its six directions' corpora (300
+    lines of Multi30k train each), made by the CLI, and an fp32 ONNX export."""
+    folder = tmp_path_factory.mktemp("multilingual-shortlist")
+    path = _copy(multilingual_bundle, folder)
+    for lang in ("en", "de", "fr"):
+        lines = read_lines(multi30k / f"train.{lang}.gz")[:300]
+        (folder / f"train.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    corpora = []
+    for d in load_bundle(path).directions:
+        corpora += [
+            "--direction",
+            str(d),
+            "--src",
+            str(folder / f"train.{d.source}"),
+            "--tgt",
+            str(folder / f"train.{d.target}"),
+        ]
+    run_nmt("shortlist", "--model", str(path), *corpora, "--k", "5", "--frequent", "20")
+    export_onnx(load_bundle(path))
+    return path
+
+
+def test_a_multilingual_bundle_gets_a_table_per_target_language(multilingual_shortlisted, tmp_path):
+    bundle = load_bundle(multilingual_shortlisted)
+    shortlist = require_shortlist(bundle)
+    assert shortlist.languages == ["de", "en", "fr"] and shortlist.tables == 3
+    assert [token for _, token in shortlist.meta["targets"]] == [
+        bundle.language_token_id(t) for t in ("de", "en", "fr")
+    ]
+    assert shortlist.meta["pairs"] == 6 * 300 and len(shortlist.meta["corpus"]) == 6
+    read = read_shortlist(save_shortlist(shortlist, tmp_path / FILE))
+    assert np.array_equal(read.indptr, shortlist.indptr) and read.languages == shortlist.languages
+    # the same source words into German and into French: each batch gets its own table's rows
+    translator = Translator.from_bundle(bundle)
+    texts = ["A man rides a bike.", "Two dogs play in the snow."]
+    german, french = (collate_source(translator.encode(texts, target))[0] for target in ("de", "fr"))
+    into_german, into_french = shortlist.vocabulary(german), shortlist.vocabulary(french)
+    assert into_german is not None and into_french is not None
+    assert not torch.equal(into_german, into_french)
+    de_block = shortlist.targets[bundle.language_token_id("de")]
+    words = german[:, 1:].flatten()
+    rows = words[(words >= SPECIALS)].unique().numpy() + de_block * shortlist.src_vocab_size
+    allowed = {*shortlist.candidates(rows).tolist(), *shortlist.frequent.reshape(3, -1)[de_block].tolist()}
+    assert allowed <= set(into_german.tolist())
+    # a source that does not start with a language token has no table
+    with pytest.raises(ValueError, match="start with a target-language token"):
+        shortlist.vocabulary(german[:, 1:])
+
+
+def test_a_multilingual_shortlist_decodes_alike_on_pytorch_and_onnx_runtime(multilingual_shortlisted):
+    bundle = load_bundle(multilingual_shortlisted)
+    texts = ["A man rides a bike.", "Two dogs play in the snow.", "A woman is cooking."]
+    for target in ("de", "fr"):
+        expected = Translator.from_bundle(bundle, shortlist=True).translate_best(texts, target=target)
+        got = Translator.from_bundle(bundle, backend="onnx", shortlist=True).translate_best(
+            texts, target=target
+        )
+        assert got == expected
+
+
+def test_a_multilingual_shortlist_needs_a_corpus_into_every_target_language(
+    multilingual_bundle, multi30k, tmp_path
+):
+    path = _copy(multilingual_bundle, tmp_path)
+    result = run_nmt(
+        "shortlist", "--model", str(path), "--direction", "en-de", "--src", str(multi30k / "val.en.gz"),
+        "--tgt", str(multi30k / "val.de.gz"), check=False,
+    )  # fmt: skip
+    assert_one_line_error(result, "translates into en, fr too")
+    result = run_nmt(
+        "shortlist",
+        "--model",
+        str(path),
+        "--src",
+        str(multi30k / "val.en.gz"),
+        "--tgt",
+        str(multi30k / "val.de.gz"),
+        check=False,
+    )
+    assert_one_line_error(result, "several directions")  # which direction is the corpus? it must say
+    result = run_nmt(
+        "shortlist", "--model", str(path), "--direction", "en-xx", "--src", str(multi30k / "val.en.gz"),
+        "--tgt", str(multi30k / "val.de.gz"), check=False,
+    )  # fmt: skip
+    assert_one_line_error(result, "does not translate en-xx")
+    assert not (path / FILE).exists()
+
+
+def test_a_shortlist_without_a_table_for_each_target_language_is_refused(multilingual_shortlisted, tmp_path):
+    path = _copy(multilingual_shortlisted, tmp_path)
+    tables = require_shortlist(load_bundle(path))
+    rows, n = tables.src_vocab_size, tables.frequent.size // 3
+    two = type(
+        tables
+    )(  # the German and English tables only
+        tables.indptr[: 2 * rows + 1],
+        tables.indices[: tables.indptr[2 * rows]],
+        tables.frequent[: 2 * n],
+        tables.tgt_vocab_size,
+        {**tables.meta, "targets": tables.meta["targets"][:2]},
+    )
+    save_shortlist(two, path / FILE)
+    with pytest.raises(
+        BundleError, match=r"built for target languages \['de', 'en'\], the bundle has \['de', 'en', 'fr'\]"
+    ):
+        load_shortlist(load_bundle(path))
+
+
+def test_ctranslate2_refuses_a_multilingual_shortlist_in_one_line(multilingual_shortlisted, tmp_path):
+    from nmt.export.ctranslate2 import export_ctranslate2
+    from serving.registry import _translator
+    from serving.settings import Settings
+
+    path = _copy(multilingual_shortlisted, tmp_path)
+    export_ctranslate2(load_bundle(path))
+    assert not (path / "ct2" / "vmap.txt").exists()  # no vmap for a table per target language
+    result = run_nmt(
+        "translate",
+        "--model",
+        str(path),
+        "--backend",
+        "ctranslate2",
+        "--shortlist",
+        "--source",
+        "en",
+        "--target",
+        "de",
+        stdin="A man.\n",
+        check=False,
+    )
+    assert_one_line_error(result, "a table per target language", "onnx or torch backend")
+    # the service serves it on CTranslate2 as without a shortlist, and says so
+    translator = _translator(load_bundle(path), Settings(models_dir=path, backend="ctranslate2"))
+    assert translator.shortlist is None
 
 
 # -- the shipped bundles ------------------------------------------------------------------------

@@ -117,6 +117,12 @@ class CTranslate2Model:
                 f"{bundle.version}; run {_export_command(bundle.path)} again"
             )
         if shortlist is not None:
+            if shortlist.tables > 1:  # a vmap is one table for every target language
+                raise BundleError(
+                    f"{bundle.path}: its shortlist has a table per target language "
+                    f"({', '.join(shortlist.languages)}), which CTranslate2's vmap cannot hold; decode "
+                    "it with the onnx or torch backend, or without the shortlist"
+                )
             if not (folder / "vmap.txt").is_file() or meta.get("shortlist") != shortlist.digest:
                 raise BundleError(
                     f"{folder}: its vmap.txt is missing or was not written from the bundle's shortlist "

@@ -7,7 +7,9 @@
     export.json                                the bundle's version, the converter's versions
     vmap.txt                                   with a shortlist (`nmt.shortlist`): it as
                                                CTranslate2's vocabulary map, for `use_vmap`
-                                               (export.json's "shortlist" is its digest)
+                                               (export.json's "shortlist" is its digest);
+                                               none for a multilingual shortlist (one table
+                                               per target language, which a vmap cannot hold)
 
 A bundle can be exported when its config lists "ctranslate2" in `export_formats` (CTranslate2
 runs Transformers only); the model describes itself in CTranslate2's spec API
@@ -80,7 +82,7 @@ def export_ctranslate2(bundle: Bundle, quantize: str | None = None) -> Path:
             "exporter": {"torch": torch.__version__, "ctranslate2": ctranslate2.__version__},
         }
         (folder / EXPORT_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        if shortlist is not None:
+        if shortlist is not None and shortlist.tables == 1:  # a multilingual one has no vmap
             write_vmap(folder, bundle, shortlist)
 
     return atomic_folder(bundle.path / EXPORT_DIR, fill)
