@@ -68,6 +68,7 @@ from nmt.export.onnx import export_onnx
 from nmt.metrics import bleu_only
 from nmt.onnx_format import DECODER_FILE, ENCODER_FILE
 from nmt.shortlist import FILE as SHORTLIST_FILE
+from nmt.shortlist import require_shortlist
 from nmt.translator import Translator
 
 TEST_SPLIT = "test_2016_flickr"
@@ -248,6 +249,11 @@ def _shortlist_contenders(bundle: Bundle, contenders: list[Contender], device: s
         print(f"{bundle.path.name}: no {SHORTLIST_FILE}, so no shortlist contenders", flush=True)
         return []
     backends = {"PyTorch eager": "torch", "ONNX Runtime fp32": "onnx", "CTranslate2 fp32": "ctranslate2"}
+    if require_shortlist(bundle).tables > 1:  # a table per target language: no vmap can hold it
+        print(
+            f"{bundle.path.name}: a multilingual shortlist, so no CTranslate2 shortlist contender", flush=True
+        )
+        del backends["CTranslate2 fp32"]
     found = []
     for contender in contenders:
         if contender.name in backends:

@@ -36,6 +36,7 @@ from nmt.translator import Translator
 from tests.conftest import DEFAULT_BUNDLE, assert_one_line_error, run_benchmark, run_nmt
 
 SHIPPED = ["transformer-en-de", "lstm-attention-en-de", "lstm-en-de", "transformer-en-de-student"]
+MULTILINGUAL = "transformer-en-de-fr"  # the shipped six-direction bundle
 
 
 def _copy(bundle: Path, folder: Path) -> Path:
@@ -431,6 +432,27 @@ def test_each_shipped_bundle_has_its_shortlist(name):
     bundle = load_bundle(DEFAULT_BUNDLE.parent / name)
     shortlist = require_shortlist(bundle)
     assert shortlist.meta["corpus"]["src"].endswith("train.en.gz") and shortlist.meta["pairs"] == 29000
+
+
+def test_the_six_direction_bundle_has_a_table_per_target_language():
+    bundle = load_bundle(DEFAULT_BUNDLE.parent / MULTILINGUAL)
+    shortlist = require_shortlist(bundle)
+    assert shortlist.languages == ["de", "en", "fr"] and shortlist.meta["pairs"] == 6 * 29000
+    assert sorted(c["direction"] for c in shortlist.meta["corpus"]) == sorted(map(str, bundle.directions))
+    assert (shortlist.meta["k"], shortlist.meta["frequent"]) == (50, 300)  # chosen on val (docs/decode.md)
+
+
+@pytest.mark.parametrize("direction", ["en-de", "fr-en"])
+def test_the_six_direction_shortlist_keeps_its_translations(direction, multi30k):
+    """As below, in two of its directions: into German and into English."""
+    bundle = load_bundle(DEFAULT_BUNDLE.parent / MULTILINGUAL)
+    source, target = direction.split("-")
+    texts = read_lines(multi30k / f"val.{source}.gz")[:60]
+    references = read_lines(multi30k / f"val.{target}.gz")[:60]
+    full = Translator.from_bundle(bundle).translate_best(texts, target=target)
+    short = Translator.from_bundle(bundle, shortlist=True).translate_best(texts, target=target)
+    assert sum(a == b for a, b in zip(full, short, strict=True)) >= 0.6 * len(texts)
+    assert bleu_only(short, references)[0] >= bleu_only(full, references)[0] - 1.5
 
 
 @pytest.mark.parametrize("name", SHIPPED)
