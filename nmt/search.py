@@ -264,9 +264,10 @@ class BeamBatch:
         count = int(done.sum())
         if count == 0:
             return rows, None
+        sentence_ids = self.sentence_ids.tolist()
         for b in done.nonzero().view(-1).tolist():
-            if not self.results[int(self.sentence_ids[b])]:  # decided earlier, kept in the batch
-                self.results[int(self.sentence_ids[b])] = self._nbest(b)
+            if not self.results[sentence_ids[b]]:  # else decided earlier, kept in the batch
+                self.results[sentence_ids[b]] = self._nbest(b)
         if count * 2 < done.numel() and not self.drop_at_once:
             return rows, None
         keep = (~done).nonzero().view(-1)  # (B',) active sentences that go on
@@ -286,9 +287,10 @@ class BeamBatch:
 
     def _nbest(self, b: int) -> list[Hypothesis]:
         """The n best finished hypotheses of the b-th active sentence, best first."""
-        order = self.normalised[b].argsort(descending=True).tolist()
+        normalised = self.normalised[b]  # (K,)
+        order = normalised.argsort(descending=True).tolist()
         # as Python numbers at once: reading them one by one from the tensors costs more
-        ranked, scores = self.normalised[b].tolist(), self.scores[b].tolist()
+        ranked, scores = normalised.tolist(), self.scores[b].tolist()
         lengths, finished = self.lengths[b].tolist(), self.finished[b].tolist()
         hypotheses: list[Hypothesis] = []
         for k in order:
