@@ -246,12 +246,12 @@ class BeamBatch:
         )
         shortest = self.penalties[self.tokens.size(1) + 1]  # ()
         # the best unfinished total, then normalised: dividing by a positive number keeps the order
-        # (rounding too), so this is the largest of the beams' normalised bounds; -inf when every
-        # beam has finished, which then makes the sentence decided
+        # (rounding too), so this is the largest of the beams' normalised bounds
         best_reachable = torch.where(self.finished, -math.inf, self.scores).amax(dim=1) / torch.maximum(
             self.longest, shortest
         )  # (B,)
-        return nth_finished >= best_reachable
+        # all(): a NaN score (a broken model's) compares false, and would keep the sentence forever
+        return self.finished.all(dim=1) | (nth_finished >= best_reachable)
 
     def _retire(self, rows: Tensor) -> tuple[Tensor, Tensor | None]:
         """Move sentences that are decided (see `_decided`) into `results`; drop their rows once
