@@ -118,6 +118,9 @@ class BeamBatch:
         self._limits()
         self.sentence_ids = torch.arange(batch, device=device)  # (B,) original positions
         self.tokens = torch.empty(batch * beam, 0, dtype=torch.long, device=device)  # (R, t)
+        # (R,) the last column of `tokens`, kept apart as the next step's input (a column of
+        # `tokens` is strided: an engine would copy it)
+        self.last_tokens = torch.full((batch * beam,), BOS_ID, dtype=torch.long, device=device)
         # (R, t, S) when tracked; its S is known at the first step
         self.attention: Tensor | None = None
         self.track_attention = attention
@@ -127,6 +130,7 @@ class BeamBatch:
         self.scores = scores  # (B, K) total log-prob
         self.lengths = torch.zeros(batch, beam, dtype=torch.long, device=device)  # EOS included
         self.finished = torch.zeros(batch, beam, dtype=torch.bool, device=device)
+        self.normalised = scores.clone()  # (B, K) the length-normalised scores
         self.results: list[list[Hypothesis]] = [[] for _ in range(batch)]
 
     def _limits(self) -> None:
@@ -141,13 +145,6 @@ class BeamBatch:
     @property
     def done(self) -> bool:
         return self.sentence_ids.numel() == 0
-
-    @property
-    def last_tokens(self) -> Tensor:
-        """(R,) the next decoder input of every row."""
-        if self.tokens.size(1) == 0:
-            return torch.full((self.tokens.size(0),), BOS_ID, dtype=torch.long, device=self.tokens.device)
-        return self.tokens[:, -1]
 
     def advance(self, log_probs: Tensor, attention: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Take one step. log_probs: (R, V) for the current rows; it may be modified in place;
@@ -174,13 +171,14 @@ class BeamBatch:
         full log-probabilities (without n-gram blocking, which needs them all): rows that may only
         end (finished, or at their length limit) keep one candidate, EOS."""
         finished = self.finished.view(-1)  # (R,)
-        at_limit = self.row_max_lens <= self.tokens.size(1) + 1  # (R,)
-        only_eos = finished | at_limit
-        if only_eos.any():  # changed on copies: the engine's tensors stay as they were
-            row_best, row_tokens = row_best.float().clone(), row_tokens.clone()
-            row_best[only_eos] = -math.inf
-            row_best[only_eos, 0] = torch.where(finished, 0.0, eos.float())[only_eos]
-            row_tokens[only_eos, 0] = EOS_ID
+        only_eos = finished | (self.row_max_lens <= self.tokens.size(1) + 1)  # (R,)
+        if only_eos.any():  # new tensors: the engine's stay as they were
+            # such a row's candidates: EOS first (at no cost once finished), then none (-inf);
+            # the tokens of those others do not matter, as no hypothesis at -inf is ever returned
+            eos = torch.where(finished, 0.0, eos.float())  # (R,)
+            row_best = row_best.float().masked_fill(only_eos[:, None], -math.inf)
+            row_best[:, 0] = torch.where(only_eos, eos, row_best[:, 0])
+            row_tokens = row_tokens.masked_fill(only_eos[:, None], EOS_ID)
         return self._extend(row_best, row_tokens, attention)
 
     def _extend(
@@ -193,7 +191,8 @@ class BeamBatch:
         candidates = self.scores.view(-1, 1) + row_best  # (R, K')
         lengths = torch.where(self.finished, self.lengths, step + 1).view(-1, 1)  # (R, 1)
         ranked = candidates / self.penalties[lengths]
-        best = ranked.view(batch, beam * width).topk(beam, dim=1).indices  # (B, K) into K * K'
+        # (B, K): the new beams' normalised scores, and where they are among the K * K' candidates
+        self.normalised, best = ranked.view(batch, beam * width).topk(beam, dim=1)
         parent = best // width
 
         self.scores = candidates.view(batch, -1).gather(1, best)
@@ -202,7 +201,8 @@ class BeamBatch:
         self.lengths = torch.where(was_finished, self.lengths.gather(1, parent), step + 1)
         self.finished = was_finished | (token == EOS_ID) | ~torch.isfinite(self.scores)
         rows = (parent + self.row_offsets).view(-1)
-        self.tokens = torch.cat([self.tokens.index_select(0, rows), token.view(-1, 1)], dim=1)
+        self.last_tokens = token.view(-1)
+        self.tokens = torch.cat([self.tokens.index_select(0, rows), self.last_tokens[:, None]], dim=1)
         if self.track_attention:
             if attention is None:
                 raise ValueError("this beam batch tracks attention: give each step's")
@@ -239,16 +239,18 @@ class BeamBatch:
         in the length, so its largest value over the lengths still possible, (t + 1 .. the
         sentence's limit), is at one end. Such a beam, or any continuation of it, never outranks
         the n best finished hypotheses again, so the search would return them unchanged."""
-        normalised = self.scores / self.penalties[self.lengths]  # (B, K)
         n = min(self.options.n_best, self.beam_size)
-        finished_scores = torch.where(self.finished, normalised, -math.inf)
+        finished_scores = torch.where(self.finished, self.normalised, -math.inf)  # (B, K)
         nth_finished = (  # (B,)
             finished_scores.amax(dim=1) if n == 1 else finished_scores.topk(n, dim=1).values[:, -1]
         )
         shortest = self.penalties[self.tokens.size(1) + 1]  # ()
-        best_reachable = torch.where(
-            self.finished, -math.inf, self.scores / torch.maximum(self.longest, shortest)[:, None]
-        ).amax(dim=1)  # (B,)
+        # the best unfinished total, then normalised: dividing by a positive number keeps the order
+        # (rounding too), so this is the largest of the beams' normalised bounds
+        best_reachable = torch.where(self.finished, -math.inf, self.scores).amax(dim=1) / torch.maximum(
+            self.longest, shortest
+        )  # (B,)
+        # all(): a NaN score (a broken model's) compares false, and would keep the sentence forever
         return self.finished.all(dim=1) | (nth_finished >= best_reachable)
 
     def _retire(self, rows: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -262,9 +264,10 @@ class BeamBatch:
         count = int(done.sum())
         if count == 0:
             return rows, None
+        sentence_ids = self.sentence_ids.tolist()
         for b in done.nonzero().view(-1).tolist():
-            if not self.results[int(self.sentence_ids[b])]:  # decided earlier, kept in the batch
-                self.results[int(self.sentence_ids[b])] = self._nbest(b)
+            if not self.results[sentence_ids[b]]:  # else decided earlier, kept in the batch
+                self.results[sentence_ids[b]] = self._nbest(b)
         if count * 2 < done.numel() and not self.drop_at_once:
             return rows, None
         keep = (~done).nonzero().view(-1)  # (B',) active sentences that go on
@@ -275,23 +278,31 @@ class BeamBatch:
         self.max_lens = self.max_lens[keep]
         self._limits()
         self.scores, self.lengths, self.finished = self.scores[keep], self.lengths[keep], self.finished[keep]
+        self.normalised = self.normalised[keep]
         self.tokens = self.tokens.index_select(0, keep_rows)
+        self.last_tokens = self.last_tokens.index_select(0, keep_rows)
         if self.attention is not None:
             self.attention = self.attention.index_select(0, keep_rows)
         return rows.index_select(0, keep_rows), keep_rows
 
     def _nbest(self, b: int) -> list[Hypothesis]:
-        scores, lengths = self.scores[b], self.lengths[b]
-        ranked = scores / self.penalties[lengths]
-        hypotheses = []
-        for k in ranked.argsort(descending=True).tolist():
-            if not (self.finished[b, k] and math.isfinite(scores[k].item())):
+        """The n best finished hypotheses of the b-th active sentence, best first."""
+        normalised = self.normalised[b]  # (K,)
+        order = normalised.argsort(descending=True).tolist()
+        # as Python numbers at once: reading them one by one from the tensors costs more
+        ranked, scores = normalised.tolist(), self.scores[b].tolist()
+        lengths, finished = self.lengths[b].tolist(), self.finished[b].tolist()
+        hypotheses: list[Hypothesis] = []
+        for k in order:
+            if len(hypotheses) == self.options.n_best:
+                break
+            if not (finished[k] and math.isfinite(scores[k])):
                 continue  # still going (ranked below the n best), or never had a live candidate
-            row, length = b * self.beam_size + k, int(lengths[k]) - 1
+            row, length = b * self.beam_size + k, lengths[k] - 1
             tokens = self.tokens[row, :length].tolist()
             attention = None if self.attention is None else self.attention[row, : length + 1]
-            hypotheses.append(Hypothesis(tokens, ranked[k].item(), scores[k].item(), attention))
-        return hypotheses[: self.options.n_best]
+            hypotheses.append(Hypothesis(tokens, ranked[k], scores[k], attention))
+        return hypotheses
 
 
 @torch.inference_mode()
@@ -329,7 +340,7 @@ def beam_search(
     rows_per_input = beam
     grouped, held = (beam if model.memory_per_sentence else 1), beam
     while not beams.done:
-        tokens = beams.last_tokens[::rows_per_input]
+        tokens = beams.last_tokens if rows_per_input == 1 else beams.last_tokens[::rows_per_input]
         weights: Tensor | None = None  # (R, S): the step's attention, when asked for
         if options.no_repeat_ngram:
             if attention:

@@ -90,7 +90,10 @@ class Tokenizer:
             if EOS_ID in seq:
                 seq = seq[: seq.index(EOS_ID)]
             cleaned.append([i for i in seq if i not in (PAD_ID, BOS_ID)])
-        return self.processor.decode(cleaned)
+        # one sequence per call: given a list, SentencePiece starts a pool of threads at each call,
+        # which costs some 15 times the decoding of a short sentence, and the translator decodes
+        # one n-best list (often of one) at a time
+        return [self.processor.decode(seq) for seq in cleaned]
 
     def __repr__(self) -> str:
         return f"Tokenizer({str(self.path)!r}, vocab_size={self.vocab_size})"
