@@ -332,6 +332,14 @@ def test_a_multilingual_bundle_gets_a_table_per_target_language(multilingual_sho
     rows = words[(words >= SPECIALS)].unique().numpy() + de_block * shortlist.src_vocab_size
     allowed = {*shortlist.candidates(rows).tolist(), *shortlist.frequent.reshape(3, -1)[de_block].tolist()}
     assert allowed <= set(into_german.tolist())
+    # a batch into both languages (the service's batcher may mix them): each source its own table
+    mixed = shortlist.vocabulary(translator.encode(texts[:1], "de") + translator.encode(texts[1:], "fr"))
+    assert mixed is not None
+    firsts = [
+        shortlist.vocabulary(translator.encode(texts[:1], "de")),
+        shortlist.vocabulary(translator.encode(texts[1:], "fr")),
+    ]
+    assert set().union(*(v.tolist() for v in firsts if v is not None)) <= set(mixed.tolist())
     # a source that does not start with a language token has no table
     with pytest.raises(ValueError, match="start with a target-language token"):
         shortlist.vocabulary(german[:, 1:])
