@@ -145,16 +145,17 @@ class Shortlist:
 
     def _blocks(self, sources: np.ndarray) -> np.ndarray:
         """(B,) the table of each source (B, S): 0 for one table, else its language token's."""
-        if not self.targets:
+        targets = self.targets  # built from meta at each call: once per batch here
+        if not targets:
             return np.zeros(sources.shape[0], np.int64)
         firsts = sources[:, 0].tolist() if sources.shape[1] else [-1] * sources.shape[0]
-        unknown = sorted({t for t in firsts if t not in self.targets})
+        unknown = sorted({t for t in firsts if t not in targets})
         if unknown:
             raise ValueError(
                 f"a multilingual shortlist needs every source to start with a target-language token "
                 f"(of {', '.join(self.languages)}); got first ids {unknown[:5]}"
             )
-        return np.array([self.targets[t] for t in firsts], np.int64)
+        return np.array([targets[t] for t in firsts], np.int64)
 
     def vmap_lines(self, src_pieces: Sequence[str], tgt_pieces: Sequence[str]) -> Iterator[str]:
         """CTranslate2's vocabulary map (vmap.txt): "SOURCE<TAB>TARGET ..." per source piece with a
