@@ -54,7 +54,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import harness
@@ -111,6 +111,7 @@ class Engine:
     backend: str  # torch, onnx, ctranslate2, auto
     options: dict | None = None  # the backend's engine options
     shortlist: bool = False
+    workers: int = 1  # batches decoded at once (`Translator.workers`)
 
 
 _TRANSLATOR: Translator | None = None  # a contender process's own
@@ -122,7 +123,12 @@ def _load(engine: Engine, threads: int) -> None:
     torch.set_num_threads(threads)
     bundle = load_bundle(engine.path)
     _TRANSLATOR = Translator.from_bundle(
-        bundle, engine.device, engine.backend, engine.options, shortlist=engine.shortlist
+        bundle,
+        engine.device,
+        engine.backend,
+        engine.options,
+        shortlist=engine.shortlist,
+        workers=engine.workers,
     )
 
 
@@ -199,13 +205,15 @@ def _mb(*files: Path) -> float:
 
 
 def _contenders(
-    path: Path, tmp: Path, device: str, shortlist_only: bool = False
+    path: Path, tmp: Path, device: str, shortlist_only: bool = False, threads: int = 1
 ) -> tuple[list[Contender], bool]:
     """The contenders for the bundle at `path` (exported into copies under `tmp`); whether
     CTranslate2 runs too (Transformers, on the CPU). On a GPU: PyTorch eager and ONNX Runtime
     fp32 only (int8 dynamic quantization is a CPU technique; the CTranslate2 wheels on PyPI are
     built for another CUDA than the GPU machine's). With a shortlist in the bundle, each fp32
-    contender again with it (`_shortlist_contenders`); `shortlist_only`: no int8."""
+    contender again with it (`_shortlist_contenders`); `shortlist_only`: no int8. With several
+    `threads` on the CPU, ONNX Runtime fp32 and CTranslate2 fp32 again as that many workers of
+    one thread each (`_worker_contenders`)."""
     fp32 = load_bundle(shutil.copytree(path, tmp / "fp32", ignore=shutil.ignore_patterns("onnx", "ct2")))
     on_cpu = device == "cpu"
     ctranslate2 = "ctranslate2" in fp32.model_config.export_formats and on_cpu
@@ -240,7 +248,27 @@ def _contenders(
         for label, compute_type in (("fp32", "float32"), ("int8", "int8"))[: 1 if shortlist_only else 2]:
             engine = Engine(str(fp32.path), "cpu", "ctranslate2", {"compute_type": compute_type})
             contenders.append(Contender(f"CTranslate2 {label}", engine, _mb(fp32.path / "ct2" / "model.bin")))
-    return contenders + _shortlist_contenders(fp32, contenders, device), ctranslate2
+    workers = _worker_contenders(contenders, threads) if on_cpu else []
+    return contenders + workers + _shortlist_contenders(fp32, contenders, device), ctranslate2
+
+
+def _workers_name(name: str, threads: int) -> str:
+    return f"{name}, {threads} workers x 1 thread"
+
+
+def _worker_contenders(contenders: list[Contender], threads: int) -> list[Contender]:
+    """ONNX Runtime fp32 and CTranslate2 fp32 using `threads` cores the other way: as many
+    batches decoded at once, one thread each (none with one thread)."""
+    if threads < 2:
+        return []
+    found = []
+    for contender in contenders:
+        if contender.name in ("ONNX Runtime fp32", "CTranslate2 fp32"):
+            engine = replace(
+                contender.engine, options={**(contender.engine.options or {}), "threads": 1}, workers=threads
+            )
+            found.append(Contender(_workers_name(contender.name, threads), engine, contender.stored_mb))
+    return found
 
 
 def _shortlist_contenders(bundle: Bundle, contenders: list[Contender], device: str) -> list[Contender]:
@@ -268,13 +296,15 @@ def bench_bundle(model: str, args: argparse.Namespace, settings: dict[str, tuple
     """Every contender of the bundle at `model` in every setting, their tables and the targets
     judged (printed); the verdicts."""
     with tempfile.TemporaryDirectory(prefix="bench-decode-") as tmp:
-        contenders, ctranslate2 = _contenders(Path(model), Path(tmp), args.device, args.shortlist_only)
+        threads = torch.get_num_threads()
+        contenders, ctranslate2 = _contenders(
+            Path(model), Path(tmp), args.device, args.shortlist_only, threads
+        )
         bundle = load_bundle(model)
         direction = bundle.direction(args.source, args.target)  # a multilingual bundle needs both
         sources = read_lines(harness.corpus_file(args.data, TEST_SPLIT, direction.source))
         references = read_lines(harness.corpus_file(args.data, TEST_SPLIT, direction.target))
         texts, references = sources[: args.sentences], references[: args.sentences]
-        threads = torch.get_num_threads()
         print(
             f"bundle {model} ({direction}); {len(texts)} sentences of {TEST_SPLIT}; {threads} thread(s) for every "
             f"contender, each in its own process; device {args.device}; {args.rounds} round(s)",
@@ -353,11 +383,30 @@ def bench_bundle(model: str, args: argparse.Namespace, settings: dict[str, tuple
 
     names = {contender.name for contender in contenders}
     onnx, torch_rate = rates["ONNX Runtime fp32", MAIN], rates["PyTorch eager", MAIN]
-    if ctranslate2:
+    if ctranslate2 and threads == 1:
         ct2 = rates["CTranslate2 fp32", MAIN]
         judge(
             f"{MAIN}: ONNX Runtime fp32 >= {CT2_RATIO}x CTranslate2 fp32 ({onnx / ct2:.2f}x)",
             onnx >= CT2_RATIO * ct2,
+        )
+    elif ctranslate2:  # each engine's faster way to use the threads: within a call, or as workers
+
+        def fastest(engine: str) -> tuple[str, float]:
+            found = [(n, rates[n, MAIN]) for n in (engine, _workers_name(engine, threads)) if n in names]
+            return max(found, key=lambda pair: pair[1])
+
+        (onnx_name, onnx_best), (ct2_name, ct2_best) = (
+            fastest("ONNX Runtime fp32"),
+            fastest("CTranslate2 fp32"),
+        )
+        print(
+            f"{MAIN}, {threads} threads within each call: ONNX Runtime fp32 / CTranslate2 fp32 "
+            f"{onnx / rates['CTranslate2 fp32', MAIN]:.2f}x (information: the targets take each engine's faster way)"
+        )
+        judge(
+            f"{MAIN}: ONNX Runtime fp32 >= {CT2_RATIO}x CTranslate2 fp32, each the faster of {threads} threads "
+            f"in one call or {threads} workers ({onnx_name} / {ct2_name}: {onnx_best / ct2_best:.2f}x)",
+            onnx_best >= CT2_RATIO * ct2_best,
         )
     judge(
         f"{MAIN}: ONNX Runtime fp32 >= {TORCH_RATIO:g}x PyTorch eager ({onnx / torch_rate:.2f}x"

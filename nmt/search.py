@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -101,50 +102,57 @@ class BeamBatch:
     must be taken from; `results` holds the n-best lists in the original sentence order.
     With `attention`, each step also takes the rows' attention over the source (R, S), which
     follows its hypothesis like its tokens do, and the hypotheses carry it.
+
+    The bookkeeping is numpy arrays on the host, whatever device the model runs on: its arrays
+    are a few hundred numbers, where a NumPy operation costs a fraction of a torch one (the
+    search runs between an engine's steps, with the CPU's caches cold, at every step). The
+    engines' outputs come in as tensors (`advance`, `advance_top_k`, read once per step) and the
+    rows to select go out as tensors on the engine's device.
     """
 
     def __init__(
         self, max_lens: Tensor, options: SearchConfig, attention: bool = False, drop_at_once: bool = False
     ):
         batch, beam = max_lens.numel(), options.beam_size
-        device = max_lens.device
+        self.device = max_lens.device
         self.options = options
         self.beam_size = beam
-        self.max_lens = max_lens  # (B,) of the active sentences
+        self.max_lens = max_lens.cpu().numpy().astype(np.int64)  # (B,) of the active sentences
         # the length penalty of every length a hypothesis can reach (the search's rows are small:
         # a table lookup is one operation where the formula is four, at every step)
-        lengths = torch.arange(int(max_lens.max()) + 2 if batch else 2, device=device)
-        self.penalties = length_penalty(lengths, options.length_penalty)  # (max length + 2,)
+        lengths = torch.arange(int(self.max_lens.max()) + 2 if batch else 2)
+        self.penalties = length_penalty(lengths, options.length_penalty).numpy()  # (max length + 2,)
         self._limits()
-        self.sentence_ids = torch.arange(batch, device=device)  # (B,) original positions
-        self.tokens = torch.empty(batch * beam, 0, dtype=torch.long, device=device)  # (R, t)
+        self.sentence_ids = np.arange(batch)  # (B,) original positions
+        self.tokens = np.empty((batch * beam, 0), np.int64)  # (R, t)
         # (R,) the last column of `tokens`, kept apart as the next step's input (a column of
         # `tokens` is strided: an engine would copy it)
-        self.last_tokens = torch.full((batch * beam,), BOS_ID, dtype=torch.long, device=device)
-        # (R, t, S) when tracked; its S is known at the first step
+        self.last_tokens = np.full(batch * beam, BOS_ID, np.int64)
+        # (R, t, S) when tracked, on the engine's device; its S is known at the first step
         self.attention: Tensor | None = None
         self.track_attention = attention
         self.drop_at_once = drop_at_once  # see `_retire`
-        scores = torch.full((batch, beam), -math.inf, device=device)
+        scores = np.full((batch, beam), -np.inf, np.float32)
         scores[:, 0] = 0.0  # all beams start equal: keep one so the first step has no duplicates
         self.scores = scores  # (B, K) total log-prob
-        self.lengths = torch.zeros(batch, beam, dtype=torch.long, device=device)  # EOS included
-        self.finished = torch.zeros(batch, beam, dtype=torch.bool, device=device)
-        self.normalised = scores.clone()  # (B, K) the length-normalised scores
+        self.lengths = np.zeros((batch, beam), np.int64)  # EOS included
+        self.finished = np.zeros((batch, beam), bool)
+        self.normalised = scores.copy()  # (B, K) the length-normalised scores
         self.results: list[list[Hypothesis]] = [[] for _ in range(batch)]
 
     def _limits(self) -> None:
         """What follows from the active sentences' length limits: each row's, each sentence's
-        largest length penalty, and the row offsets of the sentences' beams."""
-        self.row_max_lens = self.max_lens.repeat_interleave(self.beam_size)  # (R,)
+        largest length penalty."""
+        self.row_max_lens = self.max_lens.repeat(self.beam_size)  # (R,)
         self.longest = self.penalties[self.max_lens]  # (B,)
-        self.row_offsets = (
-            torch.arange(self.max_lens.numel(), device=self.max_lens.device)[:, None] * self.beam_size
-        )
 
     @property
     def done(self) -> bool:
-        return self.sentence_ids.numel() == 0
+        return self.sentence_ids.size == 0
+
+    def next_tokens(self, every: int = 1) -> Tensor:
+        """(R / every,) the rows' last tokens, every `every`-th row, as the engine's input."""
+        return torch.from_numpy(self.last_tokens[::every] if every > 1 else self.last_tokens).to(self.device)
 
     def advance(self, log_probs: Tensor, attention: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Take one step. log_probs: (R, V) for the current rows; it may be modified in place;
@@ -152,15 +160,15 @@ class BeamBatch:
 
         Returns (state_index, memory_index): rows to `select` from the state for the next step,
         and, when finished sentences left the batch, the rows to `select` from the memory
-        (None when every sentence is still active).
+        (None when every sentence is still active), on the engine's device.
 
         Every candidate of a row shares the row's score and length, so the sentence's best K
         are among the K best of each row: ranking K * K candidates instead of K * V is the same
         search at a fraction of the cost.
         """
-        log_probs = self._mask(log_probs.float(), self.tokens.size(1))
+        log_probs = self._mask(log_probs.float(), self.tokens.shape[1])
         row_best, row_tokens = log_probs.topk(min(self.beam_size, log_probs.size(1)), dim=1)  # (R, K')
-        return self._extend(row_best, row_tokens, attention)
+        return self._extend(_host(row_best), _host(row_tokens), attention)
 
     def advance_top_k(
         self, row_best: Tensor, row_tokens: Tensor, eos: Tensor, attention: Tensor | None = None
@@ -170,48 +178,52 @@ class BeamBatch:
         best first, and eos (R,) each row's EOS log-probability. The same step as `advance` on the
         full log-probabilities (without n-gram blocking, which needs them all): rows that may only
         end (finished, or at their length limit) keep one candidate, EOS."""
-        finished = self.finished.view(-1)  # (R,)
-        only_eos = finished | (self.row_max_lens <= self.tokens.size(1) + 1)  # (R,)
-        if only_eos.any():  # new tensors: the engine's stay as they were
+        best, tokens = _host(row_best).astype(np.float32, copy=False), _host(row_tokens)
+        finished = self.finished.reshape(-1)  # (R,)
+        only_eos = finished | (self.row_max_lens <= self.tokens.shape[1] + 1)  # (R,)
+        if only_eos.any():  # new arrays: the engine's stay as they were
             # such a row's candidates: EOS first (at no cost once finished), then none (-inf);
             # the tokens of those others do not matter, as no hypothesis at -inf is ever returned
-            eos = torch.where(finished, 0.0, eos.float())  # (R,)
-            row_best = row_best.float().masked_fill(only_eos[:, None], -math.inf)
-            row_best[:, 0] = torch.where(only_eos, eos, row_best[:, 0])
-            row_tokens = row_tokens.masked_fill(only_eos[:, None], EOS_ID)
-        return self._extend(row_best, row_tokens, attention)
+            eos_best = np.where(finished, np.float32(0.0), _host(eos).astype(np.float32, copy=False))  # (R,)
+            best = np.where(only_eos[:, None], np.float32(-np.inf), best)
+            best[:, 0] = np.where(only_eos, eos_best, best[:, 0])
+            tokens = np.where(only_eos[:, None], EOS_ID, tokens)
+        return self._extend(best, tokens, attention)
 
     def _extend(
-        self, row_best: Tensor, row_tokens: Tensor, attention: Tensor | None
+        self, row_best: np.ndarray, row_tokens: np.ndarray, attention: Tensor | None
     ) -> tuple[Tensor, Tensor | None]:
         """Keep each sentence's K best of the rows' candidates row_best, row_tokens (R, K')."""
         batch, beam = self.scores.shape
-        step = self.tokens.size(1)
-        width = row_best.size(1)
-        candidates = self.scores.view(-1, 1) + row_best  # (R, K')
-        lengths = torch.where(self.finished, self.lengths, step + 1).view(-1, 1)  # (R, 1)
-        ranked = candidates / self.penalties[lengths]
-        # (B, K): the new beams' normalised scores, and where they are among the K * K' candidates
-        self.normalised, best = ranked.view(batch, beam * width).topk(beam, dim=1)
-        parent = best // width
-
-        self.scores = candidates.view(batch, -1).gather(1, best)
-        token = row_tokens.view(batch, -1).gather(1, best)
-        was_finished = self.finished.gather(1, parent)
-        self.lengths = torch.where(was_finished, self.lengths.gather(1, parent), step + 1)
-        self.finished = was_finished | (token == EOS_ID) | ~torch.isfinite(self.scores)
-        rows = (parent + self.row_offsets).view(-1)
-        self.last_tokens = token.view(-1)
-        self.tokens = torch.cat([self.tokens.index_select(0, rows), self.last_tokens[:, None]], dim=1)
+        step = self.tokens.shape[1]
+        width = row_best.shape[1]
+        candidates = self.scores.reshape(-1, 1) + row_best  # (R, K')
+        lengths = np.where(self.finished, self.lengths, step + 1).reshape(-1, 1)  # (R, 1)
+        ranked = (candidates / self.penalties[lengths]).reshape(batch, -1)  # (B, K * K')
+        # the new beams: their places among each sentence's K * K' candidates, best first (ties:
+        # the first), as places among all R * K' (row-major, so each comes from row place // K')
+        best = np.argsort(-ranked, axis=1, kind="stable")[:, :beam]  # (B, K)
+        best = (best + np.arange(0, ranked.size, ranked.shape[1])[:, None]).reshape(-1)  # (R,)
+        rows = best // width  # (R,) each new beam's parent row
+        self.normalised = ranked.reshape(-1)[best].reshape(batch, beam)
+        self.scores = candidates.reshape(-1)[best].reshape(batch, beam)
+        self.last_tokens = row_tokens.reshape(-1)[best]
+        was_finished = self.finished.reshape(-1)[rows]
+        self.lengths = np.where(was_finished, self.lengths.reshape(-1)[rows], step + 1).reshape(batch, beam)
+        self.finished = (
+            was_finished.reshape(batch, beam) | (self.last_tokens == EOS_ID).reshape(batch, beam)
+        ) | ~np.isfinite(self.scores)
+        self.tokens = np.concatenate([self.tokens[rows], self.last_tokens[:, None]], axis=1)
         if self.track_attention:
             if attention is None:
                 raise ValueError("this beam batch tracks attention: give each step's")
-            step_attention = attention.float().index_select(0, rows).unsqueeze(1)  # (R, 1, S)
+            index = torch.from_numpy(rows).to(attention.device)
+            step_attention = attention.float().index_select(0, index).unsqueeze(1)  # (R, 1, S)
             previous = self.attention
             self.attention = (
                 step_attention
                 if previous is None
-                else torch.cat([previous.index_select(0, rows), step_attention], 1)
+                else torch.cat([previous.index_select(0, index), step_attention], 1)
             )
         return self._retire(rows)
 
@@ -219,19 +231,21 @@ class BeamBatch:
         """Apply the rules of the search to (R, V) log-probs, in place: BANNED_IDS are never
         produced, n-grams may be blocked, rows at their length limit may only end (EOS), and
         finished rows only repeat EOS at no cost."""
+        device = log_probs.device
         log_probs[:, BANNED_IDS] = -math.inf
         if self.options.no_repeat_ngram:
+            tokens = torch.from_numpy(self.tokens).to(device)
             log_probs.masked_fill_(
-                _blocked_ngrams(self.tokens, self.options.no_repeat_ngram, log_probs.size(1)), -math.inf
+                _blocked_ngrams(tokens, self.options.no_repeat_ngram, log_probs.size(1)), -math.inf
             )
-        finished = self.finished.view(-1)  # (R,)
-        at_limit = self.row_max_lens <= step + 1  # (R,)
+        finished = torch.from_numpy(self.finished.reshape(-1)).to(device)  # (R,)
+        at_limit = torch.from_numpy(self.row_max_lens <= step + 1).to(device)  # (R,)
         eos = torch.where(finished, 0.0, log_probs[:, EOS_ID])  # (R,)
         log_probs[finished | at_limit] = -math.inf  # touches only those rows
         log_probs[:, EOS_ID] = eos
         return log_probs
 
-    def _decided(self) -> Tensor:
+    def _decided(self) -> np.ndarray:
         """(B,) sentences whose n-best list can no longer change: every beam has finished, or the
         n-th best finished hypothesis already scores at least what any unfinished beam could
         still reach. That bound is exact: log-probabilities only add up to lower totals, so an
@@ -240,20 +254,18 @@ class BeamBatch:
         sentence's limit), is at one end. Such a beam, or any continuation of it, never outranks
         the n best finished hypotheses again, so the search would return them unchanged."""
         n = min(self.options.n_best, self.beam_size)
-        finished_scores = torch.where(self.finished, self.normalised, -math.inf)  # (B, K)
-        nth_finished = (  # (B,)
-            finished_scores.amax(dim=1) if n == 1 else finished_scores.topk(n, dim=1).values[:, -1]
-        )
-        shortest = self.penalties[self.tokens.size(1) + 1]  # ()
+        finished_scores = np.where(self.finished, self.normalised, np.float32(-np.inf))  # (B, K)
+        nth_finished = finished_scores.max(1) if n == 1 else np.sort(finished_scores, 1)[:, -n]  # (B,)
+        shortest = self.penalties[self.tokens.shape[1] + 1]  # ()
         # the best unfinished total, then normalised: dividing by a positive number keeps the order
         # (rounding too), so this is the largest of the beams' normalised bounds
-        best_reachable = torch.where(self.finished, -math.inf, self.scores).amax(dim=1) / torch.maximum(
+        best_reachable = np.where(self.finished, np.float32(-np.inf), self.scores).max(1) / np.maximum(
             self.longest, shortest
         )  # (B,)
-        # all(): a NaN score (a broken model's) compares false, and would keep the sentence forever
-        return self.finished.all(dim=1) | (nth_finished >= best_reachable)
+        # a NaN score (a broken model's) compares false, and would keep the sentence forever
+        return self.finished.all(1) | (nth_finished >= best_reachable)
 
-    def _retire(self, rows: Tensor) -> tuple[Tensor, Tensor | None]:
+    def _retire(self, rows: np.ndarray) -> tuple[Tensor, Tensor | None]:
         """Move sentences that are decided (see `_decided`) into `results`; drop their rows once
         they are at least half the batch, or at once with `drop_at_once`. Dropping copies every
         cache and state row in a PyTorch model, so doing it for each sentence as it finishes cost
@@ -261,37 +273,38 @@ class BeamBatch:
         faster, output unchanged on test_2016); an engine that gathers its state at every step
         anyway (`Seq2Seq.cheap_select`) drops them at once."""
         done = self._decided()  # (B,)
-        count = int(done.sum())
-        if count == 0:
-            return rows, None
-        sentence_ids = self.sentence_ids.tolist()
-        for b in done.nonzero().view(-1).tolist():
-            if not self.results[sentence_ids[b]]:  # else decided earlier, kept in the batch
-                self.results[sentence_ids[b]] = self._nbest(b)
-        if count * 2 < done.numel() and not self.drop_at_once:
-            return rows, None
-        keep = (~done).nonzero().view(-1)  # (B',) active sentences that go on
-        keep_rows = (keep[:, None] * self.beam_size + torch.arange(self.beam_size, device=keep.device)).view(
-            -1
-        )
+        if not done.any():
+            return self._device(rows), None
+        decided = done.nonzero()[0]
+        for b, sentence in zip(decided.tolist(), self.sentence_ids[decided].tolist(), strict=True):
+            if not self.results[sentence]:  # else decided earlier, kept in the batch
+                self.results[sentence] = self._nbest(b)
+        if decided.size * 2 < done.size and not self.drop_at_once:
+            return self._device(rows), None
+        keep = (~done).nonzero()[0]  # (B',) active sentences that go on
+        keep_rows = (keep[:, None] * self.beam_size + np.arange(self.beam_size)).reshape(-1)  # (R',)
         self.sentence_ids = self.sentence_ids[keep]
         self.max_lens = self.max_lens[keep]
         self._limits()
         self.scores, self.lengths, self.finished = self.scores[keep], self.lengths[keep], self.finished[keep]
         self.normalised = self.normalised[keep]
-        self.tokens = self.tokens.index_select(0, keep_rows)
-        self.last_tokens = self.last_tokens.index_select(0, keep_rows)
+        self.tokens = self.tokens[keep_rows]
+        self.last_tokens = self.last_tokens[keep_rows]
         if self.attention is not None:
-            self.attention = self.attention.index_select(0, keep_rows)
-        return rows.index_select(0, keep_rows), keep_rows
+            self.attention = self.attention.index_select(
+                0, torch.from_numpy(keep_rows).to(self.attention.device)
+            )
+        return self._device(rows[keep_rows]), self._device(keep_rows)
+
+    def _device(self, rows: np.ndarray) -> Tensor:
+        return torch.from_numpy(rows).to(self.device)
 
     def _nbest(self, b: int) -> list[Hypothesis]:
         """The n best finished hypotheses of the b-th active sentence, best first."""
-        normalised = self.normalised[b]  # (K,)
-        order = normalised.argsort(descending=True).tolist()
-        # as Python numbers at once: reading them one by one from the tensors costs more
-        ranked, scores = normalised.tolist(), self.scores[b].tolist()
+        # as Python numbers at once: reading them one by one from the arrays costs more
+        ranked, scores = self.normalised[b].tolist(), self.scores[b].tolist()
         lengths, finished = self.lengths[b].tolist(), self.finished[b].tolist()
+        order = sorted(range(self.beam_size), key=lambda k: -ranked[k])  # best first, ties: the first
         hypotheses: list[Hypothesis] = []
         for k in order:
             if len(hypotheses) == self.options.n_best:
@@ -303,6 +316,11 @@ class BeamBatch:
             attention = None if self.attention is None else self.attention[row, : length + 1]
             hypotheses.append(Hypothesis(tokens, ranked[k], scores[k], attention))
         return hypotheses
+
+
+def _host(tensor: Tensor) -> np.ndarray:
+    """A tensor's values as a numpy array (no copy on the CPU)."""
+    return tensor.numpy() if tensor.device.type == "cpu" else tensor.cpu().numpy()
 
 
 @torch.inference_mode()
@@ -340,7 +358,7 @@ def beam_search(
     rows_per_input = beam
     grouped, held = (beam if model.memory_per_sentence else 1), beam
     while not beams.done:
-        tokens = beams.last_tokens if rows_per_input == 1 else beams.last_tokens[::rows_per_input]
+        tokens = beams.next_tokens(rows_per_input)
         weights: Tensor | None = None  # (R, S): the step's attention, when asked for
         if options.no_repeat_ngram:
             if attention:
@@ -371,7 +389,7 @@ def beam_search(
             rows_per_input = 1
         state = model.select_state(state, state_rows)
         if memory_rows is None and held != grouped:
-            memory_rows = torch.arange(beams.tokens.size(0), device=src.device)  # every beam row
+            memory_rows = torch.arange(beams.tokens.shape[0], device=src.device)  # every beam row
         if memory_rows is not None:  # beam rows -> memory rows: one per `grouped` of them
             memory = model.select_memory(
                 memory, torch.div(memory_rows[::grouped], held, rounding_mode="floor")

@@ -25,6 +25,7 @@ import logging
 import threading
 import unicodedata
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
@@ -105,7 +106,10 @@ class Translator:
         no_attention: str = "the model has no attention, so it gives no alignments",
         language_ids: dict[str, int] | None = None,
         shortlist: Shortlist | None = None,
+        workers: int = 1,
     ):
+        if workers < 1:
+            raise ValueError(f"workers: at least 1, not {workers}")
         self.model = model
         self.src_tokenizer = src_tokenizer
         self.tgt_tokenizer = tgt_tokenizer
@@ -125,6 +129,10 @@ class Translator:
         # decode each batch over its shortlist vocabulary; a search engine (CTranslate2) was
         # given the same table when it was made, and applies it itself
         self.shortlist = shortlist
+        # batches decoded at once, each on a thread of its own: the engines compute without the
+        # GIL (ONNX Runtime runs concurrent calls on one session; CTranslate2 needs as many
+        # replicas), so N workers with 1 thread each use N cores as N independent decoders do
+        self.workers = workers
 
     @classmethod
     def from_bundle(
@@ -139,8 +147,8 @@ class Translator:
         """A translator on the bundle's PyTorch model, or on one of its exports: backend "onnx"
         (ONNX Runtime on BUNDLE/onnx/) or "ctranslate2" (CTranslate2 on BUNDLE/ct2/, Transformers
         only). `engine` options go to the backend (`OnnxModel`: threads, optimization, spinning;
-        `CTranslate2Model`: compute_type, threads, replicas); the other keyword arguments to
-        `Translator`. `shortlist`: decode with the bundle's vocabulary shortlist (BundleError when
+        `CTranslate2Model`: compute_type, threads, replicas, at least `workers`); the other keyword
+        arguments to `Translator`. `shortlist`: decode with the bundle's vocabulary shortlist (BundleError when
         it has none, or one built for another version or vocabulary; see `nmt.shortlist`).
         Backend "auto": the engine `nmt.engines.choose` picks for this device (its export made
         where missing), with `engine`'s threads."""
@@ -168,7 +176,10 @@ class Translator:
         elif backend == "ctranslate2":
             from nmt.backends.ctranslate2 import CTranslate2Model
 
-            model = CTranslate2Model.from_bundle(bundle, device, shortlist=table, **(engine or {}))
+            options = dict(engine or {})
+            # a replica for each batch decoded at once: one serves one call at a time
+            options["replicas"] = max(options.get("replicas", 1), kwargs.get("workers", 1))
+            model = CTranslate2Model.from_bundle(bundle, device, shortlist=table, **options)
             no_attention = "the ctranslate2 backend gives no attention; use the torch or onnx backend"
         else:
             model = bundle.load_model(device)
@@ -264,17 +275,20 @@ class Translator:
         results: list[list[Translation]] = [[empty] for _ in ids]
         todo = [i for i, seq in enumerate(ids) if seq]
         lengths = [len(ids[i]) + 1 for i in todo]
-        for batch in length_sorted_batches(lengths, self.batch_size, self.batch_tokens):
-            rows = [todo[i] for i in batch]
-            src, src_lengths = collate_source([ids[i] for i in rows])
-            src, src_lengths = src.to(self.device), src_lengths.to(self.device)
-            if isinstance(self.model, SearchEngine):  # a search of its own (CTranslate2)
-                nbest = self.model.beam_search(src, src_lengths, search, self.max_len_cap)
-            else:
-                vocabulary = None if self.shortlist is None else self.shortlist.vocabulary(src)
-                nbest = beam_search(
-                    self.model, src, src_lengths, search, self.max_len_cap, alignments, vocabulary
-                )
+        batches = [
+            [todo[i] for i in batch]
+            for batch in length_sorted_batches(lengths, self.batch_size, self.batch_tokens)
+        ]
+
+        def decode(rows: list[int]) -> list[list[Hypothesis]]:
+            return self._search([ids[i] for i in rows], search, alignments)
+
+        if self.workers > 1 and len(batches) > 1:
+            with ThreadPoolExecutor(min(self.workers, len(batches)), "nmt-decode") as pool:
+                decoded = list(pool.map(decode, batches))
+        else:
+            decoded = [decode(rows) for rows in batches]
+        for rows, nbest in zip(batches, decoded, strict=True):
             for row, hypotheses in zip(rows, nbest, strict=True):
                 texts_out = self.tgt_tokenizer.decode([h.tokens for h in hypotheses])
                 found = [
@@ -283,6 +297,17 @@ class Translator:
                 ]
                 results[row] = found or [replace(empty, score=float("-inf"), log_prob=float("-inf"))]
         return results
+
+    def _search(
+        self, batch: list[list[int]], search: SearchConfig, alignments: bool
+    ) -> list[list[Hypothesis]]:
+        """The n-best lists of one batch of encoded sentences."""
+        src, src_lengths = collate_source(batch)
+        src, src_lengths = src.to(self.device), src_lengths.to(self.device)
+        if isinstance(self.model, SearchEngine):  # a search of its own (CTranslate2)
+            return self.model.beam_search(src, src_lengths, search, self.max_len_cap)
+        vocabulary = None if self.shortlist is None else self.shortlist.vocabulary(src)
+        return beam_search(self.model, src, src_lengths, search, self.max_len_cap, alignments, vocabulary)
 
     def _translation(self, text: str, hypothesis: Hypothesis, src_ids: list[int] | None) -> Translation:
         """The translation a hypothesis gives; with the source's ids, its attention and alignment."""

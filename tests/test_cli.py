@@ -109,6 +109,18 @@ def test_alignments_follow_each_line_after_a_tab(trained_bundles, arch):
     assert lines[2] == "\t"  # an empty line: no words, no links
 
 
+def test_translate_with_workers_gives_the_same_lines(trained_bundles):
+    bundle = str(trained_bundles["transformer"])
+    text = "A man.\n\nTwo dogs play in the snow.\nA girl.\nA red car.\n"
+    plain = run_nmt("translate", "--model", bundle, "--batch-size", "1", stdin=text).stdout
+    assert (
+        run_nmt("translate", "--model", bundle, "--batch-size", "1", "--workers", "2", stdin=text).stdout
+        == plain
+    )
+    result = run_nmt("translate", "--model", bundle, "--workers", "0", stdin=text, check=False)
+    assert_one_line_error(result, "--workers", "at least 1")
+
+
 def test_alignments_and_attention_of_a_model_without_attention_are_one_line(trained_bundles, tmp_path):
     bundle = str(trained_bundles["lstm"])
     result = run_nmt("translate", "--model", bundle, "--alignments", stdin="A man.\n", check=False)

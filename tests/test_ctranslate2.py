@@ -88,6 +88,17 @@ def test_export_records_the_bundle_and_translates_as_pytorch(exported, tiny_corp
     assert len(beam) == 5 and beam[-1][0].text == "" and all(len(nbest) == 1 for nbest in beam)
 
 
+def test_workers_get_a_replica_each_and_the_same_translations(exported, tiny_corpus):
+    """Two workers decode two batches at once on two CTranslate2 replicas (one serves one call
+    at a time), with the translations of one."""
+    bundle = load_bundle(exported)
+    texts = (tiny_corpus / "test_2016_flickr.en").read_text(encoding="utf-8").splitlines()
+    expected = Translator.from_bundle(bundle, backend="ctranslate2", batch_size=2).translate_best(texts)
+    parallel = Translator.from_bundle(bundle, backend="ctranslate2", batch_size=2, workers=2)
+    assert parallel.model.translator.num_translators == 2  # type: ignore[union-attr]
+    assert parallel.translate_best(texts) == expected
+
+
 def test_int8_export_translates(exported, tmp_path):
     bundle = Path(shutil.copytree(exported, tmp_path / "bundle"))
     run_nmt("export", "--model", str(bundle), "--format", "ctranslate2", "--quantize", "int8")

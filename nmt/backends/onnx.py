@@ -259,7 +259,8 @@ class OnnxModel:
 
     def _value(self, tensor: Tensor | np.ndarray) -> ort.OrtValue:
         """A torch tensor as an OrtValue on the session's device (no copy for a CPU tensor)."""
-        array = tensor if isinstance(tensor, np.ndarray) else tensor.detach().cpu().contiguous().numpy()
+        # force: detached and on the host (a copy from a GPU; none on the CPU), in one call
+        array = np.ascontiguousarray(tensor if isinstance(tensor, np.ndarray) else tensor.numpy(force=True))
         return ort.OrtValue.ortvalue_from_numpy(array, *self._ort_device)
 
     def _scalar(self, value: np.generic) -> ort.OrtValue:
@@ -292,7 +293,8 @@ class OnnxModel:
         return binding.get_outputs()
 
     def _tensor(self, value: ort.OrtValue) -> Tensor:
-        return torch.from_numpy(value.numpy()).to(self.device)
+        tensor = torch.from_numpy(value.numpy())
+        return tensor if self.device.type == "cpu" else tensor.to(self.device)
 
     # -- the seam ------------------------------------------------------------------------------
 
