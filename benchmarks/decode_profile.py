@@ -32,6 +32,7 @@ import nmt.backends.onnx as onnx_backend
 from nmt.bundle import load_bundle
 from nmt.data import read_lines
 from nmt.export.onnx import export_onnx
+from nmt.search import BeamBatch
 from nmt.translator import Translator
 
 TEST_SPLIT = "test_2016_flickr"
@@ -114,6 +115,36 @@ def profile_search(bundle_path: Path, texts: list[str], tmp: Path) -> None:
         f"({runs['decoder']} decoder steps, {runs['encoder or gather']} encoder and memory-gather runs), "
         f"{outside:.2f} s ({100 * outside / total:.0f}%) outside them: search, binding, tokenization; "
         f"{1000 * outside / max(runs['decoder'], 1):.2f} ms per decoder step"
+    )
+    _count_rows(translator, texts)
+
+
+def _count_rows(translator: Translator, texts: list[str]) -> None:
+    """The rows the decoder computed over `texts` (the bundle's beam, batch 32), and how many held
+    a finished hypothesis of a sentence still searched (its beam keeps it: computed for nothing)."""
+    beam = translator.search.beam_size
+    model, rows, finished = translator.model, [0], [0]
+    plain_run, plain_advance = model._run, BeamBatch.advance_top_k
+
+    def counting_run(session, inputs, outputs):
+        if session is model.decoder:
+            rows[0] += inputs[onnx_backend.PREV_TOKENS].shape()[0]
+        return plain_run(session, inputs, outputs)
+
+    def counting_advance(beams: BeamBatch, *args, **kwargs):
+        finished[0] += int(beams.finished.sum())
+        return plain_advance(beams, *args, **kwargs)
+
+    model._run, BeamBatch.advance_top_k = counting_run, counting_advance  # type: ignore[method-assign]
+    try:
+        outputs = translator.translate_best(texts)
+    finally:
+        model._run, BeamBatch.advance_top_k = plain_run, plain_advance  # type: ignore[method-assign]
+    tokens = sum(len(ids) + 1 for ids in translator.tgt_tokenizer.encode(outputs))  # + EOS
+    print(
+        f"rows decoded: {rows[0]}, of which {finished[0]} ({100 * finished[0] / rows[0]:.1f}%) finished "
+        f"hypotheses kept in the beams of sentences still searched; the best translations have {tokens} "
+        f"tokens with EOS ({beam * tokens} rows for {beam} beams that stop with each sentence's best)"
     )
 
 

@@ -28,7 +28,8 @@ the exporter, so only the inputs a session declares are fed.
 
 EXPORT_DIR = "onnx"  # inside the bundle folder
 ENCODER_FILE, DECODER_FILE, EXPORT_FILE = "encoder.onnx", "decoder.onnx", "export.json"
-EXPORT_FORMAT = 3  # 2: the decoder graph reorders the state and ranks the top k; 3: its output head
+EXPORT_FORMAT = 4  # 2: the decoder graph reorders the state and ranks the top k; 3: its output head;
+# 4: a decoder taking the memory once per sentence computes any rows of its grid (GRID_ROWS)
 
 ENCODER_INPUTS = ("src", "src_lengths")
 PREV_TOKENS, BEAM_INDICES, K = "prev_tokens", "beam_indices", "k"  # the decoder's first inputs
@@ -37,4 +38,7 @@ MEMORY, STATE, NEW_STATE = "memory.", "state.", "new_state."  # graph name prefi
 LOG_PROBS = "log_probs"
 WANT_ATTENTION, ATTENTION = "want_attention", "attention"  # the optional attention output and its switch
 VOCABULARY = "vocabulary"  # the decoder's shortlist input (V',) int64; empty = the full vocabulary
+# a decoder taking the memory once per sentence computes only some rows of its B * G grid:
+# grid_rows (B * G,) the row in each place (R' where none is), row_slots (R',) each row's place
+GRID_ROWS, ROW_SLOTS = "grid_rows", "row_slots"
 TOP_K_OUTPUTS = ("top_log_probs", "top_tokens", "eos_log_probs")

@@ -296,6 +296,10 @@ class BeamBatch:
             )
         return self._device(rows[keep_rows]), self._device(keep_rows)
 
+    def unless_finished(self, rows: Tensor) -> Tensor:
+        """rows (R,) of the state for the next step, -1 for those of finished hypotheses."""
+        return torch.where(torch.from_numpy(self.finished.reshape(-1)).to(rows.device), -1, rows)
+
     def _device(self, rows: np.ndarray) -> Tensor:
         return torch.from_numpy(rows).to(self.device)
 
@@ -384,8 +388,10 @@ def beam_search(
                 if weights is not None:
                     weights = weights.repeat_interleave(rows_per_input, dim=0)
             state_rows, memory_rows = beams.advance_top_k(row_best, row_tokens, eos, weights)
+        if model.skips_finished:  # a finished hypothesis is never extended: its row need not be
+            state_rows = beams.unless_finished(state_rows)
         if rows_per_input > 1:  # after the first step: from one row per sentence to one per beam
-            state_rows = torch.div(state_rows, rows_per_input, rounding_mode="floor")
+            state_rows = torch.div(state_rows, rows_per_input, rounding_mode="floor")  # -1 stays -1
             rows_per_input = 1
         state = model.select_state(state, state_rows)
         if memory_rows is None and held != grouped:

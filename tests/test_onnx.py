@@ -48,7 +48,8 @@ ENCODER_OUTPUTS = {
 STEP_INPUTS = ["prev_tokens", "beam_indices", "k", "want_log_probs", "vocabulary"]
 ATTENDING_STEP_INPUTS = [*STEP_INPUTS, "want_attention"]  # models with attention switch it on
 DECODER_INPUTS = {
-    "transformer": [*ATTENDING_STEP_INPUTS, *ENCODER_OUTPUTS["transformer"]],
+    # the memory once per sentence: the rows computed may be some of its grid (`Slots`)
+    "transformer": [*ATTENDING_STEP_INPUTS, "grid_rows", "row_slots", *ENCODER_OUTPUTS["transformer"]],
     "lstm": [*STEP_INPUTS, "memory.context", "state.h", "state.c"],  # src_mask is never read
     "lstm_attention": [*ATTENDING_STEP_INPUTS, *ENCODER_OUTPUTS["lstm_attention"]],
     "gru_attention": [*ATTENDING_STEP_INPUTS, *ENCODER_OUTPUTS["gru_attention"]],
@@ -220,6 +221,37 @@ def test_beam_search_is_token_identical(arch, exported, sentences):
         assert len(nbest) == len(expected_nbest)
         for h, e in zip(nbest, expected_nbest, strict=True):
             assert h.score == pytest.approx(e.score, abs=1e-4)
+
+
+def test_finished_hypotheses_are_not_decoded_again(exported, default_exported, multi30k):
+    """The Transformer's decoder graph computes only the rows the search still extends (its
+    finished hypotheses stay in their beams until their sentence is decided, with nothing to
+    compute), and the search comes out as PyTorch's, which computes every row."""
+    from nmt.data import read_lines
+
+    bundle = load_bundle(default_exported)  # a trained model: its beams end at different steps
+    sentences = read_lines(multi30k / "test_2016_flickr.en.gz")[:16]
+    model = OnnxModel.from_bundle(bundle)
+    assert model.skips_finished  # the memory once per sentence: any rows of its grid
+    assert not OnnxModel.from_bundle(load_bundle(exported["lstm_attention"])).skips_finished
+    computed: list[tuple[int, int]] = []  # (rows computed, places in the grid) of each step
+    plain = model._run
+
+    def counting(session, inputs, outputs):
+        if session is model.decoder:
+            computed.append((inputs["prev_tokens"].shape()[0], inputs["grid_rows"].shape()[0]))
+        return plain(session, inputs, outputs)
+
+    model._run = counting  # type: ignore[method-assign]
+    src, src_lengths = collate_source(bundle.src_tokenizer.encode(sentences))
+    search = bundle.search.model_copy(update={"beam_size": 4, "n_best": 4})  # decided late: many finish
+    cap = bundle.model_config.position_limit
+    got = beam_search(model, src, src_lengths, search, cap)
+    expected = beam_search(bundle.load_model(), src, src_lengths, search, cap)
+    assert any(rows < places for rows, places in computed), computed
+    assert [nbest[0].tokens for nbest in got] == [nbest[0].tokens for nbest in expected]
+    for nbest, expected_nbest in zip(got, expected, strict=True):
+        assert [h.score for h in nbest] == pytest.approx([h.score for h in expected_nbest], abs=1e-4)
 
 
 @pytest.mark.gpu

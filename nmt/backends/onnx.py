@@ -50,10 +50,12 @@ from nmt.onnx_format import (
     EXPORT_DIR,
     EXPORT_FILE,
     EXPORT_FORMAT,
+    GRID_ROWS,
     LOG_PROBS,
     MEMORY,
     NEW_STATE,
     PREV_TOKENS,
+    ROW_SLOTS,
     STATE,
     TOP_K_OUTPUTS,
     VOCABULARY,
@@ -149,8 +151,9 @@ def providers_for(device: torch.device) -> list[str | tuple[str, dict[str, str]]
 class OrtTensors(Mapping[str, Tensor]):
     """Memory or state of `OnnxModel`: ONNX Runtime values by key, standing for the values' rows
     in `rows` order (None = all in order): for a state, the pending selection recorded by
-    `OnnxModel.select_state`, applied by the decoder graph. Reading a key gives a torch tensor of
-    the rows stood for, as the PyTorch model would have it."""
+    `OnnxModel.select_state`, applied by the decoder graph. A row -1 stands for a row not kept
+    (a finished hypothesis's, see `OnnxModel.skips_finished`). Reading a key gives a torch tensor
+    of the rows stood for, as the PyTorch model would have it (zeros for rows not kept)."""
 
     def __init__(self, values: dict[str, ort.OrtValue], rows: Tensor | None = None) -> None:
         self.ort_values = values
@@ -168,7 +171,10 @@ class OrtTensors(Mapping[str, Tensor]):
 
     def __getitem__(self, key: str) -> Tensor:
         tensor = torch.from_numpy(self.ort_values[key].numpy())  # no copy on the CPU; to the host from a GPU
-        return tensor if self.rows is None else tensor.index_select(0, self.rows.cpu())
+        if self.rows is None:
+            return tensor
+        rows = self.rows.cpu()
+        return tensor.index_select(0, rows.clamp(min=0)) * (rows >= 0).view(-1, *[1] * (tensor.dim() - 1))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.ort_values)
@@ -220,6 +226,9 @@ class OnnxModel:
         self.memory_per_sentence = bool(self.meta.get("memory_per_sentence", False))
         # the decoder graph gathers the state's rows at every step: fewer rows cost no copy
         self.cheap_select = True
+        # a decoder taking the memory once per sentence computes only the rows asked for (the
+        # Transformer's, exported since): the search leaves its finished hypotheses out
+        self.skips_finished = GRID_ROWS in self._decoder_inputs
         self._scalars: dict[tuple[str, int | bool], ort.OrtValue] = {}  # see `_scalar`
         # int8 exports and those made before shortlists have no vocabulary input: they
         # translate, without a shortlist
@@ -292,8 +301,8 @@ class OnnxModel:
         session.run_with_iobinding(binding)
         return binding.get_outputs()
 
-    def _tensor(self, value: ort.OrtValue) -> Tensor:
-        tensor = torch.from_numpy(value.numpy())
+    def _tensor(self, value: ort.OrtValue | np.ndarray) -> Tensor:
+        tensor = torch.from_numpy(value if isinstance(value, np.ndarray) else value.numpy())
         return tensor if self.device.type == "cpu" else tensor.to(self.device)
 
     # -- the seam ------------------------------------------------------------------------------
@@ -330,8 +339,9 @@ class OnnxModel:
     def select_state(self, state: Mapping[str, Tensor], rows: Tensor) -> OrtTensors:
         """The state's `rows`, taken by the decoder graph at the next step: only recorded here."""
         state = self._values(state)
-        if state.rows is not None:
-            rows = state.rows.index_select(0, rows.to(state.rows.device))
+        if state.rows is not None:  # a row -1 (not to compute, `skips_finished`) stays -1
+            rows = rows.to(state.rows.device)
+            rows = torch.where(rows >= 0, state.rows.index_select(0, rows.clamp(min=0)), -1)
         return OrtTensors(state.ort_values, rows)
 
     def _decode(
@@ -341,28 +351,57 @@ class OnnxModel:
         state: Mapping[str, Tensor],
         k: int,
         fetch: dict[str, str],
-    ) -> tuple[list[ort.OrtValue], OrtTensors]:
-        """Run the decoder graph: the `fetch` outputs, then the new state. With "log_probs"
-        among `fetch` the graph computes them; without, it only ranks. Likewise "attention"."""
+    ) -> tuple[list[Tensor], OrtTensors]:
+        """Run the decoder graph: the `fetch` outputs (R rows), then the new state. With
+        "log_probs" among `fetch` the graph computes them; without, it only ranks. Likewise
+        "attention". State rows -1 (`skips_finished`) are not computed: their outputs are zeros,
+        and the new state has no row for them."""
         if ATTENTION in fetch and not self.attends:
             raise NoAttention(f"{self.folder}: this ONNX export has no attention output")
         memory, state = self._values(memory), self._values(state)
         rows = state.rows if state.rows is not None else torch.arange(state.size)
         top_k = min(k, self.vocab_size - len(BANNED_IDS))  # see TOP_K_OUTPUTS
         inputs = {
-            PREV_TOKENS: self._value(prev_tokens),
-            BEAM_INDICES: self._value(rows),
             K: self._scalar(np.int64(top_k)),
             WANT_LOG_PROBS: self._scalar(np.bool_(LOG_PROBS in fetch)),
             WANT_ATTENTION: self._scalar(np.bool_(ATTENTION in fetch)),
             VOCABULARY: self._vocabulary,
         }
+        places = None  # (R',) the rows computed, when not all are
+        if self.skips_finished:
+            row_ids = rows.numpy(force=True)
+            grid = np.arange(row_ids.size)
+            if (row_ids < 0).any():
+                places = np.flatnonzero(row_ids >= 0)
+                grid = np.full(row_ids.size, places.size)  # a place without a row: the zero query
+                grid[places] = np.arange(places.size)
+                index = torch.from_numpy(places)
+                prev_tokens, rows = prev_tokens[index.to(prev_tokens.device)], rows[index.to(rows.device)]
+            inputs[GRID_ROWS], inputs[ROW_SLOTS] = (
+                self._value(grid),
+                self._value(grid if places is None else places),
+            )
+        inputs[PREV_TOKENS], inputs[BEAM_INDICES] = self._value(prev_tokens), self._value(rows)
         inputs.update((MEMORY + key, value) for key, value in memory.ort_values.items())
         inputs.update((STATE + key, value) for key, value in state.ort_values.items())
         inputs = {name: value for name, value in inputs.items() if name in self._decoder_inputs}
         names = [NEW_STATE + key for key in self.state_keys]
         values = self._run(self.decoder, inputs, fetch | dict.fromkeys(names, "device"))
-        return values[: len(fetch)], OrtTensors(dict(zip(self.state_keys, values[len(fetch) :], strict=True)))
+        new_state = OrtTensors(dict(zip(self.state_keys, values[len(fetch) :], strict=True)))
+        if places is None:
+            return [self._tensor(value) for value in values[: len(fetch)]], new_state
+        kept = np.full(row_ids.size, -1)  # each row's row in the new state
+        kept[places] = np.arange(places.size)
+        new_state.rows = torch.from_numpy(kept)
+        return [
+            self._spread(value.numpy(), places, row_ids.size) for value in values[: len(fetch)]
+        ], new_state
+
+    def _spread(self, array: np.ndarray, places: np.ndarray, rows: int) -> Tensor:
+        """(R', ...) outputs of the rows computed -> (R, ...), zeros in the others."""
+        full = np.zeros((rows, *array.shape[1:]), array.dtype)
+        full[places] = array
+        return self._tensor(full)
 
     def with_vocabulary(self, vocabulary: Tensor) -> OnnxModel:
         """This model decoding over the target ids `vocabulary` (V',) only: a shortlist's (see
@@ -383,7 +422,7 @@ class OnnxModel:
     ) -> tuple[Tensor, OrtTensors]:
         """prev_tokens (R,) -> log-probabilities (R, V) float32 and the new state."""
         (log_probs,), new_state = self._decode(prev_tokens, memory, state, 1, {LOG_PROBS: "host"})
-        return self._tensor(log_probs), new_state
+        return log_probs, new_state
 
     def decode_top_k(
         self, prev_tokens: Tensor, memory: Mapping[str, Tensor], state: Mapping[str, Tensor], k: int
@@ -391,8 +430,9 @@ class OnnxModel:
         """prev_tokens (R,) -> each row's k best log-probabilities (R, k') and their tokens (R, k'),
         BANNED_IDS (PAD, BOS) excluded, best first (k' = k, or V - 2 when that is smaller); the EOS
         log-probabilities (R,); the new state."""
-        fetched, new_state = self._decode(prev_tokens, memory, state, k, dict.fromkeys(TOP_K_OUTPUTS, "host"))
-        best, tokens, eos = (self._tensor(value) for value in fetched)
+        (best, tokens, eos), new_state = self._decode(
+            prev_tokens, memory, state, k, dict.fromkeys(TOP_K_OUTPUTS, "host")
+        )
         return best, tokens, eos, new_state
 
     def decode_step_with_attention(
@@ -401,15 +441,14 @@ class OnnxModel:
         """`decode_step`, with the step's attention over the source (R, S) (see `nmt.models.step`)."""
         fetch = {LOG_PROBS: "host", ATTENTION: "host"}
         (log_probs, attention), new_state = self._decode(prev_tokens, memory, state, 1, fetch)
-        return self._tensor(log_probs), new_state, self._tensor(attention)
+        return log_probs, new_state, attention
 
     def decode_top_k_with_attention(
         self, prev_tokens: Tensor, memory: Mapping[str, Tensor], state: Mapping[str, Tensor], k: int
     ) -> tuple[Tensor, Tensor, Tensor, OrtTensors, Tensor]:
         """`decode_top_k`, with the step's attention over the source (R, S) last."""
         fetch = dict.fromkeys([*TOP_K_OUTPUTS, ATTENTION], "host")
-        fetched, new_state = self._decode(prev_tokens, memory, state, k, fetch)
-        best, tokens, eos, attention = (self._tensor(value) for value in fetched)
+        (best, tokens, eos, attention), new_state = self._decode(prev_tokens, memory, state, k, fetch)
         return best, tokens, eos, new_state, attention
 
 

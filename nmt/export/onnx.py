@@ -65,6 +65,7 @@ from nmt.data import collate_source
 from nmt.errors import NmtError
 from nmt.export.onnx_head import add_head
 from nmt.models import Seq2SeqModel
+from nmt.models.transformer import Slots
 from nmt.onnx_format import (
     ATTENTION,
     BEAM_INDICES,
@@ -74,10 +75,12 @@ from nmt.onnx_format import (
     EXPORT_DIR,
     EXPORT_FILE,
     EXPORT_FORMAT,
+    GRID_ROWS,
     LOG_PROBS,
     MEMORY,
     NEW_STATE,
     PREV_TOKENS,
+    ROW_SLOTS,
     STATE,
     TOP_K_OUTPUTS,
     VOCABULARY,
@@ -146,10 +149,14 @@ class _DecoderGraph(nn.Module):
         super().__init__()
         self.model, self.memory_keys, self.state_keys = model, memory_keys, state_keys
         self.attends = model.attends  # then the step's attention (R, S) is a last output
+        # a model taking the memory once per sentence computes any rows of its grid (`Slots`):
+        # grid_rows and row_slots follow beam_indices, which then has the rows computed only
+        self.slots = model.memory_per_sentence
 
     def input_names(self) -> list[str]:
         return (
             [PREV_TOKENS, BEAM_INDICES]
+            + [GRID_ROWS, ROW_SLOTS] * self.slots
             + [MEMORY + k for k in self.memory_keys]
             + [STATE + k for k in self.state_keys]
         )
@@ -158,6 +165,10 @@ class _DecoderGraph(nn.Module):
         return [FEATURES] + [NEW_STATE + k for k in self.state_keys] + ([WEIGHTS] if self.attends else [])
 
     def forward(self, prev_tokens: Tensor, beam_indices: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
+        slots = {}
+        if self.slots:
+            slots = {"slots": Slots(*tensors[:2])}
+            tensors = tensors[2:]
         memory = dict(zip(self.memory_keys, tensors[: len(self.memory_keys)], strict=True))
         state = {
             key: value.index_select(0, beam_indices)
@@ -165,10 +176,10 @@ class _DecoderGraph(nn.Module):
         }
         if self.attends:
             features, new_state, attention = self.model.decode_features_with_attention(
-                prev_tokens, memory, state
+                prev_tokens, memory, state, **slots
             )
             return (features, *(new_state[k] for k in self.state_keys), attention)
-        features, new_state = self.model.decode_features(prev_tokens, memory, state)
+        features, new_state = self.model.decode_features(prev_tokens, memory, state, **slots)
         return (features, *(new_state[k] for k in self.state_keys))
 
 
@@ -549,18 +560,25 @@ def export_model(
     projection = model.projection
     prev_tokens = torch.full((batch,), BOS_ID)
     steps = []
+    every = [torch.arange(batch)] * (2 * decoder.slots)  # grid_rows, row_slots: every row
     for _ in range(2):  # the state after one step and after two: an axis that grew is the cache
-        features, *state = decoder(prev_tokens, torch.arange(batch), *memory, *state)
+        features, *state = decoder(prev_tokens, torch.arange(batch), *every, *memory, *state)
         state = state[: len(encoder.state_keys)]  # without the attention
         steps.append(state)
         prev_tokens = projection(features).argmax(dim=-1)
     beam_indices = torch.tensor([1, 0, 0])  # traced on a reordering that is not the identity
+    slots: list[Tensor] = []
+    if decoder.slots:  # and on 2 rows of the 3 places: the second left out
+        prev_tokens, beam_indices = prev_tokens[:2], torch.tensor([1, 0])
+        slots = [torch.tensor([0, 2, 1]), torch.tensor([0, 2])]
     decoder_axes: dict[str, dict[int, str]] = {
         PREV_TOKENS: {0: "batch"},
         BEAM_INDICES: {0: "batch"},
         FEATURES: {0: "batch"},
         WEIGHTS: {0: "batch", 1: "src_len"},
     }
+    if decoder.slots:
+        decoder_axes |= {GRID_ROWS: {0: "grid"}, ROW_SLOTS: {0: "batch"}}
     for key in encoder.memory_keys:  # one row per sentence (Transformer) or per row (LSTMs)
         decoder_axes[MEMORY + key] = {
             axis: "memory_batch" if name == "batch" else name for axis, name in axes[MEMORY + key].items()
@@ -573,7 +591,7 @@ def export_model(
         decoder_axes[NEW_STATE + key] = axes[STATE + key] | {axis: "new_cache_len" for axis in cache}
     _export_graph(
         decoder,
-        (prev_tokens, beam_indices, *memory, *state),
+        (prev_tokens, beam_indices, *slots, *memory, *state),
         folder / DECODER_FILE,
         decoder.input_names(),
         decoder.output_names(),

@@ -20,6 +20,7 @@ length, T target length (t: tokens decoded so far), D d_model, N heads, Dh = D /
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,16 @@ from nmt.config import TransformerConfig
 from nmt.models.attention import padding_mask
 from nmt.models.step import Seq2SeqModel, Tensors
 from nmt.specials import PAD_ID
+
+
+class Slots(NamedTuple):
+    """R' of the B * G rows of a decoding step (G consecutive rows per sentence), the others
+    left out (a search's finished hypotheses, whose steps nothing reads): grid (B * G,) the row
+    among the R' in each place, R' where none is (it attends with a zero query); rows (R',)
+    each row's place. Only the cross-attention groups rows by sentence, so only it needs them."""
+
+    grid: Tensor
+    rows: Tensor
 
 
 def sinusoids(max_positions: int, dim: int) -> Tensor:
@@ -116,17 +127,31 @@ class MultiHeadAttention(nn.Module):
         return self.out(context.reshape(-1, self.d_model)), keys, values
 
     def step_cross(
-        self, h: Tensor, keys: Tensor, values: Tensor, bias: Tensor, need_weights: bool = False
+        self,
+        h: Tensor,
+        keys: Tensor,
+        values: Tensor,
+        bias: Tensor,
+        need_weights: bool = False,
+        slots: Slots | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Cross-attention of R = B * G rows, G consecutive ones per sentence: h (R, D) against
         the B sentences' keys/values (B, N, S, Dh), bias (B, 1, 1, S) -> (R, D), and with
         `need_weights` the attention weights averaged over the heads (R, S) (else None, and
-        nothing more computed)."""
+        nothing more computed). With `slots`, h has only some of the B * G rows (R' of them):
+        their queries are placed in the grid, zeros elsewhere, and only theirs come back (R', D)."""
         batch = keys.size(0)
-        queries = self.q(h).reshape(batch, -1, self.heads, self.head_dim).transpose(1, 2)  # (B, N, G, Dh)
+        queries = self.q(h)  # (R, D), or (R', D)
+        if slots is not None:  # the rows into their places, a zero row in the others
+            queries = torch.cat([queries, queries.new_zeros(1, queries.size(1))]).index_select(0, slots.grid)
+        queries = queries.reshape(batch, -1, self.heads, self.head_dim).transpose(1, 2)  # (B, N, G, Dh)
         context, weights = self._attend(queries, keys, values, bias)  # (B, N, G, Dh), (B, N, G, S)
+        context = context.transpose(1, 2).reshape(-1, self.d_model)  # (R, D)
         averaged = weights.mean(dim=1).reshape(-1, weights.size(-1)) if need_weights else None  # (R, S)
-        return self.out(context.transpose(1, 2).reshape(-1, self.d_model)), averaged
+        if slots is not None:  # back to the rows given
+            context = context.index_select(0, slots.rows)
+            averaged = None if averaged is None else averaged.index_select(0, slots.rows)
+        return self.out(context), averaged
 
 
 class FeedForward(nn.Sequential):
@@ -206,15 +231,17 @@ class DecoderLayer(_ResidualLayer):
         cross_v: Tensor,
         src_bias: Tensor,
         need_weights: bool = False,
+        slots: Slots | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """One decoding step of R = B * G rows: x (R, D); self_k/self_v (R, N, t, Dh);
         cross_k/cross_v (B, N, S, Dh); src_bias (B, 1, 1, S), 0 or -inf
         -> x (R, D), the self-attention cache extended to (R, N, t + 1, Dh), and with
-        `need_weights` the cross-attention weights averaged over the heads (R, S) (else None)."""
+        `need_weights` the cross-attention weights averaged over the heads (R, S) (else None).
+        With `slots`, R' of the B * G rows only (see `Slots`)."""
         attended, self_k, self_v = self.self_attn.step_self(self._input(x, self.self_norm), self_k, self_v)
         x = self._residual(x, attended, self.self_norm)
         h = self._input(x, self.cross_norm)
-        attended, weights = self.cross_attn.step_cross(h, cross_k, cross_v, src_bias, need_weights)
+        attended, weights = self.cross_attn.step_cross(h, cross_k, cross_v, src_bias, need_weights, slots)
         x = self._residual(x, attended, self.cross_norm)
         x = self._residual(x, self.ff(self._input(x, self.ff_norm)), self.ff_norm)
         return x, self_k, self_v, weights
@@ -319,24 +346,30 @@ class TransformerSeq2Seq(Seq2SeqModel):
         return self.output(self.decoder_norm(x))
 
     def decode_features(
-        self, prev_tokens: Tensor, memory: Tensors, state: Tensors
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors, slots: Slots | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """prev_tokens (R,) -> the output projection's inputs (R, D) and the state with one more
         cached position. The rows are G consecutive hypotheses of each of the memory's B
-        sentences (R = B * G); the position of prev_tokens is the cache length."""
-        features, new_state, _ = self._step(prev_tokens, memory, state, need_weights=False)
+        sentences (R = B * G); the position of prev_tokens is the cache length. With `slots`,
+        R' rows of that grid only, the state's and the results' too (see `Slots`)."""
+        features, new_state, _ = self._step(prev_tokens, memory, state, need_weights=False, slots=slots)
         return features, new_state
 
     def decode_features_with_attention(
-        self, prev_tokens: Tensor, memory: Tensors, state: Tensors
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors, slots: Slots | None = None
     ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """As `decode_features`, with the alignment layer's cross-attention, heads averaged (R, S)."""
-        features, new_state, attention = self._step(prev_tokens, memory, state, need_weights=True)
+        features, new_state, attention = self._step(prev_tokens, memory, state, True, slots)
         assert attention is not None
         return features, new_state, attention
 
     def _step(
-        self, prev_tokens: Tensor, memory: Tensors, state: Tensors, need_weights: bool
+        self,
+        prev_tokens: Tensor,
+        memory: Tensors,
+        state: Tensors,
+        need_weights: bool,
+        slots: Slots | None = None,
     ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
         """`decode_features`, and with `need_weights` the alignment layer's cross-attention,
         heads averaged (R, S) (else None: no layer computes more than its output)."""
@@ -355,6 +388,7 @@ class TransformerSeq2Seq(Seq2SeqModel):
                 memory[f"cross_v{i}"],
                 bias,
                 need_weights and i == self.alignment_layer,
+                slots,
             )
             if weights is not None:
                 attention = weights
