@@ -120,8 +120,9 @@ def profile_search(bundle_path: Path, texts: list[str], tmp: Path) -> None:
 
 
 def _count_rows(translator: Translator, texts: list[str]) -> None:
-    """The rows the decoder computed over `texts` (the bundle's beam, batch 32), and how many held
-    a finished hypothesis of a sentence still searched (its beam keeps it: computed for nothing)."""
+    """The rows the decoder computed over `texts` (the bundle's beam, batch 32), and the finished
+    hypotheses the beams of sentences still searched held (decoded for nothing unless the model
+    leaves them out, `skips_finished`)."""
     beam = translator.search.beam_size
     model, rows, finished = translator.model, [0], [0]
     plain_run, plain_advance = model._run, BeamBatch.advance_top_k
@@ -141,10 +142,11 @@ def _count_rows(translator: Translator, texts: list[str]) -> None:
     finally:
         model._run, BeamBatch.advance_top_k = plain_run, plain_advance  # type: ignore[method-assign]
     tokens = sum(len(ids) + 1 for ids in translator.tgt_tokenizer.encode(outputs))  # + EOS
+    kept = "left out of the steps (skips_finished)" if model.skips_finished else "decoded along"
     print(
-        f"rows decoded: {rows[0]}, of which {finished[0]} ({100 * finished[0] / rows[0]:.1f}%) finished "
-        f"hypotheses kept in the beams of sentences still searched; the best translations have {tokens} "
-        f"tokens with EOS ({beam * tokens} rows for {beam} beams that stop with each sentence's best)"
+        f"rows decoded: {rows[0]}; finished hypotheses kept in the beams of sentences still searched: "
+        f"{finished[0]}, {kept}; the best translations have {tokens} tokens with EOS ({beam * tokens} "
+        f"rows for {beam} beams that stop with each sentence's best)"
     )
 
 
