@@ -70,3 +70,22 @@ def test_decode_profile_splits_the_time_by_operator_and_bounds_fp32(trained_bund
         stdout
     )
     assert not any(Path(bundle).glob("onnx*")), "it must not touch the bundle"
+
+
+def test_fixed_steps_times_both_engines_on_identical_steps(trained_bundles, tiny_corpus: Path):
+    bundle = trained_bundles["transformer"]
+    args = ["--model", str(bundle), "--data", str(tiny_corpus), "--batches", "1", "--rounds", "1"]
+    stdout = run_benchmark("fixed_steps.py", *args)
+    assert "ONNX Runtime fp32" in stdout and "CTranslate2 fp32" in stdout
+    assert not any(Path(bundle).glob("onnx*")) and not any(Path(bundle).glob("ct2*")), (
+        "it must not touch the bundle"
+    )
+
+
+def test_ab_trees_runs_each_checkout_in_its_own_process(trained_bundles, tiny_corpus: Path):
+    """The same checkout twice: the same translations, a CPU time for each round."""
+    bundle = trained_bundles["transformer"]
+    args = ["--tree", ".", "--tree", ".", "--model", str(bundle), "--data", str(tiny_corpus)]
+    stdout = run_benchmark("ab_trees.py", *args, "--sentences", "8", "--rounds", "2", verdict=False)
+    assert stdout.count("round ") == 4 and "median outside ORT" in stdout
+    assert re.search(r"^\s*\.\s+\d+\.\d{3}\s.*\s8/8$", stdout, re.MULTILINE), stdout

@@ -228,7 +228,8 @@ class OnnxModel:
         self.cheap_select = True
         # a decoder taking the memory once per sentence computes only the rows asked for (the
         # Transformer's, exported since): the search leaves its finished hypotheses out
-        self.skips_finished = GRID_ROWS in self._decoder_inputs
+        self._takes_slots = GRID_ROWS in self._decoder_inputs
+        self.skips_finished = self._takes_slots
         self._scalars: dict[tuple[str, int | bool], ort.OrtValue] = {}  # see `_scalar`
         # int8 exports and those made before shortlists have no vocabulary input: they
         # translate, without a shortlist
@@ -368,7 +369,7 @@ class OnnxModel:
             VOCABULARY: self._vocabulary,
         }
         places = None  # (R',) the rows computed, when not all are
-        if self.skips_finished:
+        if self._takes_slots:
             row_ids = rows.numpy(force=True)
             grid = np.arange(row_ids.size)
             if (row_ids < 0).any():
