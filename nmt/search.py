@@ -111,7 +111,12 @@ class BeamBatch:
     """
 
     def __init__(
-        self, max_lens: Tensor, options: SearchConfig, attention: bool = False, drop_at_once: bool = False
+        self,
+        max_lens: Tensor,
+        options: SearchConfig,
+        attention: bool = False,
+        drop_at_once: bool = False,
+        skip_finished: bool = False,
     ):
         batch, beam = max_lens.numel(), options.beam_size
         self.device = max_lens.device
@@ -132,6 +137,9 @@ class BeamBatch:
         self.attention: Tensor | None = None
         self.track_attention = attention
         self.drop_at_once = drop_at_once  # see `_retire`
+        # the state rows of finished hypotheses given as -1: an engine that skips them
+        # (`Seq2Seq.skips_finished`) need not compute them, as no finished hypothesis is extended
+        self.skip_finished = skip_finished
         scores = np.full((batch, beam), -np.inf, np.float32)
         scores[:, 0] = 0.0  # all beams start equal: keep one so the first step has no duplicates
         self.scores = scores  # (B, K) total log-prob
@@ -168,7 +176,7 @@ class BeamBatch:
         """
         log_probs = self._mask(log_probs.float(), self.tokens.shape[1])
         row_best, row_tokens = log_probs.topk(min(self.beam_size, log_probs.size(1)), dim=1)  # (R, K')
-        return self._extend(_host(row_best), _host(row_tokens), attention)
+        return self._extend(row_best.numpy(force=True), row_tokens.numpy(force=True), attention)
 
     def advance_top_k(
         self, row_best: Tensor, row_tokens: Tensor, eos: Tensor, attention: Tensor | None = None
@@ -178,13 +186,16 @@ class BeamBatch:
         best first, and eos (R,) each row's EOS log-probability. The same step as `advance` on the
         full log-probabilities (without n-gram blocking, which needs them all): rows that may only
         end (finished, or at their length limit) keep one candidate, EOS."""
-        best, tokens = _host(row_best).astype(np.float32, copy=False), _host(row_tokens)
+        # force: on the host (a copy from a GPU, none on the CPU)
+        best, tokens = row_best.numpy(force=True).astype(np.float32, copy=False), row_tokens.numpy(force=True)
         finished = self.finished.reshape(-1)  # (R,)
         only_eos = finished | (self.row_max_lens <= self.tokens.shape[1] + 1)  # (R,)
         if only_eos.any():  # new arrays: the engine's stay as they were
             # such a row's candidates: EOS first (at no cost once finished), then none (-inf);
             # the tokens of those others do not matter, as no hypothesis at -inf is ever returned
-            eos_best = np.where(finished, np.float32(0.0), _host(eos).astype(np.float32, copy=False))  # (R,)
+            eos_best = np.where(
+                finished, np.float32(0.0), eos.numpy(force=True).astype(np.float32, copy=False)
+            )  # (R,)
             best = np.where(only_eos[:, None], np.float32(-np.inf), best)
             best[:, 0] = np.where(only_eos, eos_best, best[:, 0])
             tokens = np.where(only_eos[:, None], EOS_ID, tokens)
@@ -274,13 +285,13 @@ class BeamBatch:
         anyway (`Seq2Seq.cheap_select`) drops them at once."""
         done = self._decided()  # (B,)
         if not done.any():
-            return self._device(rows), None
+            return self._state_rows(rows), None
         decided = done.nonzero()[0]
         for b, sentence in zip(decided.tolist(), self.sentence_ids[decided].tolist(), strict=True):
             if not self.results[sentence]:  # else decided earlier, kept in the batch
                 self.results[sentence] = self._nbest(b)
         if decided.size * 2 < done.size and not self.drop_at_once:
-            return self._device(rows), None
+            return self._state_rows(rows), None
         keep = (~done).nonzero()[0]  # (B',) active sentences that go on
         keep_rows = (keep[:, None] * self.beam_size + np.arange(self.beam_size)).reshape(-1)  # (R',)
         self.sentence_ids = self.sentence_ids[keep]
@@ -294,11 +305,12 @@ class BeamBatch:
             self.attention = self.attention.index_select(
                 0, torch.from_numpy(keep_rows).to(self.attention.device)
             )
-        return self._device(rows[keep_rows]), self._device(keep_rows)
+        return self._state_rows(rows[keep_rows]), self._device(keep_rows)
 
-    def unless_finished(self, rows: Tensor) -> Tensor:
-        """rows (R,) of the state for the next step, -1 for those of finished hypotheses."""
-        return torch.where(torch.from_numpy(self.finished.reshape(-1)).to(rows.device), -1, rows)
+    def _state_rows(self, rows: np.ndarray) -> Tensor:
+        """rows (R,) of the state for the next step, with `skip_finished` -1 for those of
+        finished hypotheses, on the engine's device."""
+        return self._device(np.where(self.finished.reshape(-1), -1, rows) if self.skip_finished else rows)
 
     def _device(self, rows: np.ndarray) -> Tensor:
         return torch.from_numpy(rows).to(self.device)
@@ -320,11 +332,6 @@ class BeamBatch:
             attention = None if self.attention is None else self.attention[row, : length + 1]
             hypotheses.append(Hypothesis(tokens, ranked[k], scores[k], attention))
         return hypotheses
-
-
-def _host(tensor: Tensor) -> np.ndarray:
-    """A tensor's values as a numpy array (no copy on the CPU)."""
-    return tensor.numpy() if tensor.device.type == "cpu" else tensor.cpu().numpy()
 
 
 @torch.inference_mode()
@@ -354,7 +361,8 @@ def beam_search(
         model = model.with_vocabulary(vocabulary)
     beam = options.beam_size
     memory, state = model.encode(src, src_lengths)
-    beams = BeamBatch(max_lengths(src_lengths, options, max_len_cap), options, attention, model.cheap_select)
+    limits = max_lengths(src_lengths, options, max_len_cap)
+    beams = BeamBatch(limits, options, attention, model.cheap_select, model.skips_finished)
     # the first step is the same for every beam of a sentence (BOS after the same source), so it
     # runs once per sentence, its result repeated for the beams; the state is then expanded to
     # the beams by the first selection below, and so is the memory, unless the model takes it
@@ -388,8 +396,6 @@ def beam_search(
                 if weights is not None:
                     weights = weights.repeat_interleave(rows_per_input, dim=0)
             state_rows, memory_rows = beams.advance_top_k(row_best, row_tokens, eos, weights)
-        if model.skips_finished:  # a finished hypothesis is never extended: its row need not be
-            state_rows = beams.unless_finished(state_rows)
         if rows_per_input > 1:  # after the first step: from one row per sentence to one per beam
             state_rows = torch.div(state_rows, rows_per_input, rounding_mode="floor")  # -1 stays -1
             rows_per_input = 1
