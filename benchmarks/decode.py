@@ -515,8 +515,7 @@ def main() -> None:
     parser.add_argument(
         "--student", help="a distilled bundle: judged against its teacher (see bench_student)"
     )
-    parser.add_argument("--source", help="the direction's source language (needed for a multilingual bundle)")
-    parser.add_argument("--target", help="the direction's target language (likewise)")
+    harness.add_direction_arguments(parser)
     parser.add_argument(
         "--thread-counts",
         help="comma-separated thread counts to run everything at, e.g. 1,2 (default: --threads)",

@@ -65,6 +65,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_direction_arguments(parser: argparse.ArgumentParser) -> None:
+    """--source and --target: one direction of a bundle (a multilingual bundle's needs both)."""
+    parser.add_argument("--source", help="the direction's source language (needed for a multilingual bundle)")
+    parser.add_argument("--target", help="the direction's target language (likewise)")
+
+
 def set_threads(threads: int) -> None:
     """Use `threads` torch threads (0: leave torch's default, one per core, as users run).
 

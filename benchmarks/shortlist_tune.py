@@ -1,21 +1,25 @@
-"""Tune a shortlist's k (candidates per source token) and N (frequent target tokens) on Multi30k val.
+"""Tune a shortlist's k (candidates per source token), N (frequent target tokens) and M (ids
+outside it sampled for the normaliser) on Multi30k val.
 
 For each (k, N) of the grid, builds the shortlist from the training corpus (a multilingual
-bundle: every direction's, one table per target language) and translates the validation set
-(never the test set) with and without it, on one engine, beam 5, batch 32, in each direction
+bundle: every direction's, one table per target language) and, for each M (`--outside`;
+`nmt.search.outside_sample`, 0: normalised over the shortlist alone), translates the validation
+set (never the test set) with and without it, on one engine, beam 5, batch 32, in each direction
 asked (default: every direction of the bundle): BLEU against the full vocabulary, the mean
-vocabulary size per batch, and the decoding time ratio. The rule the shipped shortlists were
-chosen by: the smallest setting whose val BLEU is no more than 0.1 below the full vocabulary's
-in every direction.
+vocabulary size per batch, the decoding time ratio and how many translations are the full
+vocabulary's. The rule the shipped shortlists were chosen by: the smallest setting whose val
+BLEU is no more than 0.1 below the full vocabulary's in every direction.
 
     .venv/bin/python benchmarks/shortlist_tune.py --model models/lstm-en-de --k 10,20,40 --frequent 100,300
     .venv/bin/python benchmarks/shortlist_tune.py --model models/transformer-en-de-fr --k 50,100 --frequent 300
+    .venv/bin/python benchmarks/shortlist_tune.py --model models/lstm-attention-en-de --k 30 --frequent 100 --outside 0,64,256,1024
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import harness
 import numpy as np
@@ -34,9 +38,13 @@ def main() -> None:
     parser.add_argument("--backend", default="onnx", choices=["torch", "onnx"])
     parser.add_argument("--k", default="10,20,40", help="comma-separated k values")
     parser.add_argument("--frequent", default="100,300", help="comma-separated N values")
+    parser.add_argument(
+        "--outside",
+        default="0",
+        help="comma-separated sizes M of the normaliser's sample outside the shortlist (0: none)",
+    )
     parser.add_argument("--sentences", type=int, default=1014, help="first N val sentences (default all)")
-    parser.add_argument("--source", help="only this direction's source language (with --target)")
-    parser.add_argument("--target", help="only this direction's target language")
+    harness.add_direction_arguments(parser)
     args = parser.parse_args()
     harness.set_threads(args.threads)
     bundle = load_bundle(args.model)
@@ -64,39 +72,40 @@ def main() -> None:
             f"{args.model} {d} on val ({len(src)} sentences), {args.backend}: full vocabulary BLEU {full[d][1]:.2f}"
         )
     rows = []
+    sizes_m = [int(m) for m in args.outside.split(",")]
     for k in (int(v) for v in args.k.split(",")):
         for n in (int(v) for v in args.frequent.split(",")):
-            translator.shortlist = shortlist_for_bundle(bundle, corpora, k, n)
-            for d in directions:
-                src, ref = val[d]
-                ids = translator.encode(src, d.target)
-                sizes = []
-                for batch in length_sorted_batches([len(s) + 1 for s in ids], 32, 1 << 30):
-                    vocabulary = translator.shortlist.vocabulary(collate_source([ids[i] for i in batch])[0])
-                    sizes.append(
-                        bundle.tgt_tokenizer.vocab_size if vocabulary is None else vocabulary.numel()
-                    )
-                start = time.perf_counter()
-                out = translator.translate_best(src, search, d.target)
-                seconds = time.perf_counter() - start
-                full_out, full_bleu, full_seconds = full[d]
-                bleu = bleu_only(out, ref)[0]
-                same = sum(a == b for a, b in zip(out, full_out, strict=True))
-                rows.append(
-                    [
-                        str(d),
-                        k,
-                        n,
-                        f"{np.mean(sizes):.0f}",
-                        f"{bleu:.2f}",
-                        f"{bleu - full_bleu:+.2f}",
-                        f"{full_seconds / seconds:.2f}x",
-                        f"{same}/{len(src)}",
-                    ]
-                )
+            table = shortlist_for_bundle(bundle, corpora, k, n)
+            for m, d in ((m, d) for m in sizes_m for d in directions):
+                translator.shortlist = replace(table, meta={**table.meta, "outside": m})
+                rows.append([str(d), k, n, m, *_row(translator, search, val[d], full[d], d, bundle)])
                 print(*rows[-1], flush=True)
             translator.shortlist = None
-    harness.print_table(["direction", "k", "N", "mean V'", "BLEU", "vs full", "speed", "= full"], rows)
+    harness.print_table(["direction", "k", "N", "M", "mean V'", "BLEU", "vs full", "speed", "= full"], rows)
+
+
+def _row(translator, search, val, full, d, bundle) -> list[str]:
+    """The shortlisted translation of `val` (sources, references) into d's target against the full
+    vocabulary's `full` (outputs, BLEU, seconds): mean V', BLEU, its difference, speed, = full."""
+    src, ref = val
+    ids = translator.encode(src, d.target)
+    sizes = []
+    for batch in length_sorted_batches([len(s) + 1 for s in ids], 32, 1 << 30):
+        vocabulary = translator.shortlist.vocabulary(collate_source([ids[i] for i in batch])[0])
+        sizes.append(bundle.tgt_tokenizer.vocab_size if vocabulary is None else vocabulary.numel())
+    start = time.perf_counter()
+    out = translator.translate_best(src, search, d.target)
+    seconds = time.perf_counter() - start
+    full_out, full_bleu, full_seconds = full
+    bleu = bleu_only(out, ref)[0]
+    same = sum(a == b for a, b in zip(out, full_out, strict=True))
+    return [
+        f"{np.mean(sizes):.0f}",
+        f"{bleu:.2f}",
+        f"{bleu - full_bleu:+.2f}",
+        f"{full_seconds / seconds:.2f}x",
+        f"{same}/{len(src)}",
+    ]
 
 
 if __name__ == "__main__":

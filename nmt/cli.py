@@ -15,7 +15,7 @@
         (sentences/s of each engine that can run it here, beam 5, batch 32; --record: into bundle.json)
     nmt export --model BUNDLE --format onnx [--quantize int8]                       (-> BUNDLE/onnx/)
     nmt export --model BUNDLE --format ctranslate2 [--quantize int8]         (Transformer -> BUNDLE/ct2/)
-    nmt shortlist --model BUNDLE --src FILE --tgt FILE [--k 30] [--frequent 100]
+    nmt shortlist --model BUNDLE --src FILE --tgt FILE [--k 30] [--frequent 100] [--outside 0]
                                                (-> BUNDLE/shortlist.npz, and BUNDLE/ct2/vmap.txt)
         a multilingual bundle: [--direction en-de --src FILE --tgt FILE] for each corpus
     nmt compare [--models BUNDLE...] [--hyps NAME=FILE...] --src FILE --ref FILE [--baseline NAME]
@@ -384,7 +384,7 @@ def cmd_shortlist(args) -> None:
         )
     directions = [bundle.direction(*d.split("-", 1)) for d in args.direction] or [bundle.direction()]
     corpora = {d: (Path(src), Path(tgt)) for d, src, tgt in zip(directions, args.src, args.tgt, strict=True)}
-    shortlist = shortlist_for_bundle(bundle, corpora, args.k, args.frequent)
+    shortlist = shortlist_for_bundle(bundle, corpora, args.k, args.frequent, args.outside)
     path = save_shortlist(shortlist, shortlist_path(bundle))
     print(path)
     ct2 = bundle_file(bundle.path, EXPORT_DIR, "ct2 export")
@@ -679,9 +679,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="a multilingual bundle: the direction (en-de) of each --src/--tgt pair, in the same order; "
         "one table per target language is built from the corpora into it",
     )
-    # the defaults are nmt.shortlist's DEFAULT_K and DEFAULT_FREQUENT (not imported: it loads torch)
+    # the defaults are nmt.shortlist's DEFAULT_K, DEFAULT_FREQUENT, DEFAULT_OUTSIDE (not imported: it loads torch)
     p.add_argument("--k", type=int, default=30, help="target tokens per source token (default 30)")
     p.add_argument("--frequent", type=int, default=100, help="most frequent target tokens kept (default 100)")
+    p.add_argument(
+        "--outside",
+        type=int,
+        default=0,
+        help="ids outside a batch's shortlist sampled to estimate the rest of the softmax normaliser "
+        "(default 0: normalise over the shortlist alone; PyTorch and ONNX Runtime, not CTranslate2's vmap)",
+    )
     p.set_defaults(handler=cmd_shortlist)
 
     data = commands.add_parser("data", help="data sets", description="Fetch and prepare data sets.")

@@ -7,12 +7,16 @@ frequent target tokens first for every source token), and keeps the N most frequ
 tokens besides. Decoding a batch then computes the output layer only over the union of its
 source tokens' rows, the frequent tokens and the specials (`vocabulary`), as Marian's and
 Bergamot's lexical shortlists and CTranslate2's `vmap` do: for the LSTMs the output layer is
-most of a step's multiply-adds.
+most of a step's multiply-adds. Normalised over the union alone, every log-probability rises by
+the mass outside it, by a different amount for each hypothesis; a shortlist built with
+`outside` M > 0 also counts M ids outside the union, each standing for its share of the rest
+(`nmt.search.outside_sample`), which brings the translations closer to the full vocabulary's at
+the cost of M more rows (PyTorch and ONNX Runtime; CTranslate2's vmap normalises over the union).
 
 Stored in the bundle as shortlist.npz (`FILE`): the table as CSR arrays (indptr (V_src + 1,),
 indices: the target ids of each source id's row, best first), the frequent ids, and a JSON
 description (`meta`): the bundle version and tokenizer files (sha256) and vocabulary sizes it
-was built for, k, N and the corpus. The bundle's version does not hash it (`nmt.bundle`), so
+was built for, k, N, M and the corpus. The bundle's version does not hash it (`nmt.bundle`), so
 adding or rebuilding a shortlist leaves the version, the cache and the exports alone; the
 loader refuses one built for another bundle version or vocabulary (`load_shortlist`).
 
@@ -35,7 +39,7 @@ multiple of `ALIGN` ids with the lowest ids missing from it (a slightly larger s
 ONNX head ranks its logits in blocks of up to 64); None means the full vocabulary, given
 whenever the union would not be smaller.
 
-Letters: V vocabulary, k candidates per source token, N frequent tokens.
+Letters: V vocabulary, k candidates per source token, N frequent tokens, M ids sampled outside.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ FORMAT = 1
 SPECIALS = 4  # ids 0..3: PAD, UNK, BOS, EOS, always in the vocabulary, in that order
 ALIGN = 64  # the vocabulary's length is a multiple of this (the ONNX head's block size divides it)
 DEFAULT_K, DEFAULT_FREQUENT = 30, 100  # tuned on Multi30k val (docs/decode.md, "Shortlists")
+DEFAULT_OUTSIDE = 0  # ids outside sampled for the normaliser: none unless a bundle's tuning says so
 CHUNK = 20_000  # sentence pairs counted at once
 
 
@@ -81,6 +86,12 @@ class Shortlist:
     tgt_vocab_size: int
     meta: dict[str, Any]
     digest: str = ""  # sha256 of the file it was read from (the ct2 export's vmap records it)
+
+    @property
+    def outside(self) -> int:
+        """How many ids outside a batch's vocabulary estimate the rest of the softmax normaliser
+        (`nmt.search.outside_sample`); 0, files written before it: normalised over the vocabulary."""
+        return int(self.meta.get("outside", 0))
 
     @property
     def targets(self) -> dict[int, int]:
@@ -220,12 +231,16 @@ def build_shortlist(
     k: int = DEFAULT_K,
     frequent: int = DEFAULT_FREQUENT,
     meta: dict[str, Any] | None = None,
+    outside: int = DEFAULT_OUTSIDE,
 ) -> Shortlist:
     """A shortlist from chunks of token id sequences (source chunk, target chunk), each a list of
     sentences: each source id's k best target ids by Dice, and the `frequent` target ids found in
-    the most sentences."""
-    if k < 1 or frequent < 0:
-        raise ValueError(f"k must be >= 1 and frequent >= 0 (got {k}, {frequent})")
+    the most sentences; decoding with it samples `outside` ids outside a batch's vocabulary for
+    the normaliser (recorded only)."""
+    if k < 1 or frequent < 0 or outside < 0:
+        raise DataError(
+            f"a shortlist needs k >= 1, frequent >= 0 and outside >= 0 (got {k}, {frequent}, {outside})"
+        )
     codes, counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
     src_df = np.zeros(src_vocab_size, np.int64)  # sentences each source id occurs in
     tgt_df = np.zeros(tgt_vocab_size, np.int64)
@@ -256,6 +271,7 @@ def build_shortlist(
         "format": FORMAT,
         "k": k,
         "frequent": int(top.size),
+        "outside": outside,
         "pairs": sentences,
         "src_vocab_size": src_vocab_size,
         "tgt_vocab_size": tgt_vocab_size,
@@ -286,7 +302,10 @@ def stack_tables(tables: Sequence[tuple[str, int, Shortlist]], meta: dict[str, A
         [[0]] + [table.indptr[1:] + offset for (_, _, table), offset in zip(tables, offsets, strict=True)]
     )
     description = {
-        **{key: first.meta[key] for key in ("format", "k", "frequent", "src_vocab_size", "tgt_vocab_size")},
+        **{
+            key: first.meta[key]
+            for key in ("format", "k", "frequent", "outside", "src_vocab_size", "tgt_vocab_size")
+        },
         "score": first.meta["score"],
         "pairs": sum(int(table.meta["pairs"]) for _, _, table in tables),
         "targets": [[language, token] for language, token, _ in tables],
@@ -306,6 +325,7 @@ def shortlist_for_bundle(
     corpora: Mapping[Direction, tuple[Path, Path]],
     k: int = DEFAULT_K,
     frequent: int = DEFAULT_FREQUENT,
+    outside: int = DEFAULT_OUTSIDE,
 ) -> Shortlist:
     """A shortlist for `bundle` from parallel corpora {direction: (source file, target file)},
     tokenized with the bundle's tokenizers: one table from the one corpus of a bilingual bundle;
@@ -329,7 +349,7 @@ def shortlist_for_bundle(
             for d in directions
             for chunk in tokenized_chunks(*corpora[d], bundle.src_tokenizer, bundle.tgt_tokenizer)
         )
-        return build_shortlist(chunks, *sizes, k, frequent, meta)
+        return build_shortlist(chunks, *sizes, k, frequent, meta, outside)
 
     if not bundle.language_tokens:
         ((direction, files),) = listed.items()  # a bilingual bundle translates one direction

@@ -306,8 +306,12 @@ class Translator:
         src, src_lengths = src.to(self.device), src_lengths.to(self.device)
         if isinstance(self.model, SearchEngine):  # a search of its own (CTranslate2)
             return self.model.beam_search(src, src_lengths, search, self.max_len_cap)
-        vocabulary = None if self.shortlist is None else self.shortlist.vocabulary(src)
-        return beam_search(self.model, src, src_lengths, search, self.max_len_cap, alignments, vocabulary)
+        if self.shortlist is None:
+            return beam_search(self.model, src, src_lengths, search, self.max_len_cap, alignments)
+        vocabulary, outside = self.shortlist.vocabulary(src), self.shortlist.outside
+        return beam_search(
+            self.model, src, src_lengths, search, self.max_len_cap, alignments, vocabulary, outside
+        )
 
     def _translation(self, text: str, hypothesis: Hypothesis, src_ids: list[int] | None) -> Translation:
         """The translation a hypothesis gives; with the source's ids, its attention and alignment."""

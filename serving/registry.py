@@ -67,9 +67,11 @@ class ModelEntry:
     @property
     def cache_version(self) -> str:
         """What the cache keys a translation by: the version, marked where a vocabulary shortlist
-        decodes it (its translations may differ from the full vocabulary's, so replicas with and
-        without one must not share entries)."""
-        return f"{self.version}+shortlist" if self.translator.shortlist is not None else self.version
+        decodes it, with the shortlist file's digest (its translations may differ from the full
+        vocabulary's and another shortlist's, so replicas with and without one, or with another
+        one, must not share entries)."""
+        shortlist = self.translator.shortlist
+        return self.version if shortlist is None else f"{self.version}+shortlist-{shortlist.digest[:16]}"
 
     @property
     def backend(self) -> str:

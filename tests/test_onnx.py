@@ -45,7 +45,15 @@ ENCODER_OUTPUTS = {
     ],
     "gru_attention": ["memory.src_mask", "memory.encoder_outputs", "memory.keys", "state.h", "state.feed"],
 }
-STEP_INPUTS = ["prev_tokens", "beam_indices", "k", "want_log_probs", "vocabulary"]
+STEP_INPUTS = [
+    "prev_tokens",
+    "beam_indices",
+    "k",
+    "want_log_probs",
+    "vocabulary",
+    "outside",
+    "outside_log_weight",
+]
 ATTENDING_STEP_INPUTS = [*STEP_INPUTS, "want_attention"]  # models with attention switch it on
 DECODER_INPUTS = {
     # the memory once per sentence: the rows computed may be some of its grid (`Slots`)

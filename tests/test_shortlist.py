@@ -4,13 +4,17 @@ and stay close to the full vocabulary."""
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torch import Tensor
 
 from nmt.backends.onnx import OnnxModel
 from nmt.bundle import load_bundle
@@ -19,7 +23,7 @@ from nmt.errors import BundleError, DataError
 from nmt.export import onnx as onnx_export
 from nmt.export.onnx import export_onnx
 from nmt.metrics import bleu_only
-from nmt.search import BANNED_IDS
+from nmt.search import BANNED_IDS, outside_sample
 from nmt.shortlist import (
     ALIGN,
     FILE,
@@ -106,6 +110,41 @@ def test_a_shortlist_file_round_trips_byte_for_byte(tmp_path):
     (tmp_path / "bad.npz").write_bytes(first.read_bytes()[:100])
     with pytest.raises(BundleError, match="bad.npz: unreadable shortlist"):
         read_shortlist(tmp_path / "bad.npz")
+
+
+def test_the_normaliser_s_sample_is_evenly_spaced_over_the_ids_outside():
+    vocabulary = torch.tensor([0, 1, 2, 3, 10, 11])  # outside, of 20: 4..9 and 12..19, 14 ids
+    sample, log_weight = outside_sample(vocabulary, 20, 4)
+    assert sample.tolist() == [4, 8, 15, 19] and log_weight == pytest.approx(math.log(14 / 4))
+    every, weight_one = outside_sample(vocabulary, 20, 100)  # more than there are: each once
+    assert every.tolist() == [4, 5, 6, 7, 8, 9, *range(12, 20)] and weight_one == 0.0
+    assert outside_sample(vocabulary, 20, 0)[0].numel() == 0
+    assert outside_sample(torch.arange(20), 20, 8)[0].numel() == 0  # nothing outside
+
+
+def test_the_sample_size_is_recorded_and_a_file_without_it_samples_nothing(trained_bundles, tmp_path):
+    shortlist = build_shortlist([([[5, 6]], [[7, 8]])], 10, 200, k=2, frequent=3, outside=64)
+    assert read_shortlist(save_shortlist(shortlist, tmp_path / "s.npz")).outside == 64
+    older = replace(shortlist, meta={key: v for key, v in shortlist.meta.items() if key != "outside"})
+    assert older.outside == 0
+    with pytest.raises(DataError, match="outside >= 0"):
+        build_shortlist([([[5, 6]], [[7, 8]])], 10, 200, outside=-1)
+    bundle = _copy(trained_bundles["lstm"], tmp_path)
+    corpus = tmp_path / "one"
+    corpus.write_text("A man.\n", encoding="utf-8")
+    result = run_nmt(
+        "shortlist",
+        "--model",
+        str(bundle),
+        "--src",
+        str(corpus),
+        "--tgt",
+        str(corpus),
+        "--outside",
+        "-3",
+        check=False,
+    )
+    assert_one_line_error(result, "outside >= 0")
 
 
 def test_corpora_of_different_lengths_are_refused(trained_bundles, tiny_corpus, tmp_path):
@@ -196,7 +235,52 @@ def test_pytorch_and_onnx_runtime_decode_a_shortlist_alike(arch, shortlisted, ti
     torch.testing.assert_close(onnx_log_probs[:, vocabulary], log_probs[:, vocabulary], atol=1e-4, rtol=0)
     assert torch.allclose(
         log_probs[:, vocabulary].exp().sum(1), torch.ones(4), atol=1e-4
-    )  # normalised over it
+    )  # normalised over it: the shortlist samples nothing outside it (`outside` 0)
+
+
+@pytest.mark.parametrize("arch", ["transformer", "lstm_attention"])
+def test_a_sample_of_every_id_outside_gives_the_full_vocabulary_s_log_probs(arch, shortlisted):
+    """With every id outside the shortlist in the normaliser's sample, each id of the shortlist
+    gets its log-probability under the full vocabulary, on both engines; with a smaller sample,
+    an estimate closer to it than normalising over the shortlist alone (no sample)."""
+    bundle = load_bundle(shortlisted[arch])
+    src, lengths = collate_source(bundle.src_tokenizer.encode(["A man.", "Two dogs play in the snow."]))
+    vocab_size = bundle.tgt_tokenizer.vocab_size
+    vocabulary = torch.cat([torch.arange(4), torch.arange(5, vocab_size, 3)])[:128]
+    model, onnx_model = bundle.load_model(), OnnxModel.from_bundle(bundle)
+    prev = torch.full((2,), 2)
+
+    def step(sample: int) -> tuple[Tensor, Tensor]:
+        found = []
+        for engine in (model, onnx_model):
+            shortlisted_engine = engine.with_vocabulary(vocabulary, sample)
+            with torch.inference_mode():
+                log_probs, _ = shortlisted_engine.decode_step(prev, *shortlisted_engine.encode(src, lengths))
+            found.append(log_probs[:, vocabulary])
+        return found[0], found[1]
+
+    with torch.inference_mode():
+        full = model.decode_step(prev, *model.encode(src, lengths))[0][:, vocabulary]
+    exact, onnx_exact = step(vocab_size)
+    torch.testing.assert_close(exact, full, atol=1e-5, rtol=0)
+    torch.testing.assert_close(onnx_exact, full, atol=1e-4, rtol=0)
+    sampled, onnx_sampled = step(16)
+    torch.testing.assert_close(onnx_sampled, sampled, atol=1e-4, rtol=0)
+    renormalised, _ = step(0)
+    assert (renormalised.exp().sum(1) - 1).abs().max() < 1e-4  # no sample: over the shortlist alone
+    assert (sampled - full).abs().mean() < (renormalised - full).abs().mean()
+    # whole translations with a shortlist that samples outside: the same on both engines
+    shortlist = require_shortlist(bundle)
+    sampling = replace(shortlist, meta={**shortlist.meta, "outside": 16})
+    sentences = ["A man in a red shirt.", "Two dogs play in the snow.", "A girl is jumping."]
+    found = []
+    for backend in ("torch", "onnx"):
+        translator = Translator.from_bundle(bundle, backend=backend, shortlist=True)
+        translator.shortlist = sampling
+        found.append(translator.translate(sentences, bundle.search.with_overrides(n_best=2)))
+    for nbest, onnx_nbest in zip(*found, strict=True):
+        assert [t.text for t in onnx_nbest] == [t.text for t in nbest]
+        assert [t.score for t in onnx_nbest] == pytest.approx([t.score for t in nbest], abs=1e-4)
 
 
 def test_the_full_vocabulary_through_the_seam_is_the_model_itself(shortlisted, tiny_corpus):
@@ -281,6 +365,11 @@ def test_the_cache_keeps_a_shortlist_s_translations_apart(shortlisted):
     with_it, without = entry(True), entry(False)
     assert without.cache_version == bundle.version
     assert with_it.cache_version != without.cache_version and with_it.version == without.version
+    # another shortlist file (another table, or another sample for the normaliser) translates
+    # differently too
+    with_other = replace(with_it, translator=copy.copy(with_it.translator))
+    with_other.translator.shortlist = replace(with_it.translator.shortlist, digest="0" * 64)
+    assert with_other.cache_version not in (with_it.cache_version, without.cache_version)
 
 
 # -- a multilingual bundle: a table per target language -----------------------------------------
@@ -432,6 +521,22 @@ def test_ctranslate2_refuses_a_multilingual_shortlist_in_one_line(multilingual_s
     assert translator.shortlist is None
 
 
+def test_the_tuning_and_diagnosis_benchmarks_run_over_the_sample_sizes(shortlisted, tiny_corpus):
+    """benchmarks/shortlist_tune.py over (k, N, M), and benchmarks/shortlist_diagnose.py, on val."""
+    path = str(shortlisted["lstm_attention"])
+    data = ("--data", str(tiny_corpus), "--threads", "1")
+    out = run_benchmark(
+        "shortlist_tune.py", "--model", path, "--k", "5", "--frequent", "20", "--outside", "0,16,100000", *data,
+        verdict=False,
+    )  # fmt: skip
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] == ["en-de"]]
+    table = rows[len(rows) // 2 :]  # each row is printed as it comes, then in the table
+    assert [row[3] for row in table] == ["0", "16", "100000"]
+    assert all(row[-1].endswith("/24") for row in table)
+    out = run_benchmark("shortlist_diagnose.py", "--model", path, *data, verdict=False)
+    assert "translations the shortlist changes:" in out and "mass outside the union" in out
+
+
 # -- the shipped bundles ------------------------------------------------------------------------
 
 
@@ -447,7 +552,11 @@ def test_the_six_direction_bundle_has_a_table_per_target_language():
     shortlist = require_shortlist(bundle)
     assert shortlist.languages == ["de", "en", "fr"] and shortlist.meta["pairs"] == 6 * 29000
     assert sorted(c["direction"] for c in shortlist.meta["corpus"]) == sorted(map(str, bundle.directions))
-    assert (shortlist.meta["k"], shortlist.meta["frequent"]) == (50, 300)  # chosen on val (docs/decode.md)
+    assert (shortlist.meta["k"], shortlist.meta["frequent"], shortlist.outside) == (
+        50,
+        300,
+        256,
+    )  # chosen on val (docs/decode.md)
 
 
 @pytest.mark.parametrize("direction", ["en-de", "fr-en"])

@@ -54,6 +54,8 @@ from nmt.onnx_format import (
     LOG_PROBS,
     MEMORY,
     NEW_STATE,
+    OUTSIDE,
+    OUTSIDE_LOG_WEIGHT,
     PREV_TOKENS,
     ROW_SLOTS,
     STATE,
@@ -63,7 +65,8 @@ from nmt.onnx_format import (
     WANT_LOG_PROBS,
     K,
 )
-from nmt.search import BANNED_IDS
+from nmt.search import BANNED_IDS, outside_sample
+from nmt.specials import PAD_ID
 
 log = logging.getLogger("nmt.backends.onnx")
 
@@ -235,6 +238,8 @@ class OnnxModel:
         # translate, without a shortlist
         self.takes_vocabulary = VOCABULARY in self._decoder_inputs
         self._vocabulary = self._value(np.zeros(0, np.int64))  # empty: the full vocabulary
+        # no sample outside it: PAD, whose masked logit adds nothing (`nmt.search.outside_sample`)
+        self._outside = self._value(np.array([PAD_ID], np.int64)), self._value(np.array(-np.inf, np.float32))
         self._gather = ort.InferenceSession(
             _gather_graph({key: encoder_outputs[MEMORY + key] for key in self.memory_keys}),
             session_options(threads, spinning=spinning),
@@ -367,6 +372,8 @@ class OnnxModel:
             WANT_LOG_PROBS: self._scalar(np.bool_(LOG_PROBS in fetch)),
             WANT_ATTENTION: self._scalar(np.bool_(ATTENTION in fetch)),
             VOCABULARY: self._vocabulary,
+            OUTSIDE: self._outside[0],
+            OUTSIDE_LOG_WEIGHT: self._outside[1],
         }
         places = None  # (R',) the rows computed, when not all are
         if self._takes_slots:
@@ -404,10 +411,11 @@ class OnnxModel:
         full[places] = array
         return self._tensor(full)
 
-    def with_vocabulary(self, vocabulary: Tensor) -> OnnxModel:
+    def with_vocabulary(self, vocabulary: Tensor, outside: int = 0) -> OnnxModel:
         """This model decoding over the target ids `vocabulary` (V',) only: a shortlist's (see
-        `nmt.models.step`); the decoder graph gathers those rows of its output layer."""
-        return _with_vocabulary(self, vocabulary)
+        `nmt.models.step`); the decoder graph gathers those rows of its output layer, and the
+        rows of `outside` sampled ids outside them for its normaliser (`nmt.search.outside_sample`)."""
+        return _with_vocabulary(self, vocabulary, outside)
 
     def check_takes_vocabulary(self) -> None:
         """BundleError unless the decoder graph takes a vocabulary (exports made since shortlists)."""
@@ -453,13 +461,16 @@ class OnnxModel:
         return best, tokens, eos, new_state, attention
 
 
-def _with_vocabulary(model: OnnxModel, vocabulary: Tensor) -> OnnxModel:
-    """`OnnxModel.with_vocabulary`: the same sessions, another vocabulary input."""
+def _with_vocabulary(model: OnnxModel, vocabulary: Tensor, outside: int) -> OnnxModel:
+    """`OnnxModel.with_vocabulary`: the same sessions, other vocabulary and outside inputs."""
     model.check_takes_vocabulary()
     if vocabulary.numel() % 64 or not torch.equal(vocabulary[:4].cpu(), torch.arange(4)):
         raise ValueError("a shortlist vocabulary starts with the ids 0..3 and has a multiple of 64 ids")
     view = copy.copy(model)
     view._vocabulary = model._value(vocabulary.long())
+    sample, log_weight = outside_sample(vocabulary.long(), model.vocab_size, outside)
+    if sample.numel():
+        view._outside = model._value(sample), model._value(np.array(log_weight, np.float32))
     return view
 
 

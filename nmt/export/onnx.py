@@ -79,6 +79,8 @@ from nmt.onnx_format import (
     LOG_PROBS,
     MEMORY,
     NEW_STATE,
+    OUTSIDE,
+    OUTSIDE_LOG_WEIGHT,
     PREV_TOKENS,
     ROW_SLOTS,
     STATE,
@@ -95,6 +97,7 @@ OPSET = 17
 QUANTIZATIONS = ("int8",)
 TOLERANCE = 1e-3  # largest |log p| difference an fp32 export may show on the check batch
 TRACE_LENGTHS = [7, 4, 2]  # the batch the graphs are traced with: B = 3, S = 7
+CHECK_OUTSIDE = 16  # ids outside the check's shortlist sampled for its normaliser
 CHECK_LENGTHS = [5, 1]  # the batch they are checked with: B = 2, S = 5, one source EOS alone
 CHECK_STEPS = 4
 CHECK_TOP_K = 5
@@ -265,8 +268,9 @@ def _make_optional(path: Path, output: str, name: str, switch: str) -> None:
 
 def _attach_head(path: Path, projection: nn.Linear, shortlists: bool = True) -> None:
     """Replace the traced decoder graph's "features" output by the output head (`add_head`):
-    inputs k () int64, want_log_probs () bool and vocabulary (V',) int64 (a shortlist's target
-    ids, empty for all; not with `shortlists` False) join the graph, and its outputs become
+    inputs k () int64, want_log_probs () bool, vocabulary (V',) int64 (a shortlist's target
+    ids, empty for all), outside (M,) int64 and outside_log_weight () float32 (the normaliser's
+    sample outside it; the last three not with `shortlists` False) join the graph, and its outputs become
     log_probs, top_log_probs, top_tokens, eos_log_probs, then the new state."""
     model = onnx.load(str(path))
     graph = model.graph
@@ -281,7 +285,11 @@ def _attach_head(path: Path, projection: nn.Linear, shortlists: bool = True) -> 
             onnx.helper.make_tensor_value_info(K, onnx.TensorProto.INT64, []),
             onnx.helper.make_tensor_value_info(WANT_LOG_PROBS, onnx.TensorProto.BOOL, []),
             *(
-                [onnx.helper.make_tensor_value_info(VOCABULARY, onnx.TensorProto.INT64, ["vocabulary"])]
+                [
+                    onnx.helper.make_tensor_value_info(VOCABULARY, onnx.TensorProto.INT64, ["vocabulary"]),
+                    onnx.helper.make_tensor_value_info(OUTSIDE, onnx.TensorProto.INT64, ["outside"]),
+                    onnx.helper.make_tensor_value_info(OUTSIDE_LOG_WEIGHT, onnx.TensorProto.FLOAT, []),
+                ]
                 * shortlists
             ),
             *inputs[2:],
@@ -289,7 +297,17 @@ def _attach_head(path: Path, projection: nn.Linear, shortlists: bool = True) -> 
     )
     weight = projection.weight.detach().float().numpy()
     bias = None if projection.bias is None else projection.bias.detach().float().numpy()
-    add_head(graph, FEATURES, K, WANT_LOG_PROBS, weight, bias, BANNED_IDS, VOCABULARY if shortlists else None)
+    add_head(
+        graph,
+        FEATURES,
+        K,
+        WANT_LOG_PROBS,
+        weight,
+        bias,
+        BANNED_IDS,
+        VOCABULARY if shortlists else None,
+        (OUTSIDE, OUTSIDE_LOG_WEIGHT) if shortlists else None,
+    )
     make = onnx.helper.make_tensor_value_info
     top_log_probs, top_tokens, eos_log_probs = TOP_K_OUTPUTS
     head = [
@@ -491,7 +509,8 @@ def _max_difference(
 @torch.no_grad()
 def _max_shortlist_difference(model: Seq2SeqModel, folder: Path, src: Tensor, src_lengths: Tensor) -> float:
     """Largest |log p| difference between PyTorch and ONNX Runtime decoding over a shortlist's
-    vocabulary (the specials and every other id up to 128 of them, `with_vocabulary`): the full
+    vocabulary (the specials and every other id up to 128 of them, `with_vocabulary`, with a sample
+    of CHECK_OUTSIDE ids outside it for the normaliser): the full
     log-probabilities (-inf outside it in both), the ranked top k with their tokens, EOS."""
     vocab_size = model.projection.weight.size(0)
     candidates = torch.cat([torch.arange(4), torch.arange(5, vocab_size, 2)])
@@ -499,7 +518,8 @@ def _max_shortlist_difference(model: Seq2SeqModel, folder: Path, src: Tensor, sr
     if size == 0:  # a vocabulary too small for a shortlist of its own
         return 0.0
     vocabulary = candidates[: min(128, size)]
-    shortlisted, exported = model.with_vocabulary(vocabulary), OnnxModel(folder).with_vocabulary(vocabulary)
+    shortlisted = model.with_vocabulary(vocabulary, CHECK_OUTSIDE)
+    exported = OnnxModel(folder).with_vocabulary(vocabulary, CHECK_OUTSIDE)
     memory, state = shortlisted.encode(src, src_lengths)
     onnx_memory, onnx_state = exported.encode(src, src_lengths)
     prev_tokens = torch.full((src.size(0),), BOS_ID)

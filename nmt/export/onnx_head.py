@@ -102,6 +102,7 @@ def add_head(
     bias: np.ndarray | None,
     banned: tuple[int, ...],
     vocabulary: str | None = None,
+    outside: tuple[str, str] | None = None,
 ) -> None:
     """Append the head to `graph`, reading the tensors named `features` (R, E), `k` () int64 and
     `want_log_probs` () bool; the output layer is `features @ weight.T + bias` (weight (V, E),
@@ -114,7 +115,10 @@ def add_head(
     EOS and the banned ids keep their positions) and whose length is a multiple of the block
     size; the logits are then those rows' (weight and bias rows gathered), normalised over them,
     and the tokens returned are ids (positions mapped back). Empty, it means the full vocabulary,
-    computed as without it (an If: gathering all V rows at every step would cost more)."""
+    computed as without it (an If: gathering all V rows at every step would cost more). With it,
+    `outside`: the names of the inputs (M,) int64 and () float32 of `nmt.search.outside_sample`,
+    ids outside the vocabulary whose logits, each counted exp(log weight) times, join the
+    normaliser ([PAD] with any weight adds nothing: its masked logit is -inf)."""
     top_log_probs, top_tokens_out, eos_log_probs = TOP_K_OUTPUTS
     b = _Builder(graph)
     vocab_size = weight.shape[0]
@@ -163,9 +167,13 @@ def add_head(
     probs = b.one("Softmax", [logits], axis=-1)
     best_prob = b.one("GatherElements", [probs, b.one("Slice", [top_tokens, *first])], axis=1)
     kept = b.one("Sub", [best_logit, b.one("Log", [best_prob])])  # (R, 1)
-    normaliser = b.one(
-        "ReduceLogSumExp", [b.one("Concat", [kept, specials], axis=1)], axes=[1], keepdims=1
-    )  # (R, 1)
+    terms = [kept, specials]
+    if outside is not None:  # (R, M): the sampled logits outside the vocabulary, weighted
+        rows, log_weight = outside
+        outside_bias = b.one("Add", [b.one("Gather", [masked, rows], axis=0), log_weight])  # (M,)
+        outside_weight = b.one("Gather", [w, rows], axis=0)  # (M, E)
+        terms.append(b.one("Gemm", [features, outside_weight, outside_bias], transB=1))
+    normaliser = b.one("ReduceLogSumExp", [b.one("Concat", terms, axis=1)], axes=[1], keepdims=1)  # (R, 1)
 
     b.node("Sub", [top_logits, normaliser], [top_log_probs])
     if ids is None:

@@ -51,8 +51,9 @@ raises `nmt.errors.NoAttention` from these.
 
 Vocabulary shortlists (`nmt.shortlist`): `with_vocabulary(vocabulary (V',))` is the same model
 decoding over those target ids only (sorted, starting with the specials 0..3): its output layer
-computes V' rows instead of V, its log-probabilities are normalised over them, and what it
-returns is in vocabulary ids as before: `decode_top_k`'s tokens are ids (the positions in the
+computes V' rows instead of V (`with_vocabulary(vocabulary, outside)`: and M = `outside`
+sampled rows outside them, which estimate the rest of the normaliser, `nmt.search.outside_sample`),
+and what it returns is in vocabulary ids as before: `decode_top_k`'s tokens are ids (the positions in the
 subset mapped back), `decode_step`'s (R, V) log-probabilities are -inf outside the subset.
 BANNED_IDS stay banned. The search takes it for one batch (`beam_search(..., vocabulary=)`).
 
@@ -67,11 +68,12 @@ import math
 from collections.abc import Mapping
 from typing import Protocol
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
 from nmt.errors import NoAttention
-from nmt.search import BANNED_IDS, select
+from nmt.search import BANNED_IDS, outside_sample, select
 from nmt.specials import EOS_ID
 
 Tensors = Mapping[str, Tensor]  # a memory or a state: the model's keys -> (B or R, ...) tensors
@@ -112,7 +114,7 @@ class Seq2Seq(Protocol):
 
     def select_state(self, state: Tensors, rows: Tensor) -> Tensors: ...
 
-    def with_vocabulary(self, vocabulary: Tensor) -> Seq2Seq: ...
+    def with_vocabulary(self, vocabulary: Tensor, outside: int = 0) -> Seq2Seq: ...
 
 
 def _top_k(log_probs: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -208,9 +210,10 @@ class Seq2SeqModel(TensorSeam, nn.Module):
         features, new_state, attention = self.decode_features_with_attention(prev_tokens, memory, state)
         return self.projection(features).float().log_softmax(dim=-1), new_state, attention
 
-    def with_vocabulary(self, vocabulary: Tensor) -> Shortlisted:
-        """This model decoding over the target ids `vocabulary` (V',) only (see the module docstring)."""
-        return Shortlisted(self, vocabulary)
+    def with_vocabulary(self, vocabulary: Tensor, outside: int = 0) -> Shortlisted:
+        """This model decoding over the target ids `vocabulary` (V',) only, its normaliser
+        estimated with `outside` sampled ids outside them (see the module docstring)."""
+        return Shortlisted(self, vocabulary, outside)
 
 
 class Shortlisted(TensorSeam):
@@ -219,12 +222,16 @@ class Shortlisted(TensorSeam):
     The rows of the weight and bias are gathered once, here (one batch's worth of decoding);
     encoding and the selection of rows are the model's."""
 
-    def __init__(self, model: Seq2SeqModel, vocabulary: Tensor) -> None:
+    def __init__(self, model: Seq2SeqModel, vocabulary: Tensor, outside: int = 0) -> None:
         projection = model.projection
         self.model = model
         self.vocabulary = vocabulary.to(projection.weight.device)  # (V',)
         self.weight = projection.weight.index_select(0, self.vocabulary)  # (V', E)
         self.bias = None if projection.bias is None else projection.bias.index_select(0, self.vocabulary)
+        # `outside` sampled ids outside the vocabulary, for the normaliser (`outside_sample`)
+        sample, self.outside_log_weight = outside_sample(self.vocabulary, projection.weight.size(0), outside)
+        self.outside_weight = projection.weight.index_select(0, sample)  # (M, E)
+        self.outside_bias = None if projection.bias is None else projection.bias.index_select(0, sample)
         self.vocab_size = projection.weight.size(0)
         positions = {int(token): i for i, token in enumerate(self.vocabulary[:8].tolist())}
         if positions.get(EOS_ID) != EOS_ID or any(positions.get(t) != t for t in BANNED_IDS):
@@ -235,12 +242,21 @@ class Shortlisted(TensorSeam):
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         return self.model.encode(src, src_lengths)
 
-    def with_vocabulary(self, vocabulary: Tensor) -> Shortlisted:
-        return Shortlisted(self.model, vocabulary)
+    def with_vocabulary(self, vocabulary: Tensor, outside: int = 0) -> Shortlisted:
+        return Shortlisted(self.model, vocabulary, outside)
 
     def _log_probs(self, features: Tensor) -> Tensor:
-        """(R, E) -> (R, V') log-probabilities over the subset, float32."""
-        return functional.linear(features, self.weight, self.bias).float().log_softmax(dim=-1)
+        """(R, E) -> (R, V') log-probabilities of the subset's ids, float32: normalised over the
+        subset and the sampled ids outside it, each standing for its share of the rest."""
+        logits = functional.linear(features, self.weight, self.bias).float()
+        if self.outside_weight.size(0) == 0:
+            return logits.log_softmax(dim=-1)
+        outside = functional.linear(features, self.outside_weight, self.outside_bias).float()
+        normaliser = torch.logaddexp(
+            logits.logsumexp(dim=-1, keepdim=True),
+            outside.logsumexp(dim=-1, keepdim=True) + self.outside_log_weight,
+        )  # (R, 1)
+        return logits - normaliser
 
     def _full(self, log_probs: Tensor) -> Tensor:
         """(R, V') -> (R, V), -inf outside the subset."""
