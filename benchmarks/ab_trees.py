@@ -26,7 +26,7 @@ from pathlib import Path
 import harness
 
 # run in each tree's process: export (argv: bundle, copy, engine) or translate (argv: copy,
-# engine, sentences file, count) -> JSON on stdout
+# engine, sentences file, count, shortlist 0|1) -> JSON on stdout
 CHILD = r"""
 import json, shutil, sys, time
 from pathlib import Path
@@ -48,10 +48,11 @@ if mode == "export":
 import onnxruntime as ort
 from nmt.translator import Translator
 copy, engine, texts_file, count = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+shortlist = sys.argv[6] == "1"
 texts = json.loads(Path(texts_file).read_text())[:count]
 bundle = load_bundle(copy)
 search = bundle.search.model_copy(update={"beam_size": 5, "n_best": 1})
-translator = Translator.from_bundle(bundle, "cpu", engine, batch_size=32)
+translator = Translator.from_bundle(bundle, "cpu", engine, batch_size=32, shortlist=shortlist)
 translator.translate_best(texts[:32], search)
 inside = [0.0]
 plain = ort.InferenceSession.run_with_iobinding
@@ -91,6 +92,7 @@ def main() -> None:
     parser.add_argument("--data", default="data/multi30k", help="folder with test_2016_flickr.<src>.gz")
     parser.add_argument("--sentences", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--shortlist", action="store_true", help="decode with the bundle's shortlist")
     args = parser.parse_args()
     trees = [Path(tree) for tree in args.tree]
     if len(trees) < 2:
@@ -111,12 +113,18 @@ def main() -> None:
             order = range(len(trees)) if round_ % 2 == 0 else reversed(range(len(trees)))
             for i in order:
                 run = _child(
-                    trees[i], "translate", copies[i], args.engine, str(texts_file), str(args.sentences)
+                    trees[i],
+                    "translate",
+                    copies[i],
+                    args.engine,
+                    str(texts_file),
+                    str(args.sentences),
+                    "1" if args.shortlist else "0",
                 )
                 runs[i].append(run)
                 print(f"  round {round_ + 1}: {trees[i]} {run['total']:.3f} s CPU", flush=True)
     print(
-        f"\n{bundle.name}, {args.engine}, {args.sentences} sentences of test_2016_flickr, beam 5, batch 32, "
+        f"\n{bundle.name}, {args.engine}{' with its shortlist' if args.shortlist else ''}, {args.sentences} sentences of test_2016_flickr, beam 5, batch 32, "
         f"1 thread, {args.rounds} rounds (CPU seconds):"
     )
     first = runs[0][0]["outputs"]
