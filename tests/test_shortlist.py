@@ -615,3 +615,15 @@ def test_the_decode_benchmark_judges_each_engine_with_its_shortlist(shortlisted,
     assert "int8" not in stdout and "greedy" not in stdout
     assert stdout.count("shortlist BLEU no more than 0.2 below") == 2
     assert stdout.count("+ shortlist >= 1.5x") == 2  # a recurrent model: the speed target too
+
+
+def test_at_two_threads_the_shortlist_speed_takes_each_way_s_faster(shortlisted, tiny_corpus):
+    """At 2 threads ONNX Runtime runs again as 2 one-thread workers, with and without the
+    shortlist (the service's way on 2 cores), and the speed target takes each one's faster way."""
+    args = ["--model", str(shortlisted["lstm_attention"]), "--data", str(tiny_corpus), "--sentences", "8"]
+    stdout = run_benchmark("decode.py", "--shortlist-only", *args, "--threads", "2")
+    assert "ONNX Runtime fp32 + shortlist, 2 workers x 1 thread" in stdout
+    assert "ONNX Runtime fp32, 2 workers x 1 thread" in stdout
+    speed = [line for line in stdout.splitlines() if "ONNX Runtime fp32 + shortlist >= 1.5x" in line]
+    assert len(speed) == 1 and "each the faster of 2 threads in one call or 2 workers" in speed[0]
+    assert "within each call" in speed[0]
