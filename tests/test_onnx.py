@@ -466,6 +466,20 @@ def test_export_of_an_older_format_is_refused(exported, tmp_path):
     assert_one_line_error(result, "export format 1", f"run nmt export --model {bundle} --format onnx again")
 
 
+def test_an_export_whose_decoder_takes_an_unknown_input_is_refused(exported, tmp_path):
+    """A graph of another build of the same format (an input this code does not feed) is refused
+    when loaded, in one line, not at the first step with ONNX Runtime's traceback."""
+    bundle = _copy(exported["lstm"], tmp_path)
+    decoder = bundle / EXPORT_DIR / DECODER_FILE
+    model = onnx.load(str(decoder))
+    model.graph.input.append(onnx.helper.make_tensor_value_info("surprise", onnx.TensorProto.FLOAT, [1]))
+    onnx.save(model, str(decoder))
+    result = run_nmt("translate", "--model", str(bundle), "--backend", "onnx", stdin="A dog.\n", check=False)
+    assert_one_line_error(
+        result, "cannot feed (surprise)", f"run nmt export --model {bundle} --format onnx again"
+    )
+
+
 def test_missing_or_incomplete_export_is_one_line(trained_bundles, exported, tmp_path):
     bundle = _copy(trained_bundles["transformer"], tmp_path)
     result = run_nmt("translate", "--model", str(bundle), "--backend", "onnx", stdin="A dog.\n", check=False)

@@ -70,6 +70,20 @@ from nmt.specials import PAD_ID
 
 log = logging.getLogger("nmt.backends.onnx")
 
+# every decoder input but the memory and the state, each fed when the graph declares it
+STEP_INPUTS = (
+    PREV_TOKENS,
+    BEAM_INDICES,
+    K,
+    WANT_LOG_PROBS,
+    WANT_ATTENTION,
+    VOCABULARY,
+    OUTSIDE,
+    OUTSIDE_LOG_WEIGHT,
+    GRID_ROWS,
+    ROW_SLOTS,
+)
+
 OPTIMIZATION_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -222,6 +236,15 @@ class OnnxModel:
         if not wanted <= declared or not {BEAM_INDICES, K, WANT_LOG_PROBS} <= self._decoder_inputs:
             raise BundleError(
                 f"{self.folder}: the decoder graph's inputs and outputs do not match the encoder's"
+            )
+        fed = {
+            *STEP_INPUTS,
+            *(MEMORY + key for key in self.memory_keys),
+            *(STATE + key for key in self.state_keys),
+        }
+        if unknown := sorted(self._decoder_inputs - fed):  # a graph of another build of this format
+            raise BundleError(
+                f"{self.folder}: the decoder graph takes inputs this version cannot feed ({', '.join(unknown)})"
             )
         # exports made before alignments have no attention output: they translate, without it
         self.attends = ATTENTION in declared and WANT_ATTENTION in self._decoder_inputs
