@@ -24,8 +24,10 @@ from dataclasses import replace
 import harness
 import numpy as np
 
-from nmt.bundle import load_bundle
+from nmt.bundle import Bundle, load_bundle
+from nmt.config import SearchConfig
 from nmt.data import collate_source, read_lines
+from nmt.languages import Direction
 from nmt.metrics import bleu_only
 from nmt.shortlist import shortlist_for_bundle
 from nmt.translator import Translator, length_sorted_batches
@@ -84,14 +86,23 @@ def main() -> None:
     harness.print_table(["direction", "k", "N", "M", "mean V'", "BLEU", "vs full", "speed", "= full"], rows)
 
 
-def _row(translator, search, val, full, d, bundle) -> list[str]:
+def _row(
+    translator: Translator,
+    search: SearchConfig,
+    val: tuple[list[str], list[str]],
+    full: tuple[list[str], float, float],
+    d: Direction,
+    bundle: Bundle,
+) -> list[str]:
     """The shortlisted translation of `val` (sources, references) into d's target against the full
     vocabulary's `full` (outputs, BLEU, seconds): mean V', BLEU, its difference, speed, = full."""
     src, ref = val
+    shortlist = translator.shortlist
+    assert shortlist is not None  # the caller's
     ids = translator.encode(src, d.target)
     sizes = []
     for batch in length_sorted_batches([len(s) + 1 for s in ids], 32, 1 << 30):
-        vocabulary = translator.shortlist.vocabulary(collate_source([ids[i] for i in batch])[0])
+        vocabulary = shortlist.vocabulary(collate_source([ids[i] for i in batch])[0])
         sizes.append(bundle.tgt_tokenizer.vocab_size if vocabulary is None else vocabulary.numel())
     start = time.perf_counter()
     out = translator.translate_best(src, search, d.target)
