@@ -63,6 +63,8 @@ def outside_sample(vocabulary: Tensor, vocab_size: int, size: int) -> tuple[Tens
     frequency: a sample of every frequency band; the same for every engine, no randomness). With
     M >= n that is every one, once: the full vocabulary's normaliser. M = min(`size`, n); empty
     (normalised over the vocabulary alone) when that is 0."""
+    if size <= 0:  # no sample: nothing to find (the default of a shortlist, at every batch)
+        return vocabulary.new_zeros(0, dtype=torch.long), 0.0
     inside = torch.zeros(vocab_size, dtype=torch.bool)
     inside[vocabulary.cpu()] = True
     outside = (~inside).nonzero().squeeze(1)  # (n,) ascending

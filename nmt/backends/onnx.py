@@ -489,9 +489,10 @@ def _with_vocabulary(model: OnnxModel, vocabulary: Tensor, outside: int) -> Onnx
     model.check_takes_vocabulary()
     if vocabulary.numel() % 64 or not torch.equal(vocabulary[:4].cpu(), torch.arange(4)):
         raise ValueError("a shortlist vocabulary starts with the ids 0..3 and has a multiple of 64 ids")
+    ids = vocabulary.long()
     view = copy.copy(model)
-    view._vocabulary = model._value(vocabulary.long())
-    sample, log_weight = outside_sample(vocabulary.long(), model.vocab_size, outside)
+    view._vocabulary = model._value(ids)
+    sample, log_weight = outside_sample(ids, model.vocab_size, outside)
     if sample.numel():
         view._outside = model._value(sample), model._value(np.array(log_weight, np.float32))
     return view
