@@ -35,7 +35,6 @@ from nmt.tokenizer import train_tokenizers
 from nmt.translator import Translator
 
 TARGET = 4.0
-TEST_SPLIT = "test_2016_flickr"
 
 
 def newest_bundle() -> Path | None:
@@ -86,7 +85,7 @@ def main() -> None:
         else:
             translator, src_lang, description = bundle_translator(Path(path))
     search = parse_section("search", {**translator.search.model_dump(), "beam_size": args.beam})
-    texts = read_lines(harness.corpus_file(args.data, TEST_SPLIT, src_lang))[: args.sentences]
+    texts = read_lines(harness.corpus_file(args.data, harness.TEST_SPLIT, src_lang))[: args.sentences]
     print(f"{description}; {len(texts)} sentences, beam {args.beam}, {torch.get_num_threads()} threads")
 
     sizes = {f"batch {args.batch_size}": args.batch_size, "batch 1": 1}

@@ -67,6 +67,7 @@ import harness
 import torch
 
 from nmt.bundle import Bundle, load_bundle
+from nmt.compare import System, significance
 from nmt.config import SearchConfig
 from nmt.data import read_lines
 from nmt.export.ctranslate2 import export_ctranslate2
@@ -77,7 +78,6 @@ from nmt.shortlist import FILE as SHORTLIST_FILE
 from nmt.shortlist import require_shortlist
 from nmt.translator import Translator
 
-TEST_SPLIT = "test_2016_flickr"
 DEFAULT_MODEL = "models/transformer-en-de"
 SETTINGS = {  # name: (beam size, batch size)
     "beam 5, batch 1": (5, 1),
@@ -88,6 +88,7 @@ MAIN = "beam 5, batch 32"  # the setting the targets are judged on
 CT2_RATIO, TORCH_RATIO, INT8_BLEU = 1.0, 2.0, 0.5  # issue 15: ONNX Runtime fp32 at CTranslate2 fp32's speed
 SHORTLIST_BLEU, SHORTLIST_SPEED = 0.2, 1.5  # at most this far below; at least this fast (recurrent)
 SHORTLISTED = " + shortlist"
+BOOTSTRAP = 1000  # paired bootstrap resamples for a shortlist's BLEU difference
 STUDENT_SPEED, STUDENT_BLEU = 3.0, 1.0  # a distilled student against its teacher
 
 
@@ -311,11 +312,11 @@ def bench_bundle(model: str, args: argparse.Namespace, settings: dict[str, tuple
         )
         bundle = load_bundle(model)
         direction = bundle.direction(args.source, args.target)  # a multilingual bundle needs both
-        sources = read_lines(harness.corpus_file(args.data, TEST_SPLIT, direction.source))
-        references = read_lines(harness.corpus_file(args.data, TEST_SPLIT, direction.target))
+        sources = read_lines(harness.corpus_file(args.data, harness.TEST_SPLIT, direction.source))
+        references = read_lines(harness.corpus_file(args.data, harness.TEST_SPLIT, direction.target))
         texts, references = sources[: args.sentences], references[: args.sentences]
         print(
-            f"bundle {model} ({direction}); {len(texts)} sentences of {TEST_SPLIT}; {threads} thread(s) for every "
+            f"bundle {model} ({direction}); {len(texts)} sentences of {harness.TEST_SPLIT}; {threads} thread(s) for every "
             f"contender, each in its own process; device {args.device}; {args.rounds} round(s)",
             flush=True,
         )
@@ -391,6 +392,7 @@ def bench_bundle(model: str, args: argparse.Namespace, settings: dict[str, tuple
         harness.verdict(f"{name}, {threads} thread(s), {description}", ok)
 
     names = {contender.name for contender in contenders}
+    by_name = {contender.name: contender for contender in contenders}
     onnx, torch_rate = rates["ONNX Runtime fp32", MAIN], rates["PyTorch eager", MAIN]
 
     def fastest(engine: str) -> tuple[str, float]:
@@ -440,7 +442,8 @@ def bench_bundle(model: str, args: argparse.Namespace, settings: dict[str, tuple
         full_name = name.removesuffix(SHORTLISTED)
         delta = bleus[name, MAIN] - bleus[full_name, MAIN]
         judge(
-            f"{MAIN}: {name} BLEU no more than {SHORTLIST_BLEU} below the full vocabulary ({delta:+.2f})",
+            f"{MAIN}: {name} BLEU no more than {SHORTLIST_BLEU} below the full vocabulary ({delta:+.2f}; "
+            f"{_paired(by_name[full_name].outputs[MAIN], by_name[name].outputs[MAIN], references)})",
             delta >= -SHORTLIST_BLEU,
         )
         if recurrent:  # at several threads, each the faster of within a call or as workers
@@ -460,6 +463,14 @@ def bench_bundle(model: str, args: argparse.Namespace, settings: dict[str, tuple
     return passed
 
 
+def _paired(baseline: list[str], system: list[str], references: list[str]) -> str:
+    """How far a BLEU difference stands out from the test set's noise: how many translations
+    differ, and sacreBLEU's paired bootstrap p-value (1,000 resamples, `nmt compare`'s test)."""
+    differ = sum(a != b for a, b in zip(baseline, system, strict=True))
+    _, rows = significance([System("full", baseline), System("shortlist", system)], references, BOOTSTRAP)
+    return f"{differ} of {len(system)} translations differ, paired bootstrap p = {rows[1]['BLEU']['p_value']:.3f}"
+
+
 def bench_student(student_path: str, args: argparse.Namespace) -> list[bool]:
     """A distilled student decoding greedily against its teacher at beam 5, each on the engine
     `auto` picks for it (batch 32, the full vocabulary: no shortlists):
@@ -471,8 +482,10 @@ def bench_student(student_path: str, args: argparse.Namespace) -> list[bool]:
         raise SystemExit(f'{student_path}: not a distilled bundle (no "distilled" in its bundle.json)')
     teacher = find_teacher(student)
     threads = torch.get_num_threads()
-    texts = read_lines(harness.corpus_file(args.data, TEST_SPLIT, student.src_lang))[: args.sentences]
-    references = read_lines(harness.corpus_file(args.data, TEST_SPLIT, student.tgt_lang))[: args.sentences]
+    texts = read_lines(harness.corpus_file(args.data, harness.TEST_SPLIT, student.src_lang))[: args.sentences]
+    references = read_lines(harness.corpus_file(args.data, harness.TEST_SPLIT, student.tgt_lang))[
+        : args.sentences
+    ]
     contenders = [
         (Contender(role, Engine(str(bundle.path), args.device, "auto", {"threads": threads}), 0.0), bundle)
         for role, bundle in (("teacher", teacher), ("student", student))
@@ -489,7 +502,9 @@ def bench_student(student_path: str, args: argparse.Namespace) -> list[bool]:
         contender.name = f"{contender.name} {bundle.name} (beam {bundle.search.beam_size}, {contender.kind})"
     rates = [len(texts) / harness.median(c.seconds["student"]) for c, _ in contenders]
     bleus = [bleu_only(c.outputs["student"], references)[0] for c, _ in contenders]
-    print(f"\ndistilled student, {threads} thread(s), {len(texts)} sentences of {TEST_SPLIT}, batch 32:")
+    print(
+        f"\ndistilled student, {threads} thread(s), {len(texts)} sentences of {harness.TEST_SPLIT}, batch 32:"
+    )
     harness.print_table(
         ["contender", "sent/s", "BLEU"],
         [

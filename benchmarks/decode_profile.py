@@ -35,8 +35,6 @@ from nmt.export.onnx import export_onnx
 from nmt.search import BeamBatch
 from nmt.translator import Translator
 
-TEST_SPLIT = "test_2016_flickr"
-
 
 def _profiled_options(prefix: Path):
     """`session_options` with ONNX Runtime's profiler writing under `prefix`."""
@@ -182,7 +180,7 @@ def main() -> None:
     args = parser.parse_args()
     harness.set_threads(args.threads)
     bundle = load_bundle(args.model)
-    texts = read_lines(harness.corpus_file(args.data, TEST_SPLIT, bundle.src_lang))[: args.sentences]
+    texts = read_lines(harness.corpus_file(args.data, harness.TEST_SPLIT, bundle.src_lang))[: args.sentences]
     print(
         f"bundle {args.model}; {len(texts)} sentences; beam {bundle.search.beam_size}, batch 32; "
         f"{torch.get_num_threads()} thread(s)"
