@@ -1,10 +1,11 @@
 """Why a shortlist changes translations: tokens missing from the union, or its normaliser.
 
-Translates Multi30k val (never test, unless `--split test` is asked for a diagnosis) with a
+Translates Multi30k val (never test, unless `--split test_2016_flickr` is asked for a diagnosis) with a
 bundle's full vocabulary and with its shortlist, on PyTorch, beam 5, batch 32, and prints:
 - how many translations the shortlist changes;
 - how many tokens of the full vocabulary's translations lie outside their batch's union, and in
-  how many translations (those a shortlist cannot give back);
+  how many translations (those a shortlist cannot give back), and how many of those tokens are
+  in the sentence's own source (copies a shared vocabulary could add to the union);
 - the probability mass outside the union at each step of the full vocabulary's translations
   (teacher-forced): the mean, and the 90th and 99th percentiles of the steps, the renormalisation
   a shortlist without a sample outside (`--outside 0`) adds to every log-probability.
@@ -31,7 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     harness.add_common_arguments(parser)
     parser.add_argument("--model", default="models/lstm-attention-en-de")
-    parser.add_argument("--split", default="val", choices=["val", "test"])
+    parser.add_argument("--split", default="val", choices=["val", harness.TEST_SPLIT])
     harness.add_direction_arguments(parser)
     args = parser.parse_args()
     harness.set_threads(args.threads)
@@ -39,7 +40,7 @@ def main() -> None:
     direction = (
         bundle.direction(args.source, args.target) if args.source or args.target else bundle.direction()
     )
-    split = "test_2016_flickr" if args.split == "test" else "val"
+    split = args.split
     texts = read_lines(harness.corpus_file(args.data, split, direction.source))
     translator = Translator.from_bundle(bundle, "cpu", "torch")
     search = bundle.search.model_copy(update={"beam_size": 5, "n_best": 1})
@@ -49,7 +50,7 @@ def main() -> None:
     short = translator.translate_best(texts, search, direction.target)
     model = bundle.load_model().eval()
     ids = translator.encode(texts, direction.target)
-    outside_tokens = tokens = outside_sentences = 0
+    outside_tokens = tokens = outside_sentences = copies = 0
     inside_mass = []
     for batch in length_sorted_batches([len(s) + 1 for s in ids], 32, 1 << 30):
         src, lengths = collate_source([ids[i] for i in batch])
@@ -58,13 +59,15 @@ def main() -> None:
             continue
         allowed = set(vocabulary.tolist())
         outputs = bundle.tgt_tokenizer.encode([full[i] for i in batch])
-        for output in outputs:
-            missing = sum(token not in allowed for token in output)
+        for i, output in zip(batch, outputs, strict=True):
+            missing = [token for token in output if token not in allowed]
+            own = set(ids[i])
             outside_tokens, tokens, outside_sentences = (
-                outside_tokens + missing,
+                outside_tokens + len(missing),
                 tokens + len(output),
                 outside_sentences + bool(missing),
             )
+            copies += sum(token in own for token in missing)
         steps = max(len(o) for o in outputs) + 1
         tgt_in = torch.zeros(len(batch), steps, dtype=torch.long)
         mask = torch.zeros(len(batch), steps, dtype=torch.bool)
@@ -82,7 +85,7 @@ def main() -> None:
     print(f"translations the shortlist changes: {changed}")
     print(
         f"tokens of the full vocabulary's translations outside their batch's union: {outside_tokens} of "
-        f"{tokens}, in {outside_sentences} translations"
+        f"{tokens}, in {outside_sentences} translations; {copies} of them in the sentence's own source"
     )
     print(
         f"mass outside the union at the steps of those translations: mean {outside.mean():.1%}, "
