@@ -11,7 +11,8 @@ shipped shortlists were chosen by: the smallest setting whose val BLEU is no mor
 the full vocabulary's in every direction. `--split test` reports settings on the test set, for
 after a choice on val (never to choose by). `--train-target` builds the tables from another
 target side of the training corpus, line by line with its sources: the bundle's own
-translations of them (`nmt distill`), as Bergamot builds its shortlists from a distilled corpus.
+translations of them (`nmt distill`), as Bergamot builds its shortlists from a distilled corpus
+({source} and {target} in the path stand for each direction's languages).
 
     .venv/bin/python benchmarks/shortlist_tune.py --model models/lstm-en-de --k 10,20,40 --frequent 100,300
     .venv/bin/python benchmarks/shortlist_tune.py --model models/transformer-en-de-fr --k 50,100 --frequent 300
@@ -60,9 +61,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--train-target",
-        type=Path,
-        help="the target side to build the tables from instead of the training references (one "
-        "direction: e.g. `nmt distill`'s translations of the training sources)",
+        help="the target side to build the tables from instead of the training references: e.g. "
+        "`nmt distill`'s translations of the training sources; {source} and {target} in it stand "
+        "for each direction's languages (a multilingual bundle)",
     )
     harness.add_direction_arguments(parser)
     args = parser.parse_args()
@@ -71,12 +72,14 @@ def main() -> None:
     directions = (
         [bundle.direction(args.source, args.target)] if args.source or args.target else bundle.directions
     )
-    if args.train_target is not None and len(bundle.directions) > 1:
-        parser.error("--train-target takes a bundle of one direction")
+    if args.train_target and len(bundle.directions) > 1 and "{target}" not in args.train_target:
+        parser.error("--train-target: a multilingual bundle needs {source} and {target} in it")
     corpora = {
         d: (
             harness.corpus_file(args.data, "train", d.source),
-            args.train_target or harness.corpus_file(args.data, "train", d.target),
+            Path(args.train_target.format(source=d.source, target=d.target))
+            if args.train_target
+            else harness.corpus_file(args.data, "train", d.target),
         )
         for d in bundle.directions
     }

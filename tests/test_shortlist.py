@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -535,6 +536,30 @@ def test_the_tuning_and_diagnosis_benchmarks_run_over_the_sample_sizes(shortlist
     assert all(row[-1].endswith("/24") for row in table)
     out = run_benchmark("shortlist_diagnose.py", "--model", path, *data, verdict=False)
     assert "translations the shortlist changes:" in out and "mass outside the union" in out
+    assert "of them in the sentence's own source" in out
+
+
+def test_the_tuning_benchmark_builds_from_another_target_side_and_reports_test(
+    shortlisted, tiny_corpus, tmp_path
+):
+    """--train-target: the tables from another target side (here the references reversed, line
+    by line, so the candidates differ from the references'), --split: the test set reported."""
+    path = str(shortlisted["lstm_attention"])
+    reversed_target = tmp_path / "train.reversed.de"
+    lines = (tiny_corpus / "train.de").read_text(encoding="utf-8").splitlines()
+    reversed_target.write_text("\n".join(line[::-1] for line in lines) + "\n", encoding="utf-8")
+    common = ("--model", path, "--k", "5", "--frequent", "20", "--data", str(tiny_corpus), "--threads", "1")
+    out = run_benchmark(
+        "shortlist_tune.py", *common, "--train-target", str(reversed_target), "--split", "test_2016_flickr",
+        verdict=False,
+    )  # fmt: skip
+    assert "on test_2016_flickr (24 sentences)" in out and f"tables from {reversed_target}" in out
+    reference = run_benchmark("shortlist_tune.py", *common, "--split", "test_2016_flickr", verdict=False)
+    sizes = [
+        [line.split()[4] for line in text.splitlines() if line.split()[:1] == ["en-de"]][0]
+        for text in (out, reference)
+    ]
+    assert sizes[0] != sizes[1]  # another table: another mean vocabulary per batch
 
 
 # -- the shipped bundles ------------------------------------------------------------------------
@@ -615,6 +640,9 @@ def test_the_decode_benchmark_judges_each_engine_with_its_shortlist(shortlisted,
     assert "int8" not in stdout and "greedy" not in stdout
     assert stdout.count("shortlist BLEU no more than 0.2 below") == 2
     assert stdout.count("+ shortlist >= 1.5x") == 2  # a recurrent model: the speed target too
+    # beside each BLEU difference: how many translations differ, and the paired bootstrap's p
+    context = re.findall(r"(\d+) of 8 translations differ, paired bootstrap p = (\d\.\d{3})", stdout)
+    assert len(context) == 2 and all(0 <= int(n) <= 8 and 0 <= float(p) <= 1 for n, p in context)
 
 
 def test_at_two_threads_the_shortlist_speed_takes_each_way_s_faster(shortlisted, tiny_corpus):
