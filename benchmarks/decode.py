@@ -391,13 +391,12 @@ def bench_bundle(model: str, args: argparse.Namespace, settings: dict[str, tuple
         name = f"{bundle.name} {direction}" if bundle.multilingual else bundle.name
         harness.verdict(f"{name}, {threads} thread(s), {description}", ok)
 
-    names = {contender.name for contender in contenders}
     by_name = {contender.name: contender for contender in contenders}
     onnx, torch_rate = rates["ONNX Runtime fp32", MAIN], rates["PyTorch eager", MAIN]
 
     def fastest(engine: str) -> tuple[str, float]:
         """The engine's faster way to use the threads: within a call, or as workers (when run)."""
-        found = [(n, rates[n, MAIN]) for n in (engine, _workers_name(engine, threads)) if n in names]
+        found = [(n, rates[n, MAIN]) for n in (engine, _workers_name(engine, threads)) if n in by_name]
         return max(found, key=lambda pair: pair[1])
 
     if ctranslate2 and threads == 1:
@@ -424,12 +423,12 @@ def bench_bundle(model: str, args: argparse.Namespace, settings: dict[str, tuple
         f"{MAIN}: ONNX Runtime fp32 >= {TORCH_RATIO:g}x PyTorch eager ({onnx / torch_rate:.2f}x"
         + (
             f"; int8 {rates['ONNX Runtime int8', MAIN] / torch_rate:.2f}x)"
-            if "ONNX Runtime int8" in names
+            if "ONNX Runtime int8" in by_name
             else ")"
         ),
         onnx >= TORCH_RATIO * torch_rate,
     )
-    for engine in (e for e in ("ONNX Runtime", "CTranslate2") if f"{e} int8" in names):
+    for engine in (e for e in ("ONNX Runtime", "CTranslate2") if f"{e} int8" in by_name):
         fast, full = rates[f"{engine} int8", MAIN], rates[f"{engine} fp32", MAIN]
         delta = bleus[f"{engine} int8", MAIN] - bleus[f"{engine} fp32", MAIN]
         judge(
@@ -453,7 +452,7 @@ def bench_bundle(model: str, args: argparse.Namespace, settings: dict[str, tuple
                 f"; each the faster of {threads} threads in one call or {threads} workers: "
                 f"{short_way} / {full_way}; within each call "
                 f"{rates[name, MAIN] / rates[full_name, MAIN]:.2f}x"
-                if _workers_name(name, threads) in names
+                if _workers_name(name, threads) in by_name
                 else ""
             )
             judge(

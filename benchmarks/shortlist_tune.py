@@ -85,13 +85,13 @@ def main() -> None:
     }
     translator = Translator.from_bundle(bundle, "cpu", args.backend)
     search = bundle.search.model_copy(update={"beam_size": 5, "n_best": 1})
-    val, full = {}, {}
+    held_out, full = {}, {}
     for d in directions:
         src = read_lines(harness.corpus_file(args.data, args.split, d.source))[: args.sentences]
         ref = read_lines(harness.corpus_file(args.data, args.split, d.target))[: args.sentences]
         start = time.perf_counter()
         out = translator.translate_best(src, search, d.target)
-        val[d] = src, ref
+        held_out[d] = src, ref
         full[d] = out, bleu_only(out, ref)[0], time.perf_counter() - start
         print(
             f"{args.model} {d} on {args.split} ({len(src)} sentences), {args.backend}: "
@@ -104,7 +104,7 @@ def main() -> None:
             table = shortlist_for_bundle(bundle, corpora, k, n)
             for m, d in ((m, d) for m in sizes_m for d in directions):
                 translator.shortlist = replace(table, meta={**table.meta, "outside": m})
-                rows.append([str(d), k, n, m, *_row(translator, search, val[d], full[d], d, bundle)])
+                rows.append([str(d), k, n, m, *_row(translator, search, held_out[d], full[d], d, bundle)])
                 print(*rows[-1], flush=True)
             translator.shortlist = None
     harness.print_table(["direction", "k", "N", "M", "mean V'", "BLEU", "vs full", "speed", "= full"], rows)
@@ -113,14 +113,14 @@ def main() -> None:
 def _row(
     translator: Translator,
     search: SearchConfig,
-    val: tuple[list[str], list[str]],
+    sentences: tuple[list[str], list[str]],
     full: tuple[list[str], float, float],
     d: Direction,
     bundle: Bundle,
 ) -> list[str]:
-    """The shortlisted translation of `val` (sources, references) into d's target against the full
+    """The shortlisted translation of `sentences` (sources, references; val or test) into d's target against the full
     vocabulary's `full` (outputs, BLEU, seconds): mean V', BLEU, its difference, speed, = full."""
-    src, ref = val
+    src, ref = sentences
     shortlist = translator.shortlist
     assert shortlist is not None  # the caller's
     ids = translator.encode(src, d.target)

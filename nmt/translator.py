@@ -306,9 +306,8 @@ class Translator:
         src, src_lengths = src.to(self.device), src_lengths.to(self.device)
         if isinstance(self.model, SearchEngine):  # a search of its own (CTranslate2)
             return self.model.beam_search(src, src_lengths, search, self.max_len_cap)
-        if self.shortlist is None:
-            return beam_search(self.model, src, src_lengths, search, self.max_len_cap, alignments)
-        vocabulary, outside = self.shortlist.vocabulary(src), self.shortlist.outside
+        vocabulary = None if self.shortlist is None else self.shortlist.vocabulary(src)
+        outside = 0 if self.shortlist is None else self.shortlist.outside
         return beam_search(
             self.model, src, src_lengths, search, self.max_len_cap, alignments, vocabulary, outside
         )
