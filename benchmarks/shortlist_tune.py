@@ -52,6 +52,9 @@ def main() -> None:
         default="0",
         help="comma-separated sizes M of the normaliser's sample outside the shortlist (0: none)",
     )
+    parser.add_argument(
+        "--score", default="dice", help="comma-separated table scores (dice, ibm1; `nmt shortlist --score`)"
+    )
     parser.add_argument("--sentences", type=int, default=None, help="first N sentences (default all)")
     parser.add_argument(
         "--split",
@@ -99,15 +102,22 @@ def main() -> None:
         )
     rows = []
     sizes_m = [int(m) for m in args.outside.split(",")]
-    for k in (int(v) for v in args.k.split(",")):
-        for n in (int(v) for v in args.frequent.split(",")):
-            table = shortlist_for_bundle(bundle, corpora, k, n)
-            for m, d in ((m, d) for m in sizes_m for d in directions):
-                translator.shortlist = replace(table, meta={**table.meta, "outside": m})
-                rows.append([str(d), k, n, m, *_row(translator, search, held_out[d], full[d], d, bundle)])
-                print(*rows[-1], flush=True)
-            translator.shortlist = None
-    harness.print_table(["direction", "k", "N", "M", "mean V'", "BLEU", "vs full", "speed", "= full"], rows)
+    grid = [
+        (score, int(k), int(n))
+        for score in args.score.split(",")
+        for k in args.k.split(",")
+        for n in args.frequent.split(",")
+    ]
+    for score, k, n in grid:
+        table = shortlist_for_bundle(bundle, corpora, k, n, score=score)
+        for m, d in ((m, d) for m in sizes_m for d in directions):
+            translator.shortlist = replace(table, meta={**table.meta, "outside": m})
+            rows.append([str(d), score, k, n, m, *_row(translator, search, held_out[d], full[d], d, bundle)])
+            print(*rows[-1], flush=True)
+        translator.shortlist = None
+    harness.print_table(
+        ["direction", "score", "k", "N", "M", "mean V'", "BLEU", "vs full", "speed", "= full"], rows
+    )
 
 
 def _row(

@@ -15,7 +15,7 @@
         (sentences/s of each engine that can run it here, beam 5, batch 32; --record: into bundle.json)
     nmt export --model BUNDLE --format onnx [--quantize int8]                       (-> BUNDLE/onnx/)
     nmt export --model BUNDLE --format ctranslate2 [--quantize int8]         (Transformer -> BUNDLE/ct2/)
-    nmt shortlist --model BUNDLE --src FILE --tgt FILE [--k 30] [--frequent 100] [--outside 0]
+    nmt shortlist --model BUNDLE --src FILE --tgt FILE [--k 30] [--frequent 100] [--outside 0] [--score dice]
                                                (-> BUNDLE/shortlist.npz, and BUNDLE/ct2/vmap.txt)
         a multilingual bundle: [--direction en-de --src FILE --tgt FILE] for each corpus
     nmt compare [--models BUNDLE...] [--hyps NAME=FILE...] --src FILE --ref FILE [--baseline NAME]
@@ -384,7 +384,7 @@ def cmd_shortlist(args) -> None:
         )
     directions = [bundle.direction(*d.split("-", 1)) for d in args.direction] or [bundle.direction()]
     corpora = {d: (Path(src), Path(tgt)) for d, src, tgt in zip(directions, args.src, args.tgt, strict=True)}
-    shortlist = shortlist_for_bundle(bundle, corpora, args.k, args.frequent, args.outside)
+    shortlist = shortlist_for_bundle(bundle, corpora, args.k, args.frequent, args.outside, args.score)
     path = save_shortlist(shortlist, shortlist_path(bundle))
     print(path)
     ct2 = bundle_file(bundle.path, EXPORT_DIR, "ct2 export")
@@ -663,7 +663,8 @@ def build_parser() -> argparse.ArgumentParser:
         "shortlist",
         help="build the bundle's vocabulary shortlist from a parallel corpus",
         description="Build BUNDLE/shortlist.npz: for each source token its K best target tokens by "
-        "co-occurrence (Dice) in the corpus, plus the N most frequent target tokens; decoding with "
+        "co-occurrence (Dice) or IBM model 1's p(target | source) in the corpus, plus the N most "
+        "frequent target tokens; decoding with "
         "--shortlist then computes the output layer over those only. Also writes BUNDLE/ct2/vmap.txt "
         "when the bundle has a CTranslate2 export.",
     )
@@ -688,6 +689,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="ids outside a batch's shortlist sampled to estimate the rest of the softmax normaliser "
         "(default 0: normalise over the shortlist alone; PyTorch and ONNX Runtime, not CTranslate2's vmap)",
+    )
+    p.add_argument(
+        "--score",
+        choices=["dice", "ibm1"],
+        default="dice",
+        help="how each source token's candidates rank: dice, the Dice coefficient of sentence "
+        "co-occurrence (default, one pass); ibm1, IBM model 1's p(target | source) after 5 rounds of "
+        "EM (six passes over the corpus; a sharper table: as few missing tokens with fewer ids)",
     )
     p.set_defaults(handler=cmd_shortlist)
 

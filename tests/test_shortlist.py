@@ -84,6 +84,28 @@ def test_rows_rank_by_dice_and_keep_k_and_the_frequent_tokens():
     )
 
 
+def test_ibm1_ranks_a_row_by_what_its_source_token_translates_into():
+    # 5 ("dog") always comes with 7 ("Hund"); 6 ("the") with 8 ("der") and also with 7 when 5
+    # is there. Dice ranks 7 above 8 for 6 (7 is in more of 6's sentences); IBM model 1 explains
+    # 7 by 5 and ranks 8 first for 6
+    src = [[6, 5], [6, 5], [6, 5], [6]]
+    tgt = [[8, 7], [8, 7], [8, 7], [8]]
+    row = lambda table, s: table.indices[table.indptr[s] : table.indptr[s + 1]].tolist()  # noqa: E731
+    dice = build_shortlist([(src, tgt)], 10, 12, k=1, frequent=0)
+    chunks = [(src[:2], tgt[:2]), (src[2:], tgt[2:])]
+    ibm1 = build_shortlist(
+        lambda: iter(chunks), 10, 12, k=1, frequent=0, score="ibm1"
+    )  # read anew each round
+    assert row(dice, 6) == [8] and row(ibm1, 6) == [8] and row(ibm1, 5) == [7]
+    assert ibm1.meta["score"] == "ibm1" and ibm1.meta["iterations"] == 5 and ibm1.meta["pairs"] == 4
+    # where co-occurrence cannot tell, IBM model 1 can: 9 and 10 always come together
+    src, tgt = [[6, 9], [6, 10], [6, 9, 10]], [[8, 11], [8, 12], [8, 11, 12]]
+    ibm1 = build_shortlist([(src, tgt)], 13, 13, k=1, frequent=0, score="ibm1")
+    assert row(ibm1, 9) == [11] and row(ibm1, 10) == [12] and row(ibm1, 6) == [8]
+    with pytest.raises(DataError, match="a score of dice, ibm1"):
+        build_shortlist([(src, tgt)], 13, 13, score="counts")
+
+
 def test_the_vocabulary_is_the_union_with_the_specials_first_padded_to_the_block():
     src, tgt = [[10, 11], [12]], [[100, 101], [102, 103]]
     shortlist = build_shortlist([(src, tgt)], 20, 1000, k=3, frequent=0)
@@ -523,16 +545,18 @@ def test_ctranslate2_refuses_a_multilingual_shortlist_in_one_line(multilingual_s
 
 
 def test_the_tuning_and_diagnosis_benchmarks_run_over_the_sample_sizes(shortlisted, tiny_corpus):
-    """benchmarks/shortlist_tune.py over (k, N, M), and benchmarks/shortlist_diagnose.py, on val."""
+    """benchmarks/shortlist_tune.py over (score, k, N, M), and benchmarks/shortlist_diagnose.py, on val."""
     path = str(shortlisted["lstm_attention"])
     data = ("--data", str(tiny_corpus), "--threads", "1")
     out = run_benchmark(
         "shortlist_tune.py", "--model", path, "--k", "5", "--frequent", "20", "--outside", "0,16,100000", *data,
-        verdict=False,
+        "--score", "dice,ibm1", verdict=False,
     )  # fmt: skip
     rows = [line.split() for line in out.splitlines() if line.split()[:1] == ["en-de"]]
     table = rows[len(rows) // 2 :]  # each row is printed as it comes, then in the table
-    assert [row[3] for row in table] == ["0", "16", "100000"]
+    assert [(row[1], row[4]) for row in table] == [
+        (score, m) for score in ("dice", "ibm1") for m in ("0", "16", "100000")
+    ]
     assert all(row[-1].endswith("/24") for row in table)
     out = run_benchmark("shortlist_diagnose.py", "--model", path, *data, verdict=False)
     assert "translations the shortlist changes:" in out and "mass outside the union" in out
@@ -556,7 +580,7 @@ def test_the_tuning_benchmark_builds_from_another_target_side_and_reports_test(
     assert "on test_2016_flickr (24 sentences)" in out and f"tables from {reversed_target}" in out
     reference = run_benchmark("shortlist_tune.py", *common, "--split", "test_2016_flickr", verdict=False)
     sizes = [
-        [line.split()[4] for line in text.splitlines() if line.split()[:1] == ["en-de"]][0]
+        [line.split()[5] for line in text.splitlines() if line.split()[:1] == ["en-de"]][0]
         for text in (out, reference)
     ]
     assert sizes[0] != sizes[1]  # another table: another mean vocabulary per batch
