@@ -1,10 +1,13 @@
 """Lexical vocabulary shortlists: which target tokens a batch's translations may use.
 
-A shortlist maps each source token id to its k most likely target tokens, ranked by how often
-the two occur in the same sentence pair of a parallel corpus (the Dice coefficient of their
-sentence counts: 2 c(s, t) / (c(s) + c(t)), which, unlike the raw count, does not rank the
-frequent target tokens first for every source token), and keeps the N most frequent target
-tokens besides. Decoding a batch then computes the output layer only over the union of its
+A shortlist maps each source token id to its k most likely target tokens, ranked by a `score`
+over a parallel corpus: "dice", how often the two occur in the same sentence pair (the Dice
+coefficient of their sentence counts: 2 c(s, t) / (c(s) + c(t)), which, unlike the raw count,
+does not rank the frequent target tokens first for every source token), or "ibm1", IBM model 1's
+p(t | s) after a few rounds of EM (each target token explained by one source token of its pair
+or NULL, so a token another source word explains leaves this one's row: sharper rows, fewer of
+a translation's tokens missing at the same size; Marian and Bergamot take p(t | s) from
+fast_align's lexical table the same way); and keeps the N most frequent target tokens besides. Decoding a batch then computes the output layer only over the union of its
 source tokens' rows, the frequent tokens and the specials (`vocabulary`), as Marian's and
 Bergamot's lexical shortlists and CTranslate2's `vmap` do: for the LSTMs the output layer is
 most of a step's multiply-adds. Normalised over the union alone, every log-probability rises by
