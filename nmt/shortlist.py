@@ -7,7 +7,8 @@ does not rank the frequent target tokens first for every source token), or "ibm1
 p(t | s) after a few rounds of EM (each target token explained by one source token of its pair
 or NULL, so a token another source word explains leaves this one's row: sharper rows, fewer of
 a translation's tokens missing at the same size; Marian and Bergamot take p(t | s) from
-fast_align's lexical table the same way); and keeps the N most frequent target tokens besides. Decoding a batch then computes the output layer only over the union of its
+fast_align's lexical table the same way); and keeps the N most frequent target tokens besides.
+Decoding a batch then computes the output layer only over the union of its
 source tokens' rows, the frequent tokens and the specials (`vocabulary`), as Marian's and
 Bergamot's lexical shortlists and CTranslate2's `vmap` do: for the LSTMs the output layer is
 most of a step's multiply-adds. Normalised over the union alone, every log-probability rises by
@@ -306,6 +307,10 @@ def build_shortlist(
         raise DataError(
             f"a shortlist needs k >= 1, frequent >= 0, outside >= 0 and a score of {', '.join(SCORES)} "
             f"(got {k}, {frequent}, {outside}, {score})"
+        )
+    if score == "ibm1" and isinstance(corpus, Iterator):
+        raise DataError(
+            "IBM model 1 reads the corpus once per round: give a list or a function of the chunks"
         )
     codes, counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
     src_df = np.zeros(src_vocab_size, np.int64)  # sentences each source id occurs in

@@ -102,6 +102,8 @@ def test_ibm1_ranks_a_row_by_what_its_source_token_translates_into():
     src, tgt = [[6, 9], [6, 10], [6, 9, 10]], [[8, 11], [8, 12], [8, 11, 12]]
     ibm1 = build_shortlist([(src, tgt)], 13, 13, k=1, frequent=0, score="ibm1")
     assert row(ibm1, 9) == [11] and row(ibm1, 10) == [12] and row(ibm1, 6) == [8]
+    with pytest.raises(DataError, match="once per round"):  # a generator would be empty after one
+        build_shortlist(iter([(src, tgt)]), 13, 13, score="ibm1")
     with pytest.raises(DataError, match="a score of dice, ibm1"):
         build_shortlist([(src, tgt)], 13, 13, score="counts")
 
