@@ -7,6 +7,7 @@ microseconds each, a visible share of a cache hit's time.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from serving.access import fingerprint
 from serving.errors import ApiError, validation_error
 from serving.services import Services
+from serving.translation import Caller
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -86,6 +88,13 @@ def until_gone(request: Request) -> Callable[[], Awaitable[object]]:
             pass
 
     return wait
+
+
+def request_caller(request: Request, services: Services, key: str | None, pinned: bool) -> Caller:
+    """Who asks for this whole request: its owner, its disconnect, and its deadline
+    (NMT_REQUEST_TIMEOUT_S from now, for every decode it makes)."""
+    deadline = time.monotonic() + services.settings.request_timeout_s
+    return Caller(owner(request, services, key), pinned, until_gone(request), deadline)
 
 
 def require_json(request: Request) -> None:

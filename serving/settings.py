@@ -71,7 +71,7 @@ class Settings(BaseSettings):
 
     # backpressure: what one request may cost, and how much may wait
     request_timeout_s: float = Field(
-        60.0, gt=0.0, description="a translation not done by then is abandoned and answered 504"
+        60.0, gt=0.0, description="a request not done by then (all its decodes) is abandoned and answered 504"
     )
     queue_max_sentences: int = Field(
         4096, ge=1, description="sentences waiting per model; beyond it requests get 503 + Retry-After"

@@ -58,11 +58,15 @@ class TextResult:
 @dataclass(frozen=True)
 class Caller:
     """Who asked: `owner` may post references for the translations; `until_gone` completes when
-    the client has closed its connection (then the work is dropped)."""
+    the client has closed its connection (then the work is dropped); `deadline` (time.monotonic())
+    is when the whole request is abandoned, every decode it makes included (the first pass and the
+    repair of degenerate translations); without one, each decode gets NMT_REQUEST_TIMEOUT_S (a
+    stream's sentences)."""
 
     owner: str
     pinned: bool = False  # the request named its model: reported outside the A/B split
     until_gone: Callable[[], Awaitable[object]] | None = None
+    deadline: float | None = None
 
 
 def search_options(
@@ -254,9 +258,7 @@ async def translate_texts(
         ids = await _encode(entry, [normalise(sentences[i]) for i in misses.values()])
         _check_lengths(entry, ids, list(misses.values()), split, field, services.settings.max_sentence_tokens)
         decoded = await _within_deadline(
-            entry.batcher.translate(ids, search, alignment),
-            services.settings.request_timeout_s,
-            caller.until_gone,
+            entry.batcher.translate(ids, search, alignment), services.settings.request_timeout_s, caller
         )
         decoded = await _repaired(entry, ids, decoded, search, services, caller, alignment)
         fresh = {
@@ -343,7 +345,7 @@ async def _repaired(
     again = await _within_deadline(
         entry.batcher.translate([ids[i] for i in redo], repair_search(search), alignment),
         services.settings.request_timeout_s,
-        caller.until_gone,
+        caller,
     )
     decoded = list(decoded)
     for i, nbest in zip(redo, again, strict=True):
@@ -405,16 +407,15 @@ def _locate(split: list[tuple[list[str], list[str]]], index: int) -> tuple[int, 
     raise IndexError(index)
 
 
-async def _within_deadline(
-    work: Awaitable[T], timeout_s: float, until_gone: Callable[[], Awaitable[object]] | None
-) -> T:
+async def _within_deadline(work: Awaitable[T], timeout_s: float, caller: Caller) -> T:
     """`work`'s result; cancelled (and its sentences dropped) once the client is gone (499) or the
-    deadline passes (504). A full queue is a 503 with Retry-After."""
+    caller's deadline (else `timeout_s` from now) passes (504). A full queue is a 503 with Retry-After."""
+    left = timeout_s if caller.deadline is None else max(0.0, caller.deadline - time.monotonic())
     task = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(until_gone()) if until_gone else None
+    gone = asyncio.ensure_future(caller.until_gone()) if caller.until_gone else None
     waiting = {task} if gone is None else {task, gone}
     try:
-        done, _ = await asyncio.wait(waiting, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(waiting, timeout=left, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for future in waiting:
             future.cancel()

@@ -20,12 +20,12 @@ from fastapi import APIRouter, Request, Response
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
-from serving.deps import authorize, get_services, owner, until_gone
+from serving.deps import authorize, get_services, request_caller
 from serving.errors import ApiError
 from serving.files import MEDIA_TYPES, FileError, suffix, text_chars, translate_file
 from serving.routers.translate import route
 from serving.schemas import TranslateFileResponse
-from serving.translation import Caller, run_pipeline, search_options
+from serving.translation import run_pipeline, search_options
 
 router = APIRouter(tags=["LibreTranslate compatible"])
 
@@ -102,7 +102,7 @@ async def translate_file_endpoint(request: Request) -> TranslateFileResponse:
     client_id = request.headers.get(settings.client_id_header)
     entry = route(services, fields["source"], fields["target"], fields.get("model"), client_id)
     search = search_options(entry, settings)
-    caller = Caller(owner(request, services, key), False, until_gone(request))
+    caller = request_caller(request, services, key, False)
 
     async def translate(texts: list[str], format: str) -> list[str]:
         results, _ = await run_pipeline(services, entry, texts, search, "file", caller, False, format)

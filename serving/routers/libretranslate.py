@@ -18,14 +18,14 @@ from pydantic import ValidationError
 from pydantic_core import from_json
 from starlette.formparsers import MultiPartException
 
-from serving.deps import ServicesDep, authorize, get_services, owner, until_gone
+from serving.deps import ServicesDep, authorize, get_services, request_caller
 from serving.detect import auto_source
 from serving.errors import ApiError, validation_error
 from serving.routers.translate import route, variant_headers
 from serving.schemas import LibreTranslateRequest, LibreTranslateResponse
 from serving.services import Services
 from serving.terms import request_terms
-from serving.translation import Caller, check_texts, run_pipeline, search_options
+from serving.translation import check_texts, run_pipeline, search_options
 
 router = APIRouter(tags=["LibreTranslate compatible"])
 
@@ -123,7 +123,7 @@ async def _translate(request: Request, services: Services) -> JSONResponse:
     search = search_options(
         entry, services.settings, beam_size=max(entry.bundle.search.beam_size, n_best), n_best=n_best
     )
-    caller = Caller(owner(request, services, key), body.model is not None, until_gone(request))
+    caller = request_caller(request, services, key, body.model is not None)
     glossary, _ = await request_terms(services, caller.owner, None, None)
     results, _ = await run_pipeline(services, entry, texts, search, "q", caller, False, body.format, glossary)
     response: dict[str, Any]

@@ -7,14 +7,14 @@ import math
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from serving.deps import ServicesDep, authorize, get_services, owner, parse_json, require_json, until_gone
+from serving.deps import ServicesDep, authorize, get_services, parse_json, request_caller, require_json
 from serving.detect import auto_source
 from serving.errors import ApiError
 from serving.registry import ModelEntry, RoutingError
 from serving.schemas import ModelsResponse, TranslateRequest, TranslateResponse
 from serving.services import Services
 from serving.terms import request_terms
-from serving.translation import Caller, check_alignment, check_texts, run_pipeline, search_options
+from serving.translation import check_alignment, check_texts, run_pipeline, search_options
 
 router = APIRouter(tags=["translate"])
 
@@ -69,7 +69,7 @@ async def translate(request: Request) -> Response:
         entry, settings, body.beam_size, body.n_best, body.max_length, body.length_penalty
     )
     check_alignment(entry, body.return_alignment)
-    caller = Caller(owner(request, services, key), body.model is not None, until_gone(request))
+    caller = request_caller(request, services, key, body.model is not None)
     glossary, verbatim = await request_terms(services, caller.owner, body.glossary, body.do_not_translate)
     results, ids = await run_pipeline(
         services, entry, texts, search, "text", caller, body.return_alignment, body.format, glossary, verbatim

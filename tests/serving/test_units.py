@@ -87,3 +87,38 @@ def test_alternatives_widen_a_greedy_models_beam():
     with pytest.raises(ApiError) as refused:
         search_options(entry, settings, beam_size=2, n_best=3)
     assert refused.value.field == "n_best"
+
+
+def test_a_requests_deadline_covers_every_decode_it_makes():
+    """The repair pass of a request (its degenerate translations decoded again) gets what is left
+    of the request's deadline, not a fresh timeout: a request is answered 504 once its deadline
+    passes, however many decodes it makes, and the decode still running is cancelled."""
+    import asyncio
+    import time
+
+    from serving.errors import ApiError
+    from serving.translation import Caller, _within_deadline
+
+    cancelled = []
+
+    async def work(seconds: float) -> str:
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            cancelled.append(seconds)
+            raise
+        return "done"
+
+    async def request() -> float:
+        caller = Caller("test", deadline=time.monotonic() + 0.3)
+        assert await _within_deadline(work(0.2), 0.3, caller) == "done"
+        started = time.monotonic()
+        with pytest.raises(ApiError) as late:
+            await _within_deadline(work(0.2), 0.3, caller)
+        assert (late.value.status, late.value.type) == (504, "timeout")
+        return time.monotonic() - started
+
+    assert asyncio.run(request()) < 0.2
+    assert cancelled == [0.2]
+    # without a deadline (a stream's sentences) each decode gets the whole timeout
+    assert asyncio.run(_within_deadline(work(0.2), 0.3, Caller("test"))) == "done"
