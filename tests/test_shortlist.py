@@ -604,8 +604,8 @@ def test_the_six_direction_bundle_has_a_table_per_target_language():
     assert shortlist.languages == ["de", "en", "fr"] and shortlist.meta["pairs"] == 6 * 29000
     assert sorted(c["direction"] for c in shortlist.meta["corpus"]) == sorted(map(str, bundle.directions))
     assert (shortlist.meta["k"], shortlist.meta["frequent"], shortlist.outside) == (
-        50,
-        300,
+        100,
+        1000,
         256,
     )  # chosen on val (docs/decode.md)
 
