@@ -55,6 +55,12 @@ def main() -> None:
     parser.add_argument(
         "--score", default="dice", help="comma-separated table scores (dice, ibm1; `nmt shortlist --score`)"
     )
+    parser.add_argument(
+        "--copies",
+        action="store_true",
+        help="tables that list each source id in its own row (`nmt shortlist --copies`; a shared "
+        "vocabulary): the score column says dice+copies",
+    )
     parser.add_argument("--sentences", type=int, default=None, help="first N sentences (default all)")
     parser.add_argument(
         "--split",
@@ -109,10 +115,11 @@ def main() -> None:
         for n in args.frequent.split(",")
     ]
     for score, k, n in grid:
-        table = shortlist_for_bundle(bundle, corpora, k, n, score=score)
+        table = shortlist_for_bundle(bundle, corpora, k, n, score=score, copies=args.copies)
+        name = f"{score}+copies" if args.copies else score
         for m, d in ((m, d) for m in sizes_m for d in directions):
             translator.shortlist = replace(table, meta={**table.meta, "outside": m})
-            rows.append([str(d), score, k, n, m, *_row(translator, search, held_out[d], full[d], d, bundle)])
+            rows.append([str(d), name, k, n, m, *_row(translator, search, held_out[d], full[d], d, bundle)])
             print(*rows[-1], flush=True)
         translator.shortlist = None
     harness.print_table(

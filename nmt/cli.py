@@ -15,7 +15,7 @@
         (sentences/s of each engine that can run it here, beam 5, batch 32; --record: into bundle.json)
     nmt export --model BUNDLE --format onnx [--quantize int8]                       (-> BUNDLE/onnx/)
     nmt export --model BUNDLE --format ctranslate2 [--quantize int8]         (Transformer -> BUNDLE/ct2/)
-    nmt shortlist --model BUNDLE --src FILE --tgt FILE [--k 30] [--frequent 100] [--outside 0] [--score dice]
+    nmt shortlist --model BUNDLE --src FILE --tgt FILE [--k 30] [--frequent 100] [--outside 0] [--score dice] [--copies]
                                                (-> BUNDLE/shortlist.npz, and BUNDLE/ct2/vmap.txt)
         a multilingual bundle: [--direction en-de --src FILE --tgt FILE] for each corpus
     nmt compare [--models BUNDLE...] [--hyps NAME=FILE...] --src FILE --ref FILE [--baseline NAME]
@@ -384,7 +384,9 @@ def cmd_shortlist(args) -> None:
         )
     directions = [bundle.direction(*d.split("-", 1)) for d in args.direction] or [bundle.direction()]
     corpora = {d: (Path(src), Path(tgt)) for d, src, tgt in zip(directions, args.src, args.tgt, strict=True)}
-    shortlist = shortlist_for_bundle(bundle, corpora, args.k, args.frequent, args.outside, args.score)
+    shortlist = shortlist_for_bundle(
+        bundle, corpora, args.k, args.frequent, args.outside, args.score, args.copies
+    )
     path = save_shortlist(shortlist, shortlist_path(bundle))
     print(path)
     ct2 = bundle_file(bundle.path, EXPORT_DIR, "ct2 export")
@@ -697,6 +699,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="how each source token's candidates rank: dice, the Dice coefficient of sentence "
         "co-occurrence (default, one pass); ibm1, IBM model 1's p(target | source) after 5 rounds of "
         "EM (six passes over the corpus; a sharper table: as few missing tokens with fewer ids)",
+    )
+    p.add_argument(
+        "--copies",
+        action="store_true",
+        help="a bundle whose two sides share one vocabulary: each source token's row also lists the "
+        "token itself (names, numbers and shared words can be copied through)",
     )
     p.set_defaults(handler=cmd_shortlist)
 

@@ -7,7 +7,10 @@ does not rank the frequent target tokens first for every source token), or "ibm1
 p(t | s) after a few rounds of EM (each target token explained by one source token of its pair
 or NULL, so a token another source word explains leaves this one's row: sharper rows, fewer of
 a translation's tokens missing at the same size; Marian and Bergamot take p(t | s) from
-fast_align's lexical table the same way); and keeps the N most frequent target tokens besides.
+fast_align's lexical table the same way); and keeps the N most frequent target tokens besides. Where the two sides share one vocabulary
+(one tokenizer), a table built with `copies` also lists each source id in its own row: names,
+numbers and the words the languages share are then in the union whenever the source has them,
+as copying them through needs.
 Decoding a batch then computes the output layer only over the union of its
 source tokens' rows, the frequent tokens and the specials (`vocabulary`), as Marian's and
 Bergamot's lexical shortlists and CTranslate2's `vmap` do: for the LSTMs the output layer is
@@ -297,12 +300,15 @@ def build_shortlist(
     meta: dict[str, Any] | None = None,
     outside: int = DEFAULT_OUTSIDE,
     score: str = DEFAULT_SCORE,
+    copies: bool = False,
 ) -> Shortlist:
     """A shortlist from chunks of token id sequences (source chunk, target chunk), each a list of
     sentences: each source id's k best target ids by `score` (see the module docstring; "ibm1"
     reads the corpus IBM1_ITERATIONS more times, so give it a function that yields the chunks
     anew), and the `frequent` target ids found in the most sentences; decoding with it samples
-    `outside` ids outside a batch's vocabulary for the normaliser (recorded only)."""
+    `outside` ids outside a batch's vocabulary for the normaliser (recorded only). With `copies`
+    (the two sides share their ids) each source id's row ends with the id itself unless its k
+    best already hold it."""
     if k < 1 or frequent < 0 or outside < 0 or score not in SCORES:
         raise DataError(
             f"a shortlist needs k >= 1, frequent >= 0, outside >= 0 and a score of {', '.join(SCORES)} "
@@ -338,8 +344,10 @@ def build_shortlist(
     s, t = s[order], t[order]
     row_sizes = np.bincount(s, minlength=src_vocab_size)
     rank = np.arange(s.size) - np.repeat(np.cumsum(row_sizes) - row_sizes, row_sizes)
-    kept = rank < k
-    indptr = np.concatenate([[0], np.cumsum(np.minimum(row_sizes, k))]).astype(np.int64)
+    s, t = s[rank < k], t[rank < k]
+    if copies:
+        s, t = _with_copies(s, t, min(src_vocab_size, tgt_vocab_size), tgt_vocab_size)
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(s, minlength=src_vocab_size))]).astype(np.int64)
     candidates = tgt_df.copy()
     candidates[:SPECIALS] = -1
     top = np.argsort(-candidates, kind="stable")[: min(frequent, tgt_vocab_size - SPECIALS)]
@@ -353,9 +361,22 @@ def build_shortlist(
         "tgt_vocab_size": tgt_vocab_size,
         "score": score,
         **({"iterations": IBM1_ITERATIONS} if score == "ibm1" else {}),
+        **({"copies": True} if copies else {}),
         **(meta or {}),
     }
-    return Shortlist(indptr, t[kept].astype(np.int32), top.astype(np.int32), tgt_vocab_size, description)
+    return Shortlist(indptr, t.astype(np.int32), top.astype(np.int32), tgt_vocab_size, description)
+
+
+def _with_copies(
+    s: np.ndarray, t: np.ndarray, shared: int, tgt_vocab_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows (s, t), sorted by s, with (i, i) added at the end of row i for every non-special
+    id i < `shared` the row lacks."""
+    own = np.arange(SPECIALS, shared, dtype=s.dtype)
+    own = own[~np.isin(own * tgt_vocab_size + own, s * tgt_vocab_size + t)]
+    s, t = np.concatenate([s, own]), np.concatenate([t, own])
+    order = np.argsort(s, kind="stable")  # each row's candidates keep their order, its own id last
+    return s[order], t[order]
 
 
 def tokenized_chunks(
@@ -378,7 +399,17 @@ def stack_tables(tables: Sequence[tuple[str, int, Shortlist]], meta: dict[str, A
     indptr = np.concatenate(
         [[0]] + [table.indptr[1:] + offset for (_, _, table), offset in zip(tables, offsets, strict=True)]
     )
-    shared = ("format", "k", "frequent", "outside", "src_vocab_size", "tgt_vocab_size", "score", "iterations")
+    shared = (
+        "format",
+        "k",
+        "frequent",
+        "outside",
+        "src_vocab_size",
+        "tgt_vocab_size",
+        "score",
+        "iterations",
+        "copies",
+    )
     description: dict[str, Any] = {
         **{key: first.meta[key] for key in shared if key in first.meta},
         "pairs": sum(int(table.meta["pairs"]) for _, _, table in tables),
@@ -401,12 +432,14 @@ def shortlist_for_bundle(
     frequent: int = DEFAULT_FREQUENT,
     outside: int = DEFAULT_OUTSIDE,
     score: str = DEFAULT_SCORE,
+    copies: bool = False,
 ) -> Shortlist:
     """A shortlist for `bundle` from parallel corpora {direction: (source file, target file)},
     tokenized with the bundle's tokenizers: one table from the one corpus of a bilingual bundle;
     for a multilingual bundle (language tokens), one table per target language from every
     corpus into it, and a corpus for each target language it translates into. DataError for a
-    direction the bundle does not translate or a target language without a corpus."""
+    direction the bundle does not translate, a target language without a corpus, or `copies`
+    (each source id in its own row) where the two sides have different tokenizers."""
     others = sorted(str(d) for d in corpora if not bundle.translates(d))
     if others or not corpora:
         served = ", ".join(map(str, bundle.directions))
@@ -416,6 +449,11 @@ def shortlist_for_bundle(
         )
     listed = {d: {"src": str(src), "tgt": str(tgt)} for d, (src, tgt) in sorted(corpora.items())}
     identity = _identity(bundle)
+    if copies and identity["src_tokenizer_sha256"] != identity["tgt_tokenizer_sha256"]:
+        raise DataError(
+            f"{bundle.name} has a source and a target vocabulary of its own: a source id is no target "
+            "id to copy (build it without copies)"
+        )
     sizes = bundle.src_tokenizer.vocab_size, bundle.tgt_tokenizer.vocab_size
 
     def table(directions: list[Direction], meta: dict[str, Any]) -> Shortlist:
@@ -423,7 +461,7 @@ def shortlist_for_bundle(
             for d in directions:
                 yield from tokenized_chunks(*corpora[d], bundle.src_tokenizer, bundle.tgt_tokenizer)
 
-        return build_shortlist(chunks, *sizes, k, frequent, meta, outside, score)
+        return build_shortlist(chunks, *sizes, k, frequent, meta, outside, score, copies)
 
     if not bundle.language_tokens:
         ((direction, files),) = listed.items()  # a bilingual bundle translates one direction

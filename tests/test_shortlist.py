@@ -84,6 +84,59 @@ def test_rows_rank_by_dice_and_keep_k_and_the_frequent_tokens():
     )
 
 
+def test_copies_put_each_source_id_in_its_own_row_after_its_k_best():
+    # one vocabulary on both sides: 5 is a name, copied through; 6 translates into 8
+    src, tgt = [[5, 6], [5, 6], [6]], [[5, 8], [5, 8], [8]]
+    row = lambda table, s: table.indices[table.indptr[s] : table.indptr[s + 1]].tolist()  # noqa: E731
+    plain = build_shortlist([(src, tgt)], 200, 200, k=1, frequent=0)
+    copies = build_shortlist([(src, tgt)], 200, 200, k=1, frequent=0, copies=True)
+    assert row(plain, 6) == [8] and row(plain, 9) == [] and "copies" not in plain.meta
+    assert row(copies, 5) == [5]  # its best is itself: not listed twice
+    assert row(copies, 6) == [8, 6] and row(copies, 9) == [9] and row(copies, 199) == [199]
+    assert row(copies, 0) == row(copies, 3) == []  # the specials are in every union anyway
+    assert copies.meta["copies"] is True
+    vocabulary = copies.vocabulary([[150, 160]])
+    assert vocabulary is not None and {150, 160} <= set(vocabulary.tolist())
+    assert not {150, 160} & set(plain.vocabulary([[150, 160]]).tolist())
+    # ids only the larger side has are nobody's copy
+    wider = build_shortlist([(src, tgt)], 12, 20, k=1, frequent=0, copies=True)
+    assert row(wider, 11) == [11] and wider.indptr.size == 13
+
+
+def test_nmt_shortlist_copies_records_them_and_the_rows_hold_their_own_ids(trained_bundles, tmp_path):
+    bundle = _copy(trained_bundles["transformer"], tmp_path)  # a joint tokenizer, as recipes default to
+    corpus = tmp_path / "one"
+    corpus.write_text("A man.\n", encoding="utf-8")
+    run_nmt("shortlist", "--model", str(bundle), "--src", str(corpus), "--tgt", str(corpus), "--copies")
+    shortlist = require_shortlist(load_bundle(bundle))
+    assert shortlist.meta["copies"] is True
+    rows = [shortlist.indices[shortlist.indptr[i] : shortlist.indptr[i + 1]] for i in range(SPECIALS, 50)]
+    assert all(i in row for i, row in zip(range(SPECIALS, 50), rows, strict=True))
+
+
+def test_copies_need_one_vocabulary_on_both_sides(tmp_path):
+    from types import SimpleNamespace
+
+    from nmt.languages import Direction
+
+    def tokenizer(digest: str) -> SimpleNamespace:
+        return SimpleNamespace(file_hash=lambda: digest, vocab_size=12)
+
+    direction = Direction("en", "de")
+    bundle = SimpleNamespace(
+        name="two-vocabularies",
+        version="v1",
+        directions=[direction],
+        translates=lambda d: d == direction,
+        language_tokens={},
+        src_tokenizer=tokenizer("a"),
+        tgt_tokenizer=tokenizer("b"),
+    )
+    files = (tmp_path / "train.en", tmp_path / "train.de")
+    with pytest.raises(DataError, match="a source id is no target id to copy"):
+        shortlist_for_bundle(bundle, {direction: files}, copies=True)
+
+
 def test_ibm1_ranks_a_row_by_what_its_source_token_translates_into():
     # 5 ("dog") always comes with 7 ("Hund"); 6 ("the") with 8 ("der") and also with 7 when 5
     # is there. Dice ranks 7 above 8 for 6 (7 is in more of 6's sentences); IBM model 1 explains
