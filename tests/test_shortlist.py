@@ -661,6 +661,7 @@ def test_the_six_direction_bundle_has_a_table_per_target_language():
         1000,
         256,
     )  # chosen on val (docs/decode.md)
+    assert shortlist.meta["copies"] is True  # one vocabulary for the three languages
 
 
 @pytest.mark.parametrize("direction", ["en-de", "fr-en"])
