@@ -7,10 +7,10 @@ does not rank the frequent target tokens first for every source token), or "ibm1
 p(t | s) after a few rounds of EM (each target token explained by one source token of its pair
 or NULL, so a token another source word explains leaves this one's row: sharper rows, fewer of
 a translation's tokens missing at the same size; Marian and Bergamot take p(t | s) from
-fast_align's lexical table the same way); and keeps the N most frequent target tokens besides. Where the two sides share one vocabulary
-(one tokenizer), a table built with `copies` also lists each source id in its own row: names,
-numbers and the words the languages share are then in the union whenever the source has them,
-as copying them through needs.
+fast_align's lexical table the same way); and keeps the N most frequent target tokens besides.
+Where the two sides share one vocabulary (one tokenizer), a table built with `copies` also lists
+each source id in its own row: names, numbers and the words the languages share are then in the
+union whenever the source has them, as copying them through needs.
 Decoding a batch then computes the output layer only over the union of its
 source tokens' rows, the frequent tokens and the specials (`vocabulary`), as Marian's and
 Bergamot's lexical shortlists and CTranslate2's `vmap` do: for the LSTMs the output layer is
