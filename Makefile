@@ -46,8 +46,13 @@ lint: setup
 	$(BIN)/ruff format --check nmt serving tests benchmarks
 	$(BIN)/mypy nmt serving
 
+# The suite runs as TEST_WORKERS pytest processes (pytest-xdist), each test file whole on one of
+# them (--dist loadfile: a module's servers and fixtures stay in one process). Most of its time is
+# spent waiting on subprocesses (servers, trainings, benchmarks), so 2 on a 2-core box take about
+# half the time of 1 (1,139 s -> 599 s measured, same 1,130 tests passed). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: setup system-tools lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The service on every bundle in models/, ONNX Runtime on the CPU, an in-process cache unless
 # NMT_REDIS_URL is set; other NMT_* settings pass through the environment.
