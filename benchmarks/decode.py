@@ -59,6 +59,7 @@ import multiprocessing
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -85,6 +86,7 @@ SETTINGS = {  # name: (beam size, batch size)
     "greedy, batch 32": (1, 32),
 }
 MAIN = "beam 5, batch 32"  # the setting the targets are judged on
+FP16 = "beam 5, batch 64"  # the setting the float16 targets are judged on (a GPU's batch)
 CT2_RATIO, TORCH_RATIO, INT8_BLEU = 1.0, 2.0, 0.5  # issue 15: ONNX Runtime fp32 at CTranslate2 fp32's speed
 SHORTLIST_BLEU, SHORTLIST_SPEED = 0.2, 1.5  # at most this far below; at least this fast (recurrent)
 SHORTLISTED = " + shortlist"
@@ -211,19 +213,63 @@ def _mb(*files: Path) -> float:
     return sum(path.stat().st_size for path in files) / 2**20
 
 
+def _ctranslate2_runs_on(device: str) -> bool:
+    """Whether this ctranslate2 build sees the device (PyPI's wheels are built for one CUDA
+    major version: on a machine with another, it sees no GPU)."""
+    import ctranslate2
+
+    return device == "cpu" or ctranslate2.get_cuda_device_count() > 0
+
+
+def _float16_contenders(
+    path: Path, fp32: Bundle, tmp: Path, device: str, ctranslate2: bool
+) -> list[Contender]:
+    """PyTorch fp16 (the model in half precision), ONNX Runtime fp16 (an export with --quantize
+    float16) and CTranslate2 fp16 (compute_type float16) where CTranslate2 computes in float16 on
+    the device (on a GPU; not on a CPU, where the other two run, slower than in fp32: a check
+    of the path, not a speed-up)."""
+    import ctranslate2 as ct2
+
+    fp16 = load_bundle(shutil.copytree(path, tmp / "fp16", ignore=shutil.ignore_patterns("onnx", "ct2")))
+    export_onnx(fp16, quantize="float16")
+    onnx_files = (fp16.path / "onnx" / name for name in (ENCODER_FILE, DECODER_FILE))
+    found = [
+        Contender(
+            "PyTorch fp16",
+            Engine(str(fp32.path), device, "torch", {"dtype": "float16"}),
+            _mb(fp32.path / "weights.safetensors"),
+        ),
+        Contender("ONNX Runtime fp16", Engine(str(fp16.path), device, "onnx"), _mb(*onnx_files)),
+    ]
+    kind = device.split(":")[0]
+    if ctranslate2 and "float16" in ct2.get_supported_compute_types(kind):
+        engine = Engine(str(fp32.path), device, "ctranslate2", {"compute_type": "float16"})
+        found.append(Contender("CTranslate2 fp16", engine, _mb(fp32.path / "ct2" / "model.bin")))
+    elif ctranslate2:
+        print(f"CTranslate2 computes no float16 on {kind}: no CTranslate2 fp16 contender", flush=True)
+    return found
+
+
 def _contenders(
-    path: Path, tmp: Path, device: str, shortlist_only: bool = False, threads: int = 1
+    path: Path,
+    tmp: Path,
+    device: str,
+    shortlist_only: bool = False,
+    threads: int = 1,
+    float16: bool = False,
 ) -> tuple[list[Contender], bool]:
     """The contenders for the bundle at `path` (exported into copies under `tmp`); whether
-    CTranslate2 runs too (Transformers, on the CPU). On a GPU: PyTorch eager and ONNX Runtime
-    fp32 only (int8 dynamic quantization is a CPU technique; the CTranslate2 wheels on PyPI are
-    built for another CUDA than the GPU machine's). With a shortlist in the bundle, each fp32
-    contender again with it (`_shortlist_contenders`); `shortlist_only`: no int8. With several
-    `threads` on the CPU, ONNX Runtime fp32 and CTranslate2 fp32 again as that many workers of
-    one thread each (`_worker_contenders`)."""
+    CTranslate2 runs too (Transformers, where this ctranslate2 build sees the device: the
+    CTranslate2 wheels on PyPI are built for one CUDA version). On a GPU: no int8 (dynamic
+    quantization is a CPU technique). With a shortlist in the bundle, each fp32 contender again
+    with it (`_shortlist_contenders`); `shortlist_only`: no int8. With several `threads` on the
+    CPU, ONNX Runtime fp32 and CTranslate2 fp32 again as that many workers of one thread each
+    (`_worker_contenders`). `float16`: the fp16 contenders too (`_float16_contenders`)."""
     fp32 = load_bundle(shutil.copytree(path, tmp / "fp32", ignore=shutil.ignore_patterns("onnx", "ct2")))
     on_cpu = device == "cpu"
-    ctranslate2 = "ctranslate2" in fp32.model_config.export_formats and on_cpu
+    ctranslate2 = "ctranslate2" in fp32.model_config.export_formats and _ctranslate2_runs_on(device)
+    if "ctranslate2" in fp32.model_config.export_formats and not ctranslate2:
+        print(f"this ctranslate2 build sees no {device} device: no CTranslate2 contenders", flush=True)
     onnx_files = (ENCODER_FILE, DECODER_FILE)
     print(
         f"exporting {path} to ONNX{' (fp32, int8)' if on_cpu and not shortlist_only else ''}{' and CTranslate2' if ctranslate2 else ''} ...",
@@ -252,9 +298,13 @@ def _contenders(
         )
     if ctranslate2:
         export_ctranslate2(fp32)
-        for label, compute_type in (("fp32", "float32"), ("int8", "int8"))[: 1 if shortlist_only else 2]:
-            engine = Engine(str(fp32.path), "cpu", "ctranslate2", {"compute_type": compute_type})
+        for label, compute_type in (("fp32", "float32"), ("int8", "int8"))[
+            : 1 if shortlist_only or not on_cpu else 2
+        ]:
+            engine = Engine(str(fp32.path), device, "ctranslate2", {"compute_type": compute_type})
             contenders.append(Contender(f"CTranslate2 {label}", engine, _mb(fp32.path / "ct2" / "model.bin")))
+    if float16:
+        contenders += _float16_contenders(path, fp32, tmp, device, ctranslate2)
     shortlisted = _shortlist_contenders(fp32, contenders, device)
     workers = _worker_contenders(contenders + shortlisted, threads) if on_cpu else []
     return contenders + shortlisted + workers, ctranslate2
@@ -308,7 +358,7 @@ def bench_bundle(model: str, args: argparse.Namespace, settings: dict[str, tuple
     with tempfile.TemporaryDirectory(prefix="bench-decode-") as tmp:
         threads = torch.get_num_threads()
         contenders, ctranslate2 = _contenders(
-            Path(model), Path(tmp), args.device, args.shortlist_only, threads
+            Path(model), Path(tmp), args.device, args.shortlist_only, threads, args.fp16
         )
         bundle = load_bundle(model)
         direction = bundle.direction(args.source, args.target)  # a multilingual bundle needs both
@@ -436,6 +486,8 @@ def bench_bundle(model: str, args: argparse.Namespace, settings: dict[str, tuple
             f"({fast / full:.2f}x)",
             abs(delta) <= INT8_BLEU and fast > full,
         )
+    if args.fp16:
+        judge_float16(rates, bleus, judge)
     recurrent = bundle.model_config.architecture != "transformer"
     for name in (c.name for c in contenders if c.name.endswith(SHORTLISTED)):
         full_name = name.removesuffix(SHORTLISTED)
@@ -460,6 +512,31 @@ def bench_bundle(model: str, args: argparse.Namespace, settings: dict[str, tuple
                 speed >= SHORTLIST_SPEED,
             )
     return passed
+
+
+def judge_float16(
+    rates: dict[tuple[str, str], float],
+    bleus: dict[tuple[str, str], float],
+    judge: Callable[[str, bool], None],
+) -> None:
+    """The float16 targets at FP16 (beam 5, batch 64): ONNX Runtime fp16 >= CT2_RATIO x
+    CTranslate2 fp16 (where that ran), and each engine's fp16 within INT8_BLEU of its fp32
+    (its speed against fp32 printed beside: on a GPU the point of it, on a CPU below 1)."""
+    if ("CTranslate2 fp16", FP16) in rates:
+        onnx, ct2 = rates["ONNX Runtime fp16", FP16], rates["CTranslate2 fp16", FP16]
+        judge(
+            f"{FP16}: ONNX Runtime fp16 >= {CT2_RATIO}x CTranslate2 fp16 ({onnx / ct2:.2f}x)",
+            onnx >= CT2_RATIO * ct2,
+        )
+    for engine in ("PyTorch", "ONNX Runtime", "CTranslate2"):
+        half, full = f"{engine} fp16", f"{engine} fp32" if engine != "PyTorch" else "PyTorch eager"
+        if (half, FP16) in rates:
+            delta = bleus[half, FP16] - bleus[full, FP16]
+            judge(
+                f"{FP16}: {half} within {INT8_BLEU} BLEU of fp32 ({delta:+.2f}; "
+                f"{rates[half, FP16] / rates[full, FP16]:.2f}x its speed)",
+                abs(delta) <= INT8_BLEU,
+            )
 
 
 def _paired(baseline: list[str], system: list[str], references: list[str]) -> str:
@@ -566,15 +643,25 @@ def main() -> None:
     parser.add_argument(
         "--device",
         default="cpu",
-        help="cpu, or cuda: PyTorch and ONNX Runtime fp32 on the GPU (default: cpu)",
+        help="cpu, or cuda: every contender but int8 on the GPU (CTranslate2 where its build sees "
+        "the GPU), and the fp16 ones (default: cpu)",
+    )
+    parser.add_argument(
+        "--fp16",
+        action="store_true",
+        help="also PyTorch fp16, ONNX Runtime fp16 and CTranslate2 fp16 (where it computes in "
+        f"float16 on the device), and the setting {FP16!r} (default: on with --device cuda)",
     )
     args = parser.parse_args()
+    args.fp16 = args.fp16 or args.device.startswith("cuda")
     settings = dict(SETTINGS)
     if args.quick:
         args.sentences = min(args.sentences, 64)
         del settings["beam 5, batch 1"]
     if args.shortlist_only:
         settings = {MAIN: SETTINGS[MAIN]}
+    if args.fp16:
+        settings[FP16] = (5, 64)
     models = args.model or ([] if args.student else [DEFAULT_MODEL])
     counts = [int(n) for n in args.thread_counts.split(",")] if args.thread_counts else [args.threads]
     passed = []

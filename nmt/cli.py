@@ -13,8 +13,8 @@
         and [--shortlist]: decode over the bundle's vocabulary shortlist (nmt shortlist)
     nmt bench --model BUNDLE --src FILE [--lines 200] [--threads N] [--engines E ...] [--record]
         (sentences/s of each engine that can run it here, beam 5, batch 32; --record: into bundle.json)
-    nmt export --model BUNDLE --format onnx [--quantize int8]                       (-> BUNDLE/onnx/)
-    nmt export --model BUNDLE --format ctranslate2 [--quantize int8]         (Transformer -> BUNDLE/ct2/)
+    nmt export --model BUNDLE --format onnx [--quantize int8|float16]               (-> BUNDLE/onnx/)
+    nmt export --model BUNDLE --format ctranslate2 [--quantize int8|float16] (Transformer -> BUNDLE/ct2/)
     nmt shortlist --model BUNDLE --src FILE --tgt FILE [--k 30] [--frequent 100] [--outside 0] [--score dice] [--copies]
                                                (-> BUNDLE/shortlist.npz, and BUNDLE/ct2/vmap.txt)
         a multilingual bundle: [--direction en-de --src FILE --tgt FILE] for each corpus
@@ -655,9 +655,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=["onnx", "ctranslate2"])
     p.add_argument(
         "--quantize",
-        choices=["int8"],
+        choices=["int8", "float16"],
         help="int8 weights (onnx: dynamic quantization; ctranslate2: int8 storage, which "
-        "CTranslate2 also offers at load time for a float32 export)",
+        "CTranslate2 also offers at load time for a float32 export), or float16 (for GPUs)",
     )
     p.set_defaults(handler=cmd_export)
 

@@ -36,17 +36,20 @@ request that needs alignments (`Translator(aligner=...)`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
 import multiprocessing
 import statistics
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import filelock
 import torch
 
 from nmt.bundle import Bundle, load_bundle, record_meta
@@ -254,21 +257,46 @@ def open_translator(
         options = {"threads": threads, "replicas": replicas}
     if engine == "torch":
         return Translator.from_bundle(bundle, device, "torch", **kwargs)
+
+    def usable() -> Translator | None:
+        """A translator on the export there is, None where it must be (re)made."""
+        try:
+            translator = Translator.from_bundle(bundle, device, engine, engine=options, **kwargs)
+            if engine != "onnx" or translator.attends or not bundle.model_config.attends:
+                return translator
+            log.warning("%s: its ONNX export has no attention output", bundle.path)
+        except BundleError as error:
+            log.warning("%s", error)
+        return None
+
+    translator = usable()
+    if translator is None:
+        # one process at a time makes it (replicas starting together on one models folder);
+        # the others then find it made
+        with _export_lock(bundle, engine):
+            translator = usable()
+            if translator is None:
+                export(bundle, engine)
+                translator = Translator.from_bundle(bundle, device, engine, engine=options, **kwargs)
+    return _with_aligner(translator, bundle, device, threads, kwargs)
+
+
+@contextlib.contextmanager
+def _export_lock(bundle: Bundle, engine: str) -> Iterator[None]:
+    """Hold BUNDLE/.export-ENGINE.lock (a file lock, `filelock`: held across processes, released
+    by the OS when the holder dies); where it cannot be created (a read-only folder), go on
+    without it: no export can be written there either, which `export` says in one line."""
+    lock = filelock.FileLock(bundle.path / f".export-{engine}.lock")
     try:
-        translator = Translator.from_bundle(bundle, device, engine, engine=options, **kwargs)
-        if engine != "onnx" or translator.attends or not bundle.model_config.attends:
-            return _with_aligner(translator, bundle, device, threads, kwargs)
-        log.warning("%s: its ONNX export has no attention output", bundle.path)
-    except BundleError as error:
-        log.warning("%s", error)
-    export(bundle, engine)
-    return _with_aligner(
-        Translator.from_bundle(bundle, device, engine, engine=options, **kwargs),
-        bundle,
-        device,
-        threads,
-        kwargs,
-    )
+        lock.acquire()
+        held = True
+    except OSError:
+        held = False
+    try:
+        yield
+    finally:
+        if held:
+            lock.release()
 
 
 def _with_aligner(

@@ -147,7 +147,8 @@ class Translator:
         """A translator on the bundle's PyTorch model, or on one of its exports: backend "onnx"
         (ONNX Runtime on BUNDLE/onnx/) or "ctranslate2" (CTranslate2 on BUNDLE/ct2/, Transformers
         only). `engine` options go to the backend (`OnnxModel`: threads, optimization, spinning;
-        `CTranslate2Model`: compute_type, threads, replicas, at least `workers`); the other keyword
+        `CTranslate2Model`: compute_type, threads, replicas, at least `workers`; PyTorch: dtype,
+        "float32" or "float16"); the other keyword
         arguments to `Translator`. `shortlist`: decode with the bundle's vocabulary shortlist (BundleError when
         it has none, or one built for another version or vocabulary; see `nmt.shortlist`).
         Backend "auto": the engine `nmt.engines.choose` picks for this device (its export made
@@ -183,6 +184,11 @@ class Translator:
             no_attention = "the ctranslate2 backend gives no attention; use the torch or onnx backend"
         else:
             model = bundle.load_model(device)
+            dtype = (engine or {}).get("dtype", "float32")  # the one option of this backend
+            if dtype not in ("float32", "float16"):
+                raise ValueError(f"dtype: float32 or float16, not {dtype!r}")
+            if dtype == "float16":  # weights and activations in half precision, for GPUs
+                model = model.half()
         kwargs.setdefault("no_attention", f"{no_attention}: it cannot give alignments")
         cap = bundle.model_config.position_limit
         if bundle.language_tokens:

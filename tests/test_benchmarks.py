@@ -59,6 +59,18 @@ def test_decode_benchmark_runs_on_a_tiny_bundle(arch: str, trained_bundles, tiny
     assert not any(Path(trained_bundles[arch]).glob("onnx*")), "the benchmark must not touch the bundle"
 
 
+def test_decode_benchmark_runs_the_float16_contenders_where_it_can(trained_bundles, tiny_corpus: Path):
+    """--fp16 (on with --device cuda): PyTorch and ONNX Runtime in float16 at beam 5, batch 64,
+    judged against their float32; CTranslate2 computes no float16 on a CPU, which it says."""
+    args = _on_a_tiny_bundle(trained_bundles["transformer"], tiny_corpus)
+    stdout = run_benchmark("decode.py", "--quick", "--shortlist-only", "--fp16", *args)
+    assert "CTranslate2 computes no float16 on cpu: no CTranslate2 fp16 contender" in stdout
+    table = stdout[stdout.index("beam 5, batch 64:") :]
+    assert "PyTorch fp16" in table and "ONNX Runtime fp16" in table
+    for engine in ("PyTorch", "ONNX Runtime"):
+        assert f"beam 5, batch 64: {engine} fp16 within 0.5 BLEU of fp32" in stdout
+
+
 def test_decode_profile_splits_the_time_by_operator_and_bounds_fp32(trained_bundles, tiny_corpus: Path):
     bundle = trained_bundles["lstm_attention"]
     stdout = run_benchmark("decode_profile.py", *_on_a_tiny_bundle(bundle, tiny_corpus), verdict=False)

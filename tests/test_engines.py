@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -216,3 +220,36 @@ def test_bench_and_translate_refuse_ctranslate2_for_an_lstm_naming_it(trained_bu
     result = run_nmt("translate", "--model", str(lstm), "--backend", "auto", stdin="A dog runs.\n")
     assert result.stdout.strip()  # no record: the fallback, ONNX Runtime, its export made
     assert (lstm / "onnx" / "export.json").is_file()
+
+
+_OPEN_AT = """
+import logging, sys, time
+from nmt.bundle import load_bundle
+from nmt.engines import open_translator
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+bundle = load_bundle(sys.argv[1])
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # both processes start the export together
+print(open_translator(bundle, "onnx", threads=1).translate_best(["A man is riding a bike."])[0])
+"""
+
+
+def test_processes_starting_together_make_a_missing_export_once(transformer):
+    """Replicas starting at once on one models folder: one makes the export, the others wait for
+    it and load it (without the lock, each made its own and swapped folders under the others)."""
+    start = str(time.time() + 6)  # after both have imported torch and loaded the bundle
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OPEN_AT, str(transformer), start],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        for _ in range(2)
+    ]
+    results = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], results
+    outputs = {stdout for stdout, _ in results}
+    assert len(outputs) == 1  # the same translation from the same export
+    assert sum(stderr.count("exporting it for onnx now") for _, stderr in results) == 1, results
+    assert OnnxModel.from_bundle(load_bundle(transformer)).folder.is_dir()

@@ -370,6 +370,72 @@ def test_int8_export_translates(arch, trained_bundles, sentences, tmp_path):
     assert all(isinstance(text, str) for text in translations)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_float16_export_keeps_memory_and_state_in_half_precision(
+    arch, trained_bundles, exported, sentences, tmp_path
+):
+    """A float16 export (for GPUs; it runs on the CPU too, to check it): weights, memory and
+    state in float16, what the search reads in float32; valid ONNX; translations as float32's."""
+    bundle = load_bundle(_copy(trained_bundles[arch], tmp_path))
+    meta = json.loads((export_onnx(bundle, quantize="float16") / EXPORT_FILE).read_text(encoding="utf-8"))
+    assert meta["quantization"] == "float16" and meta["version"] == bundle.version
+    differences = meta["check"]["max_abs_log_prob_difference"]
+    assert differences["float32"] < 1e-3 and 0 < differences["float16"] < 0.05
+    shortlisted = meta["check"]["max_abs_shortlist_log_prob_difference"]
+    assert shortlisted["float16"] < 0.05  # the shortlist's head is kept
+    for name in (ENCODER_FILE, DECODER_FILE):
+        onnx.checker.check_model(str(bundle.path / EXPORT_DIR / name))  # its nodes sorted again
+    graph = onnx.load(str(bundle.path / EXPORT_DIR / DECODER_FILE)).graph
+    types = {value.name: value.type.tensor_type.elem_type for value in [*graph.input, *graph.output]}
+    halves = [
+        name
+        for name in types
+        if name.startswith(("memory.", "state.", "new_state.")) and name != "memory.src_mask"
+    ]
+    assert halves and {types[name] for name in halves} == {onnx.TensorProto.FLOAT16}
+    kept = ("top_log_probs", "eos_log_probs", "log_probs", "outside_log_weight")
+    assert {types[name] for name in kept} == {onnx.TensorProto.FLOAT}
+    full = Translator.from_bundle(load_bundle(exported[arch]), backend="onnx", batch_size=4)
+    half = Translator.from_bundle(bundle, backend="onnx", batch_size=4)
+    # a model trained 6 steps is nearly uniform, so its beams swap on rounding: the best
+    # hypotheses found score the same within float16's rounding instead
+    expected = [nbest[0].score for nbest in full.translate(sentences)]
+    found = [nbest[0].score for nbest in half.translate(sentences)]
+    assert max(abs(a - b) for a, b in zip(found, expected, strict=True)) < 0.05
+
+
+def test_pytorch_translates_in_half_precision_and_refuses_other_dtypes(exported, sentences):
+    bundle = load_bundle(exported["transformer"])
+    half = Translator.from_bundle(bundle, backend="torch", engine={"dtype": "float16"}, batch_size=4)
+    assert next(half.model.parameters()).dtype == torch.float16
+    expected = Translator.from_bundle(bundle, backend="torch", batch_size=4).translate_best(sentences)
+    assert sum(a == b for a, b in zip(half.translate_best(sentences), expected, strict=True)) >= 8
+    with pytest.raises(ValueError, match="dtype: float32 or float16, not 'int8'"):
+        Translator.from_bundle(bundle, backend="torch", engine={"dtype": "int8"})
+
+
+def test_a_float16_export_of_the_shipped_transformer_translates_as_float32(
+    multi30k, default_exported, tmp_path
+):
+    """The trained Transformer in float16 on ONNX Runtime: the same translation as float32 for
+    nearly every sentence (on the CPU; a GPU's float16 kernels round differently)."""
+    from nmt.data import read_lines
+
+    bundle = load_bundle(
+        shutil.copytree(default_exported, tmp_path / "b", ignore=shutil.ignore_patterns("onnx", "ct2"))
+    )
+    export_onnx(bundle, quantize="float16")
+    texts = read_lines(multi30k / "test_2016_flickr.en.gz")[:100]
+    expected = Translator.from_bundle(load_bundle(default_exported), backend="onnx").translate_best(texts)
+    same = sum(
+        a == b
+        for a, b in zip(
+            Translator.from_bundle(bundle, backend="onnx").translate_best(texts), expected, strict=True
+        )
+    )
+    assert same >= 95, same
+
+
 # what ONNX Runtime's dynamic quantization makes of each cell: it has an int8 LSTM kernel
 # (DynamicQuantizeLSTM) and none for GRU or RNN, which stay float32 beside the int8 MatMuls
 INT8_RECURRENT_OPS = {"lstm": "DynamicQuantizeLSTM", "gru": "GRU", "rnn": "RNN"}
@@ -422,7 +488,7 @@ def test_cli_int8_export_and_evaluate(trained_bundles, tiny_corpus, tmp_path):
 
 
 def test_export_help_and_unknown_options_are_usage_errors():
-    assert "--quantize {int8}" in run_nmt("export", "--help").stdout
+    assert "--quantize {int8,float16}" in run_nmt("export", "--help").stdout
     for option in (["--quantize", "int4"], ["--format", "ct3"]):
         args = ["export", "--model", "x", "--format", "onnx", *option]
         assert_one_line_error(run_nmt(*args, check=False), option[0])

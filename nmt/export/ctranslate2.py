@@ -15,9 +15,9 @@ A bundle can be exported when its config lists "ctranslate2" in `export_formats`
 runs Transformers only); the model describes itself in CTranslate2's spec API
 (`nmt.models.ctranslate2_spec`, with its weights); this module adds the vocabularies (the
 SentencePiece pieces in id order), checks and saves the spec. Other bundles are refused with a
-one-line error. The weights are stored in float32 (or int8 with `quantize="int8"`); CTranslate2
+one-line error. The weights are stored in float32 (or int8 / float16 with `quantize`); CTranslate2
 converts them to the compute type asked for when the model is loaded (`ctranslate2.Translator(...,
-compute_type="int8")`), so one float32 export serves both.
+compute_type="int8")`, "float16" on a GPU), so one float32 export serves them all.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from nmt.tokenizer import Tokenizer
 
 VMAP_FILE = "vmap.txt"  # CTranslate2's name for it in a model folder
 
-QUANTIZATIONS = ("int8",)
+QUANTIZATIONS = ("int8", "float16")
 
 
 class CTranslate2ExportError(NmtError):
@@ -53,8 +53,8 @@ def vocabulary(tokenizer: Tokenizer) -> list[str]:
 def export_ctranslate2(bundle: Bundle, quantize: str | None = None) -> Path:
     """Export the bundle's model into BUNDLE/ct2/, replacing an earlier export; returns it.
 
-    quantize: None stores float32 weights, "int8" int8 ones (a smaller file; CTranslate2 then
-    computes in int8 unless asked otherwise at load time). Written to a temporary folder beside
+    quantize: None stores float32 weights, "int8" or "float16" those (a smaller file; CTranslate2
+    then computes in that type where the device supports it, unless asked otherwise at load time). Written to a temporary folder beside
     it and renamed into place, as the ONNX export is."""
     import ctranslate2
 

@@ -29,6 +29,11 @@ How: the TorchScript-based exporter (`dynamo=False`; the dynamo one needs onnxsc
   quantize_dynamic skips Gemm, which holds the recurrent models' output layers), LSTM and Gather.
   ONNX Runtime has no int8 GRU or RNN node: with those cells the recurrence stays float32 and
   only the MatMuls around it are quantized (docs/decode.md lists what each cell gets).
+- `quantize="float16"`: both graphs converted to float16 after the float32 export is checked
+  (`_to_float16`), memory and state included, for GPUs (ONNX Runtime's CUDA provider); what
+  the search reads stays float32. On a CPU it runs too (ONNX Runtime puts Casts around the
+  operators without float16 kernels), slower than float32: a way to check it, not to use it.
+  Its differences from the model are recorded in export.json, not judged.
 
 Exporter pitfalls met, and their workarounds:
 - A packed 1-layer LSTM whose per-step outputs are unused makes the exporter fail
@@ -94,8 +99,10 @@ from nmt.search import BANNED_IDS
 from nmt.specials import BOS_ID, EOS_ID
 
 OPSET = 17
-QUANTIZATIONS = ("int8",)
+QUANTIZATIONS = ("int8", "float16")
 TOLERANCE = 1e-3  # largest |log p| difference an fp32 export may show on the check batch
+# what a float16 export keeps in float32: what the search reads, and the scalar the backend feeds
+FLOAT32_IO = (OUTSIDE_LOG_WEIGHT, LOG_PROBS, *TOP_K_OUTPUTS, ATTENTION)
 TRACE_LENGTHS = [7, 4, 2]  # the batch the graphs are traced with: B = 3, S = 7
 CHECK_OUTSIDE = 16  # ids outside the check's shortlist sampled for its normaliser
 CHECK_LENGTHS = [5, 1]  # the batch they are checked with: B = 2, S = 5, one source EOS alone
@@ -457,6 +464,58 @@ def _quantize(path: Path) -> None:
     prepared.unlink()
 
 
+def _to_float16(path: Path) -> None:
+    """One graph in float16, in place: weights, activations and the memory and state it takes and
+    gives (ONNX Runtime's converter, `onnxruntime.transformers.float16`; it leaves the operators
+    it knows to lack float16 kernels, TopK, Min, Max, in float32 behind Casts, and keeps
+    infinities), but for `FLOAT32_IO`. The converter appends its Casts at the end of the graph,
+    so the nodes are sorted again for onnx.checker."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(path))
+    names = {value.name for value in [*model.graph.input, *model.graph.output]}
+    converted = convert_float_to_float16(model, keep_io_types=[n for n in FLOAT32_IO if n in names])
+    _sort_nodes(converted.graph)
+    onnx.checker.check_model(converted)
+    onnx.save(converted, str(path))
+
+
+def _outer_names(node: onnx.NodeProto) -> set[str]:
+    """Names a node's subgraphs (an If's branches) read from the graphs around it."""
+    names: set[str] = set()
+    for attribute in node.attribute:
+        for graph in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+            inner = {*(i.name for i in graph.input), *(i.name for i in graph.initializer)}
+            inner |= {output for n in graph.node for output in n.output}
+            for n in graph.node:
+                names |= {name for name in [*n.input, *_outer_names(n)] if name and name not in inner}
+    return names
+
+
+def _sort_nodes(graph: onnx.GraphProto) -> None:
+    """Order the graph's nodes so that each comes after every node whose output it reads, its
+    subgraphs' reads included; nodes already in order keep it."""
+    nodes = list(graph.node)
+    produced = {output for node in nodes for output in node.output}
+    needs = [({*node.input} | _outer_names(node)) & produced for node in nodes]
+    done: set[str] = set()
+    ordered: list[onnx.NodeProto] = []
+    waiting = list(range(len(nodes)))
+    while waiting:  # each pass places, in their order, the nodes whose inputs are there by then
+        left = []
+        for i in waiting:
+            if needs[i] <= done:
+                ordered.append(nodes[i])
+                done.update(nodes[i].output)
+            else:
+                left.append(i)
+        if len(left) == len(waiting):
+            raise ExportError("the float16 graph has a cycle: an exporter problem, please report it")
+        waiting = left
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
 def _graph_description(path: Path) -> dict[str, Any]:
     """Input and output names of a graph in order, with their shapes (axis names where dynamic)."""
     graph = onnx.load(str(path), load_external_data=False).graph
@@ -622,7 +681,7 @@ def export_model(
     # an int8 export keeps the plain head: quantize_dynamic leaves the output layer of the head's
     # shortlist If branches in float32 (and the pre-processing put a per-step Transpose of the
     # weight there), which cost the int8 export most of its speed-up
-    _attach_head(folder / DECODER_FILE, projection, shortlists=quantize is None)
+    _attach_head(folder / DECODER_FILE, projection, shortlists=quantize != "int8")
 
     meta: dict[str, Any] = {
         "format": EXPORT_FORMAT,
@@ -642,24 +701,30 @@ def export_model(
                 f"the ONNX graphs differ from the model by {value:.2g} in {what}"
                 f" (more than {TOLERANCE}): an exporter problem, please report it"
             )
+    shortlists = quantize != "int8"
     shortlist = (
-        _max_shortlist_difference(model, folder, check_src, check_lengths) if quantize is None else 0.0
+        {"float32": _max_shortlist_difference(model, folder, check_src, check_lengths)} if shortlists else {}
     )
-    if shortlist > TOLERANCE:
+    if shortlist.get("float32", 0.0) > TOLERANCE:
         raise ExportError(
-            f"the ONNX graphs decoding over a shortlist differ from the model by {shortlist:.2g} "
+            f"the ONNX graphs decoding over a shortlist differ from the model by {shortlist['float32']:.2g} "
             f"(more than {TOLERANCE}): an exporter problem, please report it"
         )
     if quantize == "int8":
         for name in (ENCODER_FILE, DECODER_FILE):
             _quantize(folder / name)
-        difference["int8"], attention["int8"] = _max_difference(model, folder, check_src, check_lengths)
+    elif quantize == "float16":
+        for name in (ENCODER_FILE, DECODER_FILE):
+            _to_float16(folder / name)
+        shortlist["float16"] = _max_shortlist_difference(model, folder, check_src, check_lengths)
+    if quantize is not None:  # recorded, not judged: what the lower precision costs
+        difference[quantize], attention[quantize] = _max_difference(model, folder, check_src, check_lengths)
     meta["check"] = {
         "sentences": len(CHECK_LENGTHS),
         "steps": CHECK_STEPS,
         "max_abs_log_prob_difference": difference,
         "max_abs_attention_difference": attention if model.attends else None,
-        "max_abs_shortlist_log_prob_difference": shortlist if quantize is None else None,  # over 128 ids
+        "max_abs_shortlist_log_prob_difference": shortlist if shortlists else None,  # over 128 ids
     }
     meta["exporter"] = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__}
     return _write_meta(folder, meta)
