@@ -35,6 +35,14 @@ one-thread decode slot per core), and the speed targets between them (ONNX Runti
 CTranslate2; a shortlist against the full vocabulary) take each contender's faster way to use
 the N threads; the ratio within each call is printed beside it.
 
+Float16 (`--fp16`, on with `--device cuda`; the issue's GPU rows): PyTorch fp16 (the model in
+half precision), ONNX Runtime fp16 (an export with `--quantize float16`) and CTranslate2 fp16
+(compute_type float16, where this ctranslate2 build computes in float16 on the device: GPUs
+only), and the setting beam 5, batch 64. Targets there: ONNX Runtime fp16 >= 1.0x CTranslate2
+fp16 (where that ran), and each engine's fp16 within 0.5 BLEU of its fp32 (its speed against
+fp32 printed beside). On a CPU the fp16 contenders run too, slower than fp32: a check of the
+path, not a speed-up.
+
 A distilled student (`--student B`, see `nmt distill`) decodes greedily against its teacher at
 beam 5, each on the engine NMT_BACKEND=auto picks for it: >= 3x the teacher's sentences/s and no
 more than 1.0 BLEU below it. `--model` may be repeated and `--thread-counts 1,2` runs everything
@@ -47,6 +55,7 @@ at each thread count, so one run judges every target of the decoding issue:
     .venv/bin/python benchmarks/decode.py --threads 1 --model runs/lstm-en-de/bundle --sentences 200
     .venv/bin/python benchmarks/decode.py --thread-counts 1,2 --shortlist-only \
         --model models/transformer-en-de-fr --source en --target de          # a multilingual bundle: one direction
+    python3 benchmarks/decode.py --device cuda --model models/transformer-en-de  # fp32 and fp16 on a GPU
     .venv/bin/python benchmarks/decode.py --quick                            # 64 sentences
     .venv/bin/python benchmarks/decode.py --threads 2 --model models/lstm-en-de --shortlist-only
 """
