@@ -222,12 +222,38 @@ def _mb(*files: Path) -> float:
     return sum(path.stat().st_size for path in files) / 2**20
 
 
-def _ctranslate2_runs_on(device: str) -> bool:
-    """Whether this ctranslate2 build sees the device (PyPI's wheels are built for one CUDA
-    major version: on a machine with another, it sees no GPU)."""
-    import ctranslate2
+_CT2_PROBE = """
+import sys, ctranslate2
+folder, index = sys.argv[1], int(sys.argv[2])
+translator = ctranslate2.Translator(folder, device="cuda", device_index=index, compute_type="float16")
+print(translator.translate_batch([["\u2581a"]], max_decoding_length=2)[0].hypotheses[0])
+"""
 
-    return device == "cpu" or ctranslate2.get_cuda_device_count() > 0
+
+def _ctranslate2_runs_on(device: str, folder: Path) -> bool:
+    """Whether this ctranslate2 build translates with the export `folder` on the device. PyPI's
+    wheels are built for one CUDA major version and load its libraries when first used: on a
+    machine with another they see no GPU, or fail (or crash) at the first product, so on a GPU a
+    process of its own tries one step first. On a CPU, yes."""
+    if device == "cpu":
+        return True
+    import subprocess
+    import sys
+
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", _CT2_PROBE, str(folder), str(torch.device(device).index or 0)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    except subprocess.TimeoutExpired:
+        print("CTranslate2 did not load on the GPU in 300 s", flush=True)
+        return False
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or [f"exit {probe.returncode}"])[-1]
+        print(f"CTranslate2 cannot run on {device} here ({last})", flush=True)
+    return probe.returncode == 0
 
 
 def _float16_contenders(
@@ -276,9 +302,12 @@ def _contenders(
     (`_worker_contenders`). `float16`: the fp16 contenders too (`_float16_contenders`)."""
     fp32 = load_bundle(shutil.copytree(path, tmp / "fp32", ignore=shutil.ignore_patterns("onnx", "ct2")))
     on_cpu = device == "cpu"
-    ctranslate2 = "ctranslate2" in fp32.model_config.export_formats and _ctranslate2_runs_on(device)
-    if "ctranslate2" in fp32.model_config.export_formats and not ctranslate2:
-        print(f"this ctranslate2 build sees no {device} device: no CTranslate2 contenders", flush=True)
+    ctranslate2 = "ctranslate2" in fp32.model_config.export_formats
+    if ctranslate2:
+        export_ctranslate2(fp32)
+        ctranslate2 = _ctranslate2_runs_on(device, fp32.path / "ct2")
+        if not ctranslate2:
+            print("no CTranslate2 contenders", flush=True)
     onnx_files = (ENCODER_FILE, DECODER_FILE)
     print(
         f"exporting {path} to ONNX{' (fp32, int8)' if on_cpu and not shortlist_only else ''}{' and CTranslate2' if ctranslate2 else ''} ...",
@@ -306,7 +335,6 @@ def _contenders(
             )
         )
     if ctranslate2:
-        export_ctranslate2(fp32)
         for label, compute_type in (("fp32", "float32"), ("int8", "int8"))[
             : 1 if shortlist_only or not on_cpu else 2
         ]:
