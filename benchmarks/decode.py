@@ -565,8 +565,13 @@ def judge_float16(
             f"{FP16}: ONNX Runtime fp16 >= {CT2_RATIO}x CTranslate2 fp16 ({onnx / ct2:.2f}x)",
             onnx >= CT2_RATIO * ct2,
         )
-    for engine in ("PyTorch", "ONNX Runtime", "CTranslate2"):
-        half, full = f"{engine} fp16", f"{engine} fp32" if engine != "PyTorch" else "PyTorch eager"
+    fp32_names = {
+        "PyTorch": "PyTorch eager",
+        "ONNX Runtime": "ONNX Runtime fp32",
+        "CTranslate2": "CTranslate2 fp32",
+    }
+    for engine, full in fp32_names.items():
+        half = f"{engine} fp16"
         if (half, FP16) in rates:
             delta = bleus[half, FP16] - bleus[full, FP16]
             judge(

@@ -225,7 +225,8 @@ class OnnxModel:
         on_gpu = self.providers[0] != "CPUExecutionProvider"
         self._ort_device = ("cuda", self.device.index or 0) if on_gpu else ("cpu", 0)
         options = session_options(threads, optimization, spinning)
-        if self.meta.get("quantization") == "float16" and not on_gpu:
+        self.float16 = self.meta.get("quantization") == "float16"  # `nmt export --quantize float16`
+        if self.float16 and not on_gpu:
             log.warning("%s: a float16 export (for GPUs) runs on the CPU slower than float32", self.folder)
         self.encoder = self._session(ENCODER_FILE, options)
         self.decoder = self._session(DECODER_FILE, options)
@@ -291,7 +292,7 @@ class OnnxModel:
     def _session(self, name: str, options: ort.SessionOptions) -> ort.InferenceSession:
         # ONNX Runtime 1.32's NCHWc layout pass (for convolutions, which these graphs have none
         # of) crashes the process on a float16 GRU decoder on the CPU: off for float16 exports
-        disabled = ["NchwcTransformer"] if self.meta.get("quantization") == "float16" else None
+        disabled = ["NchwcTransformer"] if self.float16 else None
         try:
             return ort.InferenceSession(
                 str(self.folder / name), options, providers=self.providers, disabled_optimizers=disabled

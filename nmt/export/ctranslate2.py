@@ -54,8 +54,8 @@ def export_ctranslate2(bundle: Bundle, quantize: str | None = None) -> Path:
     """Export the bundle's model into BUNDLE/ct2/, replacing an earlier export; returns it.
 
     quantize: None stores float32 weights, "int8" or "float16" those (a smaller file; CTranslate2
-    then computes in that type where the device supports it, unless asked otherwise at load time). Written to a temporary folder beside
-    it and renamed into place, as the ONNX export is."""
+    then computes in that type where the device supports it, unless asked otherwise at load
+    time). Written to a temporary folder beside it and renamed into place, as the ONNX export is."""
     import ctranslate2
 
     if quantize not in (None, *QUANTIZATIONS):
