@@ -3,8 +3,10 @@ share in the output layer.
 
 For one bundle, on the first N sentences of test_2016_flickr with the bundle's beam at batch 32:
 - ONNX Runtime fp32 (an export made into a temporary copy) with ONNX Runtime's own profiler on:
-  each operator type's share of the decoder graph's kernel time, and the graph's whole run time
-  against the whole translation (the rest is the search, tokenization and Python);
+  each operator type's share of the decoder graph's kernel time (the `--operators` largest; an
+  If's time includes the nodes of its branch, which count again under their own types), and the
+  graph's whole run time against the whole translation (the rest is the search, tokenization and
+  Python); with `--shortlist`, decoding with the bundle's vocabulary shortlist;
 - ONNX Runtime fp32 again, without the profiler: the CPU time inside ONNX Runtime's runs
   against the rest (the search, the backend's binding, tokenization), per decoder step;
 - PyTorch eager with a timer around the output projection (`model.projection`): the seconds it
@@ -49,7 +51,9 @@ def _profiled_options(prefix: Path):
     return options
 
 
-def profile_onnx(bundle_path: Path, texts: list[str], tmp: Path) -> None:
+def profile_onnx(
+    bundle_path: Path, texts: list[str], tmp: Path, shortlist: bool = False, operators: int = 10
+) -> None:
     bundle = load_bundle(
         shutil.copytree(bundle_path, tmp / "bundle", ignore=shutil.ignore_patterns("onnx", "ct2"))
     )
@@ -57,7 +61,7 @@ def profile_onnx(bundle_path: Path, texts: list[str], tmp: Path) -> None:
     plain = onnx_backend.session_options
     onnx_backend.session_options = _profiled_options(tmp / "profile")
     try:
-        translator = Translator.from_bundle(bundle, "cpu", "onnx", batch_size=32)
+        translator = Translator.from_bundle(bundle, "cpu", "onnx", batch_size=32, shortlist=shortlist)
     finally:
         onnx_backend.session_options = plain
     start = time.perf_counter()
@@ -76,7 +80,10 @@ def profile_onnx(bundle_path: Path, texts: list[str], tmp: Path) -> None:
         f"ONNX Runtime fp32: {total:.2f} s in all; decoder graph runs {run / 1e6:.2f} s "
         f"({100 * run / 1e6 / total:.0f}%), of which kernels {kernel_total / 1e6:.2f} s"
     )
-    rows = [[op, f"{us / 1e6:.3f}", f"{100 * us / kernel_total:.1f}%"] for op, us in kernels.most_common(10)]
+    rows = [
+        [op, f"{us / 1e6:.3f}", f"{100 * us / kernel_total:.1f}%"]
+        for op, us in kernels.most_common(operators)
+    ]
     harness.print_table(["operator", "seconds", "share of kernels"], rows)
 
 
@@ -177,6 +184,12 @@ def main() -> None:
     parser.add_argument(
         "--sentences", type=int, default=1000, help="first N test sentences (default: all 1000)"
     )
+    parser.add_argument(
+        "--shortlist", action="store_true", help="the ONNX Runtime profile with the bundle's shortlist"
+    )
+    parser.add_argument(
+        "--operators", type=int, default=10, help="operator types in the table (default: %(default)s)"
+    )
     args = parser.parse_args()
     harness.set_threads(args.threads)
     bundle = load_bundle(args.model)
@@ -186,7 +199,7 @@ def main() -> None:
         f"{torch.get_num_threads()} thread(s)"
     )
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
-        profile_onnx(Path(args.model), texts, Path(tmp))
+        profile_onnx(Path(args.model), texts, Path(tmp), args.shortlist, args.operators)
         profile_search(Path(args.model), texts, Path(tmp))
     profile_torch(Path(args.model), texts)
 

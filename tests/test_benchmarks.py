@@ -6,11 +6,13 @@ Only that they run is checked: their numbers depend on the machine, so no timing
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_benchmark
+from tests.conftest import ROOT, run_benchmark
 
 TINY = [
     "model.d_model=32",
@@ -102,3 +104,32 @@ def test_ab_trees_runs_each_checkout_in_its_own_process(trained_bundles, tiny_co
     stdout = run_benchmark("ab_trees.py", *args, "--sentences", "8", "--rounds", "2", verdict=False)
     assert stdout.count("round ") == 4 and "median outside ORT" in stdout
     assert re.search(r"^\s*\.\s+\d+\.\d{3}\s.*\s8/8$", stdout, re.MULTILINE), stdout
+
+
+def test_graph_search_gives_our_search_translations(trained_bundles, tiny_corpus: Path):
+    """The beam step appended to a Transformer's decoder graph (an experiment, dropped) returns
+    the Python search's translations; an LSTM bundle is refused in one line."""
+    args = ["--data", str(tiny_corpus), "--sentences", "8", "--rounds", "1"]
+    stdout = run_benchmark("graph_search.py", "--model", str(trained_bundles["transformer"]), *args)
+    assert "the same translations: 8 of 8" in stdout
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/graph_search.py",
+            "--model",
+            str(trained_bundles["lstm_attention"]),
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode == 1 and "a Transformer bundle only" in refused.stderr.strip().splitlines()[-1]
+
+
+def test_onnx_ops_compares_forms_that_compute_the_same():
+    stdout = run_benchmark("onnx_ops.py", "--rows", "16", "--runs", "5")
+    rows = re.findall(r"^\s*(.+?)\s+\d+\s+(\d\.\de[+-]\d\d)$", stdout, re.MULTILINE)
+    assert len(rows) == 9, stdout
+    assert all(float(difference) < 1e-5 for _, difference in rows), stdout
