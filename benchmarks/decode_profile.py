@@ -6,7 +6,7 @@ For one bundle, on the first N sentences of test_2016_flickr with the bundle's b
   each operator type's share of the decoder graph's kernel time (the `--operators` largest; an
   If's time includes the nodes of its branch, which count again under their own types), and the
   graph's whole run time against the whole translation (the rest is the search, tokenization and
-  Python); with `--shortlist`, decoding with the bundle's vocabulary shortlist;
+  Python); with `--shortlist`, this and the next decode with the bundle's vocabulary shortlist;
 - ONNX Runtime fp32 again, without the profiler: the CPU time inside ONNX Runtime's runs
   against the rest (the search, the backend's binding, tokenization), per decoder step;
 - PyTorch eager with a timer around the output projection (`model.projection`): the seconds it
@@ -87,7 +87,7 @@ def profile_onnx(
     harness.print_table(["operator", "seconds", "share of kernels"], rows)
 
 
-def profile_search(bundle_path: Path, texts: list[str], tmp: Path) -> None:
+def profile_search(bundle_path: Path, texts: list[str], tmp: Path, shortlist: bool = False) -> None:
     """Where ONNX Runtime fp32's whole translation goes, without the profiler: CPU time inside
     the sessions' runs (decoder steps, encoder, memory gathers) against everything else (the
     search's bookkeeping, the backend's binding, tokenization), per decoder step."""
@@ -95,7 +95,7 @@ def profile_search(bundle_path: Path, texts: list[str], tmp: Path) -> None:
         shutil.copytree(bundle_path, tmp / "search", ignore=shutil.ignore_patterns("onnx", "ct2"))
     )
     export_onnx(bundle)
-    translator = Translator.from_bundle(bundle, "cpu", "onnx", batch_size=32)
+    translator = Translator.from_bundle(bundle, "cpu", "onnx", batch_size=32, shortlist=shortlist)
     model = translator.model
     inside, runs = [0.0], collections.Counter()
     plain_run = model._run
@@ -200,7 +200,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
         profile_onnx(Path(args.model), texts, Path(tmp), args.shortlist, args.operators)
-        profile_search(Path(args.model), texts, Path(tmp))
+        profile_search(Path(args.model), texts, Path(tmp), args.shortlist)
     profile_torch(Path(args.model), texts)
 
 
