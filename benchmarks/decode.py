@@ -20,7 +20,8 @@ yardstick, its translations differ slightly from ours; ONNX Runtime runs ours.
 
 Targets (beam 5, batch 32): ONNX Runtime fp32 >= 1.0x CTranslate2 fp32; ONNX Runtime >= 2x
 PyTorch eager; int8 within 0.5 BLEU of fp32 and faster than it (each engine's int8 against its
-fp32). With `--rounds` > 1 the contenders alternate their order and the medians are reported.
+fp32). With `--rounds` > 1 the contenders alternate their order and the medians are reported;
+the speed targets print each round's ratio beside the medians' (the run-to-run spread).
 
 Shortlists (`nmt.shortlist`): when the bundle has shortlist.npz, each engine's fp32 contender
 also runs "+ shortlist" (PyTorch and ONNX Runtime over each batch's shortlist vocabulary,
@@ -486,10 +487,16 @@ def bench_bundle(model: str, args: argparse.Namespace, settings: dict[str, tuple
         found = [(n, rates[n, MAIN]) for n in (engine, _workers_name(engine, threads)) if n in by_name]
         return max(found, key=lambda pair: pair[1])
 
+    def rounds(fast: str, slow: str) -> str:
+        """Each round's ratio of `fast`'s speed to `slow`'s (the rounds' spread beside a median)."""
+        pairs = zip(by_name[slow].seconds[MAIN], by_name[fast].seconds[MAIN], strict=True)
+        return "rounds " + " ".join(f"{slow_s / fast_s:.2f}x" for slow_s, fast_s in pairs)
+
     if ctranslate2 and threads == 1:
         ct2 = rates["CTranslate2 fp32", MAIN]
         judge(
-            f"{MAIN}: ONNX Runtime fp32 >= {CT2_RATIO}x CTranslate2 fp32 ({onnx / ct2:.2f}x)",
+            f"{MAIN}: ONNX Runtime fp32 >= {CT2_RATIO}x CTranslate2 fp32 ({onnx / ct2:.2f}x; "
+            f"{rounds('ONNX Runtime fp32', 'CTranslate2 fp32')})",
             onnx >= CT2_RATIO * ct2,
         )
     elif ctranslate2:  # each engine's faster way to use the threads: within a call, or as workers
@@ -503,7 +510,8 @@ def bench_bundle(model: str, args: argparse.Namespace, settings: dict[str, tuple
         )
         judge(
             f"{MAIN}: ONNX Runtime fp32 >= {CT2_RATIO}x CTranslate2 fp32, each the faster of {threads} threads "
-            f"in one call or {threads} workers ({onnx_name} / {ct2_name}: {onnx_best / ct2_best:.2f}x)",
+            f"in one call or {threads} workers ({onnx_name} / {ct2_name}: {onnx_best / ct2_best:.2f}x; "
+            f"{rounds(onnx_name, ct2_name)})",
             onnx_best >= CT2_RATIO * ct2_best,
         )
     judge(
@@ -545,7 +553,8 @@ def bench_bundle(model: str, args: argparse.Namespace, settings: dict[str, tuple
                 else ""
             )
             judge(
-                f"{MAIN}: {name} >= {SHORTLIST_SPEED}x {full_name} ({speed:.2f}x{ways})",
+                f"{MAIN}: {name} >= {SHORTLIST_SPEED}x {full_name} ({speed:.2f}x; "
+                f"{rounds(short_way, full_way)}{ways})",
                 speed >= SHORTLIST_SPEED,
             )
     return passed

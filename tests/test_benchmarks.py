@@ -63,6 +63,8 @@ def test_decode_benchmark_runs_on_a_tiny_bundle(arch: str, trained_bundles, tiny
         "decode.py", "--quick", *fp16, *_on_a_tiny_bundle(trained_bundles[arch], tiny_corpus)
     )
     assert ("CTranslate2 int8" in stdout) == (arch == "transformer")
+    if arch == "transformer":  # beside the medians' ratio, each round's (one round here)
+        assert re.search(r">= 1\.0x CTranslate2 fp32 \(\d+\.\d\dx; rounds \d+\.\d\dx\)", stdout), stdout
     assert "ONNX Runtime int8" in stdout and "greedy, batch 32:" in stdout
     assert ("beam 5, batch 64:" in stdout) == bool(fp16)
     if fp16:
