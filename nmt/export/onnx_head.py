@@ -244,8 +244,8 @@ def add_head(
 def _log_sum_exp(b: _Builder, terms: str) -> str:
     """log sum exp over each row of `terms` (R, n), whose largest value is finite -> (R, 1), as
     max + log sum exp(terms - max). ONNX Runtime's ReduceLogSumExp is the slow way on the CPU:
-    188 against 29 us for these five nodes at (160, 259), a shortlist's 256 sampled ids outside
-    it and three other terms (`benchmarks/onnx_ops.py`)."""
+    172-188 against 27-29 us for these five nodes at (160, 259), a shortlist's 256 sampled ids
+    outside it and three other terms (`benchmarks/onnx_ops.py`)."""
     peak = b.one("ReduceMax", [terms], axes=[1], keepdims=1)
     total = b.one("ReduceSum", [b.one("Exp", [b.one("Sub", [terms, peak])]), b.ints(1)], keepdims=1)
     return b.one("Add", [peak, b.one("Log", [total])])
