@@ -681,7 +681,8 @@ def export_model(
     # an int8 export keeps the plain head: quantize_dynamic leaves the output layer of the head's
     # shortlist If branches in float32 (and the pre-processing put a per-step Transpose of the
     # weight there), which cost the int8 export most of its speed-up
-    _attach_head(folder / DECODER_FILE, projection, shortlists=quantize != "int8")
+    shortlists = quantize != "int8"
+    _attach_head(folder / DECODER_FILE, projection, shortlists=shortlists)
 
     meta: dict[str, Any] = {
         "format": EXPORT_FORMAT,
@@ -701,7 +702,6 @@ def export_model(
                 f"the ONNX graphs differ from the model by {value:.2g} in {what}"
                 f" (more than {TOLERANCE}): an exporter problem, please report it"
             )
-    shortlists = quantize != "int8"
     shortlist = (
         {"float32": _max_shortlist_difference(model, folder, check_src, check_lengths)} if shortlists else {}
     )
