@@ -32,6 +32,7 @@ import json, shutil, sys, time
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
+import nmt
 from nmt.bundle import load_bundle
 mode = sys.argv[1]
 if mode == "export":
@@ -43,7 +44,7 @@ if mode == "export":
     elif engine == "ctranslate2":
         from nmt.export.ctranslate2 import export_ctranslate2
         export_ctranslate2(load_bundle(copy))
-    print(json.dumps({}))
+    print(json.dumps({"nmt": nmt.__file__}))
     sys.exit()
 import onnxruntime as ort
 from nmt.translator import Translator
@@ -66,20 +67,29 @@ ort.InferenceSession.run_with_iobinding = timed
 start = time.process_time()
 outputs = translator.translate_best(texts, search)
 total = time.process_time() - start
-print(json.dumps({"total": total, "outside": total - inside[0], "outputs": outputs}))
+print(json.dumps({"nmt": nmt.__file__, "total": total, "outside": total - inside[0], "outputs": outputs}))
 """
 
 
 def _child(tree: Path, *args: str) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(tree.resolve()), OMP_NUM_THREADS="1")
+    """Run CHILD with `tree`'s nmt (paths in `args` absolute). It runs in the tree's folder: `python
+    -c` puts the working directory first on sys.path, ahead of PYTHONPATH, so a child started from
+    another checkout would import that checkout's nmt whatever PYTHONPATH says (until session 18
+    every tree ran the nmt of the folder this script was started from); each child says which nmt
+    it imported, and one from elsewhere stops the run."""
+    root = tree.resolve()
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, *args], env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-c", CHILD, *args], cwd=root, env=env, capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
         raise SystemExit(
             f"{tree}: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'failed'}"
         )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if not Path(result["nmt"]).resolve().is_relative_to(root):
+        raise SystemExit(f"{tree}: the child imported nmt from {result['nmt']}, not from this tree")
+    return result
 
 
 def main() -> None:
@@ -103,11 +113,11 @@ def main() -> None:
     bundle = load_bundle(args.model)
     texts = read_lines(harness.corpus_file(Path(args.data), "test_2016_flickr", bundle.src_lang))
     with tempfile.TemporaryDirectory(prefix="ab-trees-") as tmp:
-        texts_file = Path(tmp) / "texts.json"
+        texts_file = Path(tmp).resolve() / "texts.json"
         texts_file.write_text(json.dumps(texts[: args.sentences]))
-        copies = [str(Path(tmp) / f"tree{i}") for i in range(len(trees))]
+        copies = [str(Path(tmp).resolve() / f"tree{i}") for i in range(len(trees))]
         for tree, copy in zip(trees, copies, strict=True):
-            _child(tree, "export", str(bundle.path), copy, args.engine)
+            _child(tree, "export", str(bundle.path.resolve()), copy, args.engine)
         runs: dict[int, list[dict]] = {i: [] for i in range(len(trees))}
         for round_ in range(args.rounds):
             order = range(len(trees)) if round_ % 2 == 0 else reversed(range(len(trees)))

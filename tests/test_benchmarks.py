@@ -6,6 +6,7 @@ Only that they run is checked: their numbers depend on the machine, so no timing
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -99,13 +100,29 @@ def test_fixed_steps_times_both_engines_on_identical_steps(trained_bundles, tiny
     )
 
 
-def test_ab_trees_runs_each_checkout_in_its_own_process(trained_bundles, tiny_corpus: Path):
-    """The same checkout twice: the same translations, a CPU time for each round."""
+def test_ab_trees_runs_each_checkout_in_its_own_process(trained_bundles, tiny_corpus: Path, tmp_path: Path):
+    """This checkout and a copy of its package: each round runs each tree's own nmt (a child that
+    imported another tree's stops the run), the same translations, a CPU time for each round; a
+    tree without nmt is refused in one line rather than measured on this checkout's code."""
+    copy = tmp_path / "copy"
+    shutil.copytree(ROOT / "nmt", copy / "nmt", ignore=shutil.ignore_patterns("__pycache__"))
     bundle = trained_bundles["transformer"]
-    args = ["--tree", ".", "--tree", ".", "--model", str(bundle), "--data", str(tiny_corpus)]
-    stdout = run_benchmark("ab_trees.py", *args, "--sentences", "8", "--rounds", "2", verdict=False)
+    args = ["--model", str(bundle), "--data", str(tiny_corpus), "--sentences", "8", "--rounds", "2"]
+    stdout = run_benchmark("ab_trees.py", "--tree", ".", "--tree", str(copy), *args, verdict=False)
     assert stdout.count("round ") == 4 and "median outside ORT" in stdout
     assert re.search(r"^\s*\.\s+\d+\.\d{3}\s.*\s8/8$", stdout, re.MULTILINE), stdout
+    assert re.search(rf"^\s*{re.escape(str(copy))}\s+\d+\.\d{{3}}\s.*\s8/8$", stdout, re.MULTILINE), stdout
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = subprocess.run(
+        [sys.executable, "benchmarks/ab_trees.py", "--tree", ".", "--tree", str(empty), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert f"{empty}: the child imported nmt from" in refused.stderr.strip().splitlines()[-1]
 
 
 def test_graph_search_gives_our_search_translations(trained_bundles, tiny_corpus: Path):
