@@ -19,7 +19,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.config import AttentionRNNConfig, RNNConfig
 from nmt.models.attention import build_attention, padding_mask
-from nmt.models.cells import build_cell, final_state, run_cell, state_keys
+from nmt.models.cells import TokenGates, build_cell, final_state, run_cell, state_keys, step_cell
 from nmt.models.step import Seq2SeqModel, Tensors
 from nmt.specials import PAD_ID
 
@@ -136,6 +136,7 @@ class RNNSeq2Seq(Seq2SeqModel):
         self.readout = nn.Linear(2 * cfg.hidden_size, cfg.hidden_size) if cfg.context_every_step else None
         self.dropout = nn.Dropout(cfg.dropout)
         self.output = OutputLayer(cfg.hidden_size, self.tgt_embed, cfg.tie_embeddings)
+        self.token_gates = TokenGates()  # the decoder's first input product per token, for steps
         _init_uniform(self, [self.encoder.embed, self.tgt_embed])
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -180,8 +181,15 @@ class RNNSeq2Seq(Seq2SeqModel):
         self, prev_tokens: Tensor, memory: Tensors, state: Tensors
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """prev_tokens (B,) -> the projection's inputs (B, E) and the new state."""
-        features, state = self._decode(prev_tokens.unsqueeze(1), memory, state)
-        return features[:, 0], state
+        if not TokenGates.usable(self.decoder, self.tgt_embed.weight):
+            features, state = self._decode(prev_tokens.unsqueeze(1), memory, state)
+            return features[:, 0], state
+        context = memory["context"] if self.readout is not None else None  # (B, H)
+        gates = self.token_gates(self.decoder, self.tgt_embed.weight, prev_tokens, context)  # (B, G H)
+        outputs, state = step_cell(self.decoder, gates, state)  # (B, H)
+        if self.readout is not None:
+            outputs = torch.tanh(self.readout(torch.cat([outputs, memory["context"]], dim=-1)))
+        return self.output.features(outputs), state
 
 
 class AttentionRNNSeq2Seq(Seq2SeqModel):
@@ -215,6 +223,7 @@ class AttentionRNNSeq2Seq(Seq2SeqModel):
         self.combine = nn.Linear(self.encoder.output_size + cfg.hidden_size, cfg.hidden_size)  # W_c
         self.dropout = nn.Dropout(cfg.dropout)
         self.output = OutputLayer(cfg.hidden_size, self.tgt_embed, cfg.tie_embeddings)
+        self.token_gates = TokenGates()  # the decoder's first input product per token, for steps
         _init_uniform(self, [self.encoder.embed, self.tgt_embed])
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -247,11 +256,15 @@ class AttentionRNNSeq2Seq(Seq2SeqModel):
         """Decoder inputs x (B, T, *) -> attentional vectors (B, T, H), the cell's state after step T
         and the attention weights (B, T, S)."""
         queries, new_state = run_cell(self.decoder, x, state)  # (B, T, H)
+        attentional, weights = self._attend(queries, memory)
+        return attentional, new_state, weights
+
+    def _attend(self, queries: Tensor, memory: Tensors) -> tuple[Tensor, Tensor]:
+        """The cell's outputs (B, T, H) -> attentional vectors (B, T, H) and the attention weights (B, T, S)."""
         context, weights = self.attention(
             queries, memory["keys"], memory["encoder_outputs"], memory["src_mask"]
         )
-        attentional = torch.tanh(self.combine(torch.cat([context, queries], dim=-1)))  # (B, T, H)
-        return attentional, new_state, weights
+        return torch.tanh(self.combine(torch.cat([context, queries], dim=-1))), weights
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing: src (B, S), src_lengths (B,), tgt_in (B, T) -> logits (B, T, V).
@@ -286,5 +299,13 @@ class AttentionRNNSeq2Seq(Seq2SeqModel):
     ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """As `decode_features`, with the step's attention weights (B, S), which the step computes
         anyway."""
-        attentional, state, weights = self._step(self.dropout(self.tgt_embed(prev_tokens)), memory, state)
-        return self.output.features(self.dropout(attentional)), state, weights
+        if not TokenGates.usable(self.decoder, self.tgt_embed.weight):
+            attentional, state, weights = self._step(self.dropout(self.tgt_embed(prev_tokens)), memory, state)
+            return self.output.features(self.dropout(attentional)), state, weights
+        feed = state["feed"] if self.input_feeding else None  # the previous attentional vector
+        gates = self.token_gates(self.decoder, self.tgt_embed.weight, prev_tokens, feed)  # (B, G H)
+        queries, new_state = step_cell(self.decoder, gates, state)  # (B, H)
+        attentional, weights = self._attend(queries.unsqueeze(1), memory)
+        if self.input_feeding:
+            new_state["feed"] = attentional[:, 0]
+        return self.output.features(attentional[:, 0]), new_state, weights[:, 0]

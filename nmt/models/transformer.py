@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from nmt.config import TransformerConfig
 from nmt.models.attention import padding_mask
+from nmt.models.derived import Derived
 from nmt.models.step import Seq2SeqModel, Tensors
 from nmt.specials import PAD_ID
 
@@ -59,8 +60,7 @@ class MultiHeadAttention(nn.Module):
         super().__init__()
         self.heads, self.dropout = heads, dropout
         self.d_model, self.head_dim = d_model, d_model // heads
-        self._qkv: tuple[Tensor, Tensor] | None = None  # see _fused_qkv
-        self._qkv_key: tuple[tuple[int, int], ...] = ()
+        self._qkv: Derived[tuple[Tensor, Tensor]] = Derived()  # see _fused_qkv
         self.q = nn.Linear(d_model, d_model)
         self.k = nn.Linear(d_model, d_model)
         self.v = nn.Linear(d_model, d_model)
@@ -100,21 +100,15 @@ class MultiHeadAttention(nn.Module):
 
     def _fused_qkv(self) -> tuple[Tensor, Tensor]:
         """The query, key and value projections as one (3D, D) weight and (3D,) bias. Without
-        gradients they are concatenated once and kept while the weights are the same, unchanged
-        tensors (an optimizer step or loading weights changes their version, which rebuilds them)."""
+        gradients they are concatenated once and kept while the weights stay (`Derived`)."""
         linears = (self.q, self.k, self.v)
-        if torch.is_grad_enabled():
+
+        def fused() -> tuple[Tensor, Tensor]:
             return torch.cat([m.weight for m in linears]), torch.cat([m.bias for m in linears])
-        key = tuple((t.data_ptr(), t._version) for m in linears for t in (m.weight, m.bias))
-        if self._qkv is None or self._qkv_key != key:
-            # plain tensors even when made in inference mode, so the exporter may trace them
-            with torch.inference_mode(False), torch.no_grad():
-                self._qkv = (
-                    torch.cat([m.weight for m in linears]),
-                    torch.cat([m.bias for m in linears]),
-                )
-            self._qkv_key = key
-        return self._qkv
+
+        if torch.is_grad_enabled():
+            return fused()
+        return self._qkv.get([t for m in linears for t in (m.weight, m.bias)], fused)
 
     def step_self(self, h: Tensor, cache_k: Tensor, cache_v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Self-attention of one new position per row: h (R, D), the rows' caches (R, N, t, Dh)

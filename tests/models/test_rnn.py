@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 import torch
 
+from nmt.models import cells
 from nmt.models.rnn import RNNEncoder
 
 STATE_KEYS = {"lstm": ["h", "c"], "gru": ["h"], "rnn": ["h"]}
@@ -82,3 +85,50 @@ def test_weights_saved_before_cells_load(tiny_config, tiny_model):
     fresh.load_state_dict(old, strict=True)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(fresh.state_dict()[key], value)
+
+
+def _steps(model, batch, steps: int = 3) -> list[torch.Tensor]:
+    """The log-probabilities of the first `steps` decoding steps, teacher-forced, and the attention."""
+    memory, state = model.encode(batch.src, batch.src_lengths)
+    found = []
+    for t in range(steps):
+        if model.attends:
+            log_probs, state, attention = model.decode_step_with_attention(batch.tgt_in[:, t], memory, state)
+            found.append(attention)
+        else:
+            log_probs, state = model.decode_step(batch.tgt_in[:, t], memory, state)
+        found.extend([log_probs, *state.values()])
+    return found
+
+
+@pytest.mark.parametrize("cell", list(STATE_KEYS))
+@pytest.mark.parametrize(
+    ("arch", "options"),
+    [
+        ("rnn", {"context_every_step": True}),
+        ("rnn", {"context_every_step": False, "layers": 1}),
+        ("rnn_attention", {"input_feeding": True}),
+        ("rnn_attention", {"input_feeding": False}),
+    ],
+)
+def test_a_step_from_the_token_table_is_the_networks_step(
+    cell, arch, options, batch, tiny_config, tiny_model
+):
+    """Decoding, the first layer's input product comes from the per-token table (`TokenGates`)
+    and the cell is written out (`step_cell`); it gives what PyTorch's network gives, which a
+    table over the memory limit falls back to, as training and gradients do."""
+    model = tiny_model(tiny_config(arch, cell=cell, **options))
+    with torch.no_grad():
+        assert cells.TokenGates.usable(model.decoder, model.tgt_embed.weight)
+        tabled = _steps(model, batch)
+        assert model.token_gates._table._value is not None, "the step must have used the table"
+    plain = tiny_model(tiny_config(arch, cell=cell, **options))
+    with torch.no_grad(), mock.patch.object(cells, "TOKEN_GATES_LIMIT", 0):
+        assert not cells.TokenGates.usable(plain.decoder, plain.tgt_embed.weight)
+        expected = _steps(plain, batch)
+    assert plain.token_gates._table._value is None
+    for got, want in zip(tabled, expected, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert not cells.TokenGates.usable(model.decoder, model.tgt_embed.weight), "gradients: the network's step"
+    with torch.no_grad():
+        assert not cells.TokenGates.usable(model.train().decoder, model.tgt_embed.weight)

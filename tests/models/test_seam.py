@@ -168,3 +168,29 @@ def test_decode_top_k_is_the_top_k_of_decode_step_without_banned_tokens(model, b
     torch.testing.assert_close(best, log_probs.topk(4, dim=1).values, atol=1e-6, rtol=0)
     torch.testing.assert_close(eos, log_probs[:, EOS_ID], atol=1e-6, rtol=0)
     assert new_state.keys() == expected_state.keys()
+
+
+@pytest.mark.parametrize("arch", ["transformer", "rnn", "rnn_attention"])
+def test_decoding_follows_weights_changed_in_place(arch, batch, tiny_config, tiny_model):
+    """What a decoding step derives from the weights and keeps between steps (the Transformer's
+    fused query/key/value matrix, a recurrent decoder's per-token input product): an optimizer
+    step (weights changed in place) or loading other weights must not leave it stale."""
+    model = tiny_model(tiny_config(arch))
+    tokens = batch.tgt_in[:, 0]
+
+    def first_step() -> torch.Tensor:
+        memory, state = model.encode(batch.src, batch.src_lengths)
+        return model.decode_step(tokens, memory, state)[0]
+
+    def teacher_forced() -> torch.Tensor:
+        return model(batch.src, batch.src_lengths, batch.tgt_in[:, :1])[:, 0].log_softmax(-1)
+
+    with torch.inference_mode():
+        before = first_step()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.mul_(1.5)
+        torch.testing.assert_close(first_step(), teacher_forced(), atol=1e-5, rtol=0)
+        assert not torch.allclose(first_step(), before)
+        model.load_state_dict(tiny_model(tiny_config(arch), seed=1).state_dict())
+        torch.testing.assert_close(first_step(), teacher_forced(), atol=1e-5, rtol=0)
