@@ -161,7 +161,7 @@ class _DecoderGraph(nn.Module):
         self.attends = model.attends  # then the step's attention (R, S) is a last output
         # a model taking the memory once per sentence computes any rows of its grid (`Slots`):
         # grid_rows and row_slots follow beam_indices, which then has the rows computed only
-        self.slots = model.memory_per_sentence
+        self.slots = model.takes_slots
 
     def input_names(self) -> list[str]:
         return (

@@ -204,12 +204,15 @@ class AttentionRNNSeq2Seq(Seq2SeqModel):
     additive score inside this same decoder (queried with h_t, not h_{t-1}), as Joey NMT and
     OpenNMT-py do. The source half of every score is precomputed in `encode` ("keys").
 
-    memory: {"src_mask" (B, S), "encoder_outputs" (B, S, K), "keys" (B, S, *)}
-    state: {"h" (B, L, H), "c" (B, L, H) with the LSTM cell, "feed" (B, H) when input_feeding}
+    memory: {"src_mask" (B, S), "encoder_outputs" (B, S, K), "keys" (B, S, *)}, once per sentence
+      (`memory_per_sentence`): a step's R = B * G rows attend G at a time, each sentence's G
+      consecutive rows in one product against its memory, never copied per beam
+    state: {"h" (R, L, H), "c" (R, L, H) with the LSTM cell, "feed" (R, H) when input_feeding}
     The attention the step returns (`decode_step_with_attention`) is the scorer's weights.
     """
 
     attends = True
+    memory_per_sentence = True
 
     def __init__(self, cfg: AttentionRNNConfig, src_vocab_size: int, tgt_vocab_size: int) -> None:
         super().__init__()
@@ -243,14 +246,15 @@ class AttentionRNNSeq2Seq(Seq2SeqModel):
     def _step(
         self, embedded: Tensor, memory: Tensors, state: Tensors
     ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        """One decoder step: embedded (B, E) -> attentional vector a_t (B, H), the new state and
-        the attention weights (B, S)."""
+        """One decoder step of R = B * G rows (G consecutive rows per sentence of the memory):
+        embedded (R, E) -> attentional vector a_t (R, H), the new state and the attention
+        weights (R, S)."""
         x = torch.cat([embedded, state["feed"]], dim=-1) if self.input_feeding else embedded
-        attentional, new_state, weights = self._steps(x.unsqueeze(1), memory, state)
-        attentional = attentional[:, 0]  # (B, H)
+        queries, new_state = run_cell(self.decoder, x.unsqueeze(1), state)  # (R, 1, H)
+        attentional, weights = self._attend_rows(queries[:, 0], memory)
         if self.input_feeding:
             new_state["feed"] = attentional
-        return attentional, new_state, weights[:, 0]
+        return attentional, new_state, weights
 
     def _steps(self, x: Tensor, memory: Tensors, state: Tensors) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """Decoder inputs x (B, T, *) -> attentional vectors (B, T, H), the cell's state after step T
@@ -260,11 +264,21 @@ class AttentionRNNSeq2Seq(Seq2SeqModel):
         return attentional, new_state, weights
 
     def _attend(self, queries: Tensor, memory: Tensors) -> tuple[Tensor, Tensor]:
-        """The cell's outputs (B, T, H) -> attentional vectors (B, T, H) and the attention weights (B, T, S)."""
+        """Queries (B, T, H), T of each sentence of the memory -> attentional vectors (B, T, H)
+        and the attention weights (B, T, S)."""
         context, weights = self.attention(
             queries, memory["keys"], memory["encoder_outputs"], memory["src_mask"]
         )
         return torch.tanh(self.combine(torch.cat([context, queries], dim=-1))), weights
+
+    def _attend_rows(self, queries: Tensor, memory: Tensors) -> tuple[Tensor, Tensor]:
+        """A step's queries (R, H), R = B * G rows, G consecutive rows per sentence of the
+        memory, each sentence's G as one product -> attentional vectors (R, H) and the attention
+        weights (R, S)."""
+        rows, size = queries.shape
+        grouped = queries.reshape(memory["keys"].size(0), -1, size)  # (B, G, H)
+        attentional, weights = self._attend(grouped, memory)
+        return attentional.reshape(rows, size), weights.reshape(rows, -1)
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing: src (B, S), src_lengths (B,), tgt_in (B, T) -> logits (B, T, V).
@@ -290,22 +304,22 @@ class AttentionRNNSeq2Seq(Seq2SeqModel):
     def decode_features(
         self, prev_tokens: Tensor, memory: Tensors, state: Tensors
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """prev_tokens (B,) -> the projection's inputs (B, E) and the new state."""
+        """prev_tokens (R,) -> the projection's inputs (R, E) and the new state."""
         features, state, _ = self.decode_features_with_attention(prev_tokens, memory, state)
         return features, state
 
     def decode_features_with_attention(
         self, prev_tokens: Tensor, memory: Tensors, state: Tensors
     ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        """As `decode_features`, with the step's attention weights (B, S), which the step computes
+        """As `decode_features`, with the step's attention weights (R, S), which the step computes
         anyway."""
         if not TokenGates.usable(self.decoder, self.tgt_embed.weight):
             attentional, state, weights = self._step(self.dropout(self.tgt_embed(prev_tokens)), memory, state)
             return self.output.features(self.dropout(attentional)), state, weights
         feed = state["feed"] if self.input_feeding else None  # the previous attentional vector
-        gates = self.token_gates(self.decoder, self.tgt_embed.weight, prev_tokens, feed)  # (B, G H)
-        queries, new_state = step_cell(self.decoder, gates, state)  # (B, H)
-        attentional, weights = self._attend(queries.unsqueeze(1), memory)
+        gates = self.token_gates(self.decoder, self.tgt_embed.weight, prev_tokens, feed)  # (R, G H)
+        queries, new_state = step_cell(self.decoder, gates, state)  # (R, H)
+        attentional, weights = self._attend_rows(queries, memory)
         if self.input_feeding:
-            new_state["feed"] = attentional[:, 0]
-        return self.output.features(attentional[:, 0]), new_state, weights[:, 0]
+            new_state["feed"] = attentional
+        return self.output.features(attentional), new_state, weights

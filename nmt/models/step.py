@@ -133,6 +133,7 @@ class TensorSeam:
     attends = False  # whether the model has attention over the source to return
     cheap_select = False  # selecting rows copies every state tensor (see `Seq2Seq`)
     skips_finished = False  # every row is computed (see `Seq2Seq`)
+    takes_slots = False  # whether `decode_features` computes any rows of its grid (the Transformer's `Slots`)
 
     def decode_step(self, prev_tokens: Tensor, memory: Tensors, state: Tensors) -> tuple[Tensor, Tensors]:
         raise NotImplementedError

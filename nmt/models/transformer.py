@@ -257,6 +257,7 @@ class TransformerSeq2Seq(Seq2SeqModel):
     """
 
     memory_per_sentence = True
+    takes_slots = True
     attends = True
 
     def __init__(self, cfg: TransformerConfig, src_vocab_size: int, tgt_vocab_size: int) -> None:
