@@ -22,7 +22,7 @@ from nmt.onnx_format import DECODER_FILE, ENCODER_FILE, EXPORT_DIR, EXPORT_FILE,
 from nmt.search import beam_search
 from nmt.specials import BOS_ID
 from nmt.translator import Translator
-from tests.conftest import TINY_MODELS, assert_one_line_error, run_nmt
+from tests.conftest import ROOT, TINY_MODELS, assert_one_line_error, run_nmt
 from tests.models.conftest import VARIANTS, make_batch, make_config, make_model
 
 ARCHS = list(TINY_MODELS)
@@ -59,8 +59,8 @@ DECODER_INPUTS = {
     # the memory once per sentence: the rows computed may be some of its grid (`Slots`)
     "transformer": [*ATTENDING_STEP_INPUTS, "grid_rows", "row_slots", *ENCODER_OUTPUTS["transformer"]],
     "lstm": [*STEP_INPUTS, "memory.context", "state.h", "state.c"],  # src_mask is never read
-    "lstm_attention": [*ATTENDING_STEP_INPUTS, *ENCODER_OUTPUTS["lstm_attention"]],
-    "gru_attention": [*ATTENDING_STEP_INPUTS, *ENCODER_OUTPUTS["gru_attention"]],
+    "lstm_attention": [*ATTENDING_STEP_INPUTS, "grid_rows", "row_slots", *ENCODER_OUTPUTS["lstm_attention"]],
+    "gru_attention": [*ATTENDING_STEP_INPUTS, "grid_rows", "row_slots", *ENCODER_OUTPUTS["gru_attention"]],
 }
 
 
@@ -232,17 +232,21 @@ def test_beam_search_is_token_identical(arch, exported, sentences):
             assert h.score == pytest.approx(e.score, abs=1e-4)
 
 
-def test_finished_hypotheses_are_not_decoded_again(exported, default_exported, multi30k):
-    """The Transformer's decoder graph computes only the rows the search still extends (its
-    finished hypotheses stay in their beams until their sentence is decided, with nothing to
-    compute), and the search comes out as PyTorch's, which computes every row."""
+@pytest.mark.parametrize("shipped", ["transformer-en-de", "lstm-attention-en-de"])
+def test_finished_hypotheses_are_not_decoded_again(shipped, exported, multi30k, tmp_path):
+    """The decoder graph of a model with its memory once per sentence (the Transformer, the
+    attention RNNs) computes only the rows the search still extends (its finished hypotheses
+    stay in their beams until their sentence is decided, with nothing to compute), and the
+    search comes out as PyTorch's, which computes every row. The plain LSTM computes every row."""
     from nmt.data import read_lines
 
-    bundle = load_bundle(default_exported)  # a trained model: its beams end at different steps
+    # a trained model: its beams end at different steps
+    bundle = load_bundle(_copy(ROOT / "models" / shipped, tmp_path))
+    export_onnx(bundle)
     sentences = read_lines(multi30k / "test_2016_flickr.en.gz")[:16]
     model = OnnxModel.from_bundle(bundle)
     assert model.skips_finished  # the memory once per sentence: any rows of its grid
-    assert not OnnxModel.from_bundle(load_bundle(exported["lstm_attention"])).skips_finished
+    assert not OnnxModel.from_bundle(load_bundle(exported["lstm"])).skips_finished
     computed: list[tuple[int, int]] = []  # (rows computed, places in the grid) of each step
     plain = model._run
 

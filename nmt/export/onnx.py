@@ -70,7 +70,7 @@ from nmt.data import collate_source
 from nmt.errors import NmtError
 from nmt.export.onnx_head import add_head
 from nmt.models import Seq2SeqModel
-from nmt.models.transformer import Slots
+from nmt.models.step import Slots
 from nmt.onnx_format import (
     ATTENTION,
     BEAM_INDICES,

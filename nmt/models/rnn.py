@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from nmt.config import AttentionRNNConfig, RNNConfig
 from nmt.models.attention import build_attention, padding_mask
 from nmt.models.cells import TokenGates, build_cell, final_state, run_cell, state_keys, step_cell
-from nmt.models.step import Seq2SeqModel, Tensors
+from nmt.models.step import Seq2SeqModel, Slots, Tensors
 from nmt.specials import PAD_ID
 
 
@@ -213,6 +213,7 @@ class AttentionRNNSeq2Seq(Seq2SeqModel):
 
     attends = True
     memory_per_sentence = True
+    takes_slots = True  # a step may compute some rows of its grid only (`Slots`)
 
     def __init__(self, cfg: AttentionRNNConfig, src_vocab_size: int, tgt_vocab_size: int) -> None:
         super().__init__()
@@ -244,14 +245,14 @@ class AttentionRNNSeq2Seq(Seq2SeqModel):
         return memory, state
 
     def _step(
-        self, embedded: Tensor, memory: Tensors, state: Tensors
+        self, embedded: Tensor, memory: Tensors, state: Tensors, slots: Slots | None = None
     ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        """One decoder step of R = B * G rows (G consecutive rows per sentence of the memory):
-        embedded (R, E) -> attentional vector a_t (R, H), the new state and the attention
-        weights (R, S)."""
+        """One decoder step of R = B * G rows (G consecutive rows per sentence of the memory),
+        or R' of them (`slots`): embedded (R, E) -> attentional vector a_t (R, H), the new state
+        and the attention weights (R, S)."""
         x = torch.cat([embedded, state["feed"]], dim=-1) if self.input_feeding else embedded
         queries, new_state = run_cell(self.decoder, x.unsqueeze(1), state)  # (R, 1, H)
-        attentional, weights = self._attend_rows(queries[:, 0], memory)
+        attentional, weights = self._attend_rows(queries[:, 0], memory, slots)
         if self.input_feeding:
             new_state["feed"] = attentional
         return attentional, new_state, weights
@@ -271,14 +272,25 @@ class AttentionRNNSeq2Seq(Seq2SeqModel):
         )
         return torch.tanh(self.combine(torch.cat([context, queries], dim=-1))), weights
 
-    def _attend_rows(self, queries: Tensor, memory: Tensors) -> tuple[Tensor, Tensor]:
+    def _attend_rows(
+        self, queries: Tensor, memory: Tensors, slots: Slots | None = None
+    ) -> tuple[Tensor, Tensor]:
         """A step's queries (R, H), R = B * G rows, G consecutive rows per sentence of the
         memory, each sentence's G as one product -> attentional vectors (R, H) and the attention
-        weights (R, S)."""
-        rows, size = queries.shape
+        weights (R, S). With `slots`, R' of the B * G rows: their queries are placed in the
+        grid, zeros elsewhere, and only theirs come back."""
+        size = queries.size(1)
+        if slots is not None:  # the rows into their places, a zero row in the others
+            queries = torch.cat([queries, queries.new_zeros(1, size)]).index_select(0, slots.grid)
         grouped = queries.reshape(memory["keys"].size(0), -1, size)  # (B, G, H)
         attentional, weights = self._attend(grouped, memory)
-        return attentional.reshape(rows, size), weights.reshape(rows, -1)
+        attentional, weights = attentional.reshape(-1, size), weights.flatten(0, 1)  # (B * G, ...)
+        if slots is not None:  # back to the rows given
+            attentional, weights = (
+                attentional.index_select(0, slots.rows),
+                weights.index_select(0, slots.rows),
+            )
+        return attentional, weights
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing: src (B, S), src_lengths (B,), tgt_in (B, T) -> logits (B, T, V).
@@ -302,24 +314,26 @@ class AttentionRNNSeq2Seq(Seq2SeqModel):
         return self.output.proj
 
     def decode_features(
-        self, prev_tokens: Tensor, memory: Tensors, state: Tensors
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors, slots: Slots | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """prev_tokens (R,) -> the projection's inputs (R, E) and the new state."""
-        features, state, _ = self.decode_features_with_attention(prev_tokens, memory, state)
+        """prev_tokens (R,) -> the projection's inputs (R, E) and the new state; with `slots`,
+        R' rows of the grid only, the state's and the results' too (see `Slots`)."""
+        features, state, _ = self.decode_features_with_attention(prev_tokens, memory, state, slots)
         return features, state
 
     def decode_features_with_attention(
-        self, prev_tokens: Tensor, memory: Tensors, state: Tensors
+        self, prev_tokens: Tensor, memory: Tensors, state: Tensors, slots: Slots | None = None
     ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """As `decode_features`, with the step's attention weights (R, S), which the step computes
         anyway."""
         if not TokenGates.usable(self.decoder, self.tgt_embed.weight):
-            attentional, state, weights = self._step(self.dropout(self.tgt_embed(prev_tokens)), memory, state)
+            embedded = self.dropout(self.tgt_embed(prev_tokens))
+            attentional, state, weights = self._step(embedded, memory, state, slots)
             return self.output.features(self.dropout(attentional)), state, weights
         feed = state["feed"] if self.input_feeding else None  # the previous attentional vector
         gates = self.token_gates(self.decoder, self.tgt_embed.weight, prev_tokens, feed)  # (R, G H)
         queries, new_state = step_cell(self.decoder, gates, state)  # (R, H)
-        attentional, weights = self._attend_rows(queries, memory)
+        attentional, weights = self._attend_rows(queries, memory, slots)
         if self.input_feeding:
             new_state["feed"] = attentional
         return self.output.features(attentional), new_state, weights

@@ -66,7 +66,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -124,6 +124,17 @@ def _top_k(log_probs: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
     return best, tokens, log_probs[:, EOS_ID]
 
 
+class Slots(NamedTuple):
+    """R' of the B * G rows of a decoding step (G consecutive rows per sentence), the others
+    left out (a search's finished hypotheses, whose steps nothing reads): grid (B * G,) the row
+    among the R' in each place, R' where none is (it attends with a zero query); rows (R',)
+    each row's place. Only attention over the memory groups rows by sentence, so only it needs
+    them (the Transformer's cross-attention, the attention RNNs' attention)."""
+
+    grid: Tensor
+    rows: Tensor
+
+
 class TensorSeam:
     """The search's hooks for a model whose memory and state are tensors it computes whole:
     rows picked with `index_select`, the top k taken from `decode_step`'s log-probabilities
@@ -133,7 +144,7 @@ class TensorSeam:
     attends = False  # whether the model has attention over the source to return
     cheap_select = False  # selecting rows copies every state tensor (see `Seq2Seq`)
     skips_finished = False  # every row is computed (see `Seq2Seq`)
-    takes_slots = False  # whether `decode_features` computes any rows of its grid (the Transformer's `Slots`)
+    takes_slots = False  # whether `decode_features` computes any rows of its grid (`Slots`)
 
     def decode_step(self, prev_tokens: Tensor, memory: Tensors, state: Tensors) -> tuple[Tensor, Tensors]:
         raise NotImplementedError

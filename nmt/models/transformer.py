@@ -20,7 +20,6 @@ length, T target length (t: tokens decoded so far), D d_model, N heads, Dh = D /
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -29,18 +28,8 @@ from torch import Tensor, nn
 from nmt.config import TransformerConfig
 from nmt.models.attention import padding_mask
 from nmt.models.derived import Derived
-from nmt.models.step import Seq2SeqModel, Tensors
+from nmt.models.step import Seq2SeqModel, Slots, Tensors
 from nmt.specials import PAD_ID
-
-
-class Slots(NamedTuple):
-    """R' of the B * G rows of a decoding step (G consecutive rows per sentence), the others
-    left out (a search's finished hypotheses, whose steps nothing reads): grid (B * G,) the row
-    among the R' in each place, R' where none is (it attends with a zero query); rows (R',)
-    each row's place. Only the cross-attention groups rows by sentence, so only it needs them."""
-
-    grid: Tensor
-    rows: Tensor
 
 
 def sinusoids(max_positions: int, dim: int) -> Tensor:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from nmt.errors import NoAttention
+from nmt.models.step import Slots
 from nmt.search import BANNED_IDS
 from nmt.specials import EOS_ID, PAD_ID
 
@@ -194,3 +195,38 @@ def test_decoding_follows_weights_changed_in_place(arch, batch, tiny_config, tin
         assert not torch.allclose(first_step(), before)
         model.load_state_dict(tiny_model(tiny_config(arch), seed=1).state_dict())
         torch.testing.assert_close(first_step(), teacher_forced(), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("arch", "options"),
+    [
+        ("transformer", {}),
+        ("rnn_attention", {"input_feeding": True}),
+        ("rnn_attention", {"input_feeding": False, "cell": "gru"}),
+        ("rnn", {}),
+    ],
+)
+@torch.no_grad()
+def test_a_step_over_some_rows_of_the_grid_gives_those_rows_outputs(
+    arch, options, batch, tiny_config, tiny_model
+):
+    """A model with its memory once per sentence takes `Slots` (`takes_slots`): it computes any
+    rows of its sentences x beams grid (a search leaves its finished hypotheses out), and those
+    rows come out as when every row is computed. The plain RNN computes every row."""
+    model = tiny_model(tiny_config(arch, **options))
+    assert model.takes_slots == model.memory_per_sentence == (arch != "rnn")
+    if not model.takes_slots:
+        return
+    memory, state = model.encode(batch.src, batch.src_lengths)
+    state = model.select_state(state, torch.arange(4).repeat_interleave(2))  # G = 2 rows a sentence
+    tokens = batch.tgt_in[:, :2].reshape(-1)  # (8,)
+    features, new_state, attention = model.decode_features_with_attention(tokens, memory, state)
+    places = torch.tensor([0, 3, 4, 7])  # rows 1, 2, 5, 6 left out
+    grid = torch.tensor([0, 4, 4, 1, 2, 4, 4, 3])  # each place's row among the four, 4 for none
+    some = model.decode_features_with_attention(
+        tokens[places], memory, model.select_state(state, places), slots=Slots(grid, places)
+    )
+    torch.testing.assert_close(some[0], features[places], atol=1e-6, rtol=0)
+    for key, value in some[1].items():
+        torch.testing.assert_close(value, new_state[key][places], atol=1e-6, rtol=0)
+    torch.testing.assert_close(some[2], attention[places], atol=1e-6, rtol=0)
