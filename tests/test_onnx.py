@@ -34,7 +34,14 @@ ENCODER_OUTPUTS = {
     "transformer": ["memory.src_mask"]
     + [f"memory.cross_{kv}{i}" for i in range(2) for kv in "kv"]
     + [f"state.self_{kv}{i}" for i in range(2) for kv in "kv"],
-    "lstm": ["memory.src_mask", "memory.context", "state.h", "state.c", "encoder_outputs"],
+    "lstm": [
+        "memory.src_mask",
+        "memory.context",
+        "memory.context_gates",
+        "state.h",
+        "state.c",
+        "encoder_outputs",
+    ],
     "lstm_attention": [
         "memory.src_mask",
         "memory.encoder_outputs",
@@ -58,7 +65,8 @@ ATTENDING_STEP_INPUTS = [*STEP_INPUTS, "want_attention"]  # models with attentio
 DECODER_INPUTS = {
     # the memory once per sentence: the rows computed may be some of its grid (`Slots`)
     "transformer": [*ATTENDING_STEP_INPUTS, "grid_rows", "row_slots", *ENCODER_OUTPUTS["transformer"]],
-    "lstm": [*STEP_INPUTS, "memory.context", "state.h", "state.c"],  # src_mask is never read
+    # src_mask is never read; the context's share of the first input product comes computed
+    "lstm": [*STEP_INPUTS, "memory.context", "memory.context_gates", "state.h", "state.c"],
     "lstm_attention": [*ATTENDING_STEP_INPUTS, "grid_rows", "row_slots", *ENCODER_OUTPUTS["lstm_attention"]],
     "gru_attention": [*ATTENDING_STEP_INPUTS, "grid_rows", "row_slots", *ENCODER_OUTPUTS["gru_attention"]],
 }

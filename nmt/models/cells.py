@@ -113,7 +113,14 @@ class TokenGates:
             [embedding, weight, bias], lambda: functional.linear(embedding, weight[:, :width], bias)
         )  # (V, G H)
         gates = table.index_select(0, tokens)
-        return gates if extra is None else gates + functional.linear(extra, weight[:, width:])
+        return gates if extra is None else gates + self.extra_product(rnn, embedding, extra)
+
+    @staticmethod
+    def extra_product(rnn: nn.RNNBase, embedding: Tensor, extra: Tensor) -> Tensor:
+        """What follows the embeddings in the input, extra (R, X) -> its part of the first
+        layer's input product, W_ih0[:, E:] extra (R, G H): for an extra fixed per sentence (a
+        source summary), computed once when encoding."""
+        return functional.linear(extra, _weight(rnn, "weight_ih", 0)[:, embedding.size(1) :])
 
 
 def step_cell(

@@ -121,7 +121,8 @@ class RNNSeq2Seq(Seq2SeqModel):
     of the top layer, is also concatenated to every decoder input and fed to a tanh pre-output layer
     together with the decoder output: o_t = tanh(W_o [h_t; c]).
 
-    memory: {"src_mask" (B, S), "context" (B, H) when context_every_step}
+    memory: {"src_mask" (B, S), and when context_every_step "context" (B, H) and its part of the
+      decoder's first input product, "context_gates" (B, G H) (`TokenGates.extra_product`)}
     state: {"h" (B, L, H), "c" (B, L, H) with the LSTM cell}
     """
 
@@ -155,6 +156,9 @@ class RNNSeq2Seq(Seq2SeqModel):
         memory = {"src_mask": padding_mask(src_lengths, src.size(1))}
         if self.context_every_step:
             memory["context"] = state["h"][:, -1]  # (B, H)
+            memory["context_gates"] = TokenGates.extra_product(
+                self.decoder, self.tgt_embed.weight, memory["context"]
+            )
         return memory, state, {"encoder_outputs": outputs}
 
     @property
@@ -184,8 +188,9 @@ class RNNSeq2Seq(Seq2SeqModel):
         if not TokenGates.usable(self.decoder, self.tgt_embed.weight):
             features, state = self._decode(prev_tokens.unsqueeze(1), memory, state)
             return features[:, 0], state
-        context = memory["context"] if self.readout is not None else None  # (B, H)
-        gates = self.token_gates(self.decoder, self.tgt_embed.weight, prev_tokens, context)  # (B, G H)
+        gates = self.token_gates(self.decoder, self.tgt_embed.weight, prev_tokens)  # (B, G H)
+        if self.readout is not None:  # the source summary's part, computed once when encoding
+            gates = gates + memory["context_gates"]
         outputs, state = step_cell(self.decoder, gates, state)  # (B, H)
         if self.readout is not None:
             outputs = torch.tanh(self.readout(torch.cat([outputs, memory["context"]], dim=-1)))

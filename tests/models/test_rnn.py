@@ -37,11 +37,14 @@ def test_encoder_skips_padding_and_returns_final_states_per_layer(cell, bidirect
 def test_rnn_keys(cell, context_every_step, batch, tiny_config, tiny_model):
     model = tiny_model(tiny_config("rnn", cell=cell, context_every_step=context_every_step))
     memory, state = model.encode(batch.src, batch.src_lengths)
-    assert list(memory) == (["src_mask", "context"] if context_every_step else ["src_mask"])
+    assert list(memory) == (["src_mask", "context", "context_gates"] if context_every_step else ["src_mask"])
     assert list(state) == STATE_KEYS[cell]
     assert all(tensor.shape == (4, 2, 24) for tensor in state.values())
     if context_every_step:
         torch.testing.assert_close(memory["context"], state["h"][:, -1])
+        # the context's part of the decoder's first input product, computed once per sentence
+        weight = model.decoder.weight_ih_l0[:, model.tgt_embed.embedding_dim :]
+        torch.testing.assert_close(memory["context_gates"], memory["context"] @ weight.T)
 
 
 @pytest.mark.parametrize("cell", list(STATE_KEYS))
