@@ -31,9 +31,11 @@ the exporter, so only the inputs a session declares are fed.
 
 EXPORT_DIR = "onnx"  # inside the bundle folder
 ENCODER_FILE, DECODER_FILE, EXPORT_FILE = "encoder.onnx", "decoder.onnx", "export.json"
-EXPORT_FORMAT = 5  # 2: the decoder graph reorders the state and ranks the top k; 3: its output head;
+EXPORT_FORMAT = 6  # 2: the decoder graph reorders the state and ranks the top k; 3: its output head;
 # 4: a decoder taking the memory once per sentence computes any rows of its grid (GRID_ROWS);
-# 5: a shortlist's normaliser counts sampled ids outside it (OUTSIDE)
+# 5: a shortlist's normaliser counts sampled ids outside it (OUTSIDE); 6: the recurrent steps'
+# first input product from a per-token table, the attention RNNs' memory once per sentence and
+# their GRID_ROWS, the plain LSTM's memory.context_gates (older exports are remade where served)
 
 ENCODER_INPUTS = ("src", "src_lengths")
 PREV_TOKENS, BEAM_INDICES, K = "prev_tokens", "beam_indices", "k"  # the decoder's first inputs
