@@ -6,8 +6,10 @@ the export's choices rest on (issue 15), each pair checked to compute the same v
   outside it and three other terms per row) and (R, 3) (no sample);
 - a shortlist's output layer: its weight rows gathered at every step then the product, against
   the rows given as an input (gathered once per batch), in either operand order;
-- an LSTM step: ONNX's LSTM operator (what the recurrent decoders export to) against one Gemm
-  for the gates and the cell's element-wise nodes.
+- an LSTM step: ONNX's LSTM operator (what the recurrent decoders exported to until session 18)
+  against one Gemm for the gates and the cell's element-wise nodes, and against the form they
+  export to now: the input product of each token gathered from a table made once, one Gemm for
+  the hidden state, the cell's nodes.
 
 Microseconds per run (the fastest of 3 rounds of 300 runs), 1 intra-op thread, R = 160 rows
 (32 sentences x 5 beams). Diagnostic rows; the target: the head's five nodes faster than
@@ -105,25 +107,26 @@ def shortlist_forms(rows: int, width: int, vocab: int, kept: int) -> dict[str, t
     }
 
 
-def lstm_forms(rows: int, size: int) -> dict[str, tuple]:
+def lstm_forms(rows: int, size: int, vocab: int = 8000) -> dict[str, tuple]:
+    """An LSTM decoder step from the previous tokens (an embedding gather first, as in the graph)."""
     node = helper.make_node
     rng = np.random.default_rng(0)
     w = (rng.standard_normal((1, 4 * size, size)) * 0.05).astype(np.float32)  # gates i, o, f, c
     r = (rng.standard_normal((1, 4 * size, size)) * 0.05).astype(np.float32)
     bias = (rng.standard_normal((1, 8 * size)) * 0.05).astype(np.float32)
-    feed = {name: rng.standard_normal((rows, size)).astype(np.float32) for name in ("x", "h", "c")}
+    embedding = (rng.standard_normal((vocab, size)) * 0.1).astype(np.float32)
+    feed = {name: rng.standard_normal((rows, size)).astype(np.float32) for name in ("h", "c")}
+    feed["ids"] = rng.integers(0, vocab, rows).astype(np.int64)
     zero = {"zero": np.array([0], np.int64)}
     operator = [
+        node("Gather", ["embedding", "ids"], ["x"]),
         *(node("Unsqueeze", [name, "zero"], [name + "3"]) for name in ("x", "h", "c")),
         node("LSTM", ["x3", "w", "r", "b", "", "h3", "c3"], ["", "h_out", "c_out"], hidden_size=size),
         node("Squeeze", ["h_out", "zero"], ["h1"]),
         node("Squeeze", ["c_out", "zero"], ["c1"]),
         node("Concat", ["h1", "c1"], ["y"], axis=1),
     ]
-    stacked = np.ascontiguousarray(np.concatenate([w[0], r[0]], 1).T)  # (2 size, 4 size)
-    gates = [
-        node("Concat", ["x", "h"], ["xh"], axis=1),
-        node("Gemm", ["xh", "stacked", "gate_bias"], ["g"]),
+    cell = [
         node("Split", ["g", "split"], ["gi", "go", "gf", "gc"], axis=1),
         node("Sigmoid", ["gi"], ["si"]),
         node("Sigmoid", ["go"], ["so"]),
@@ -136,19 +139,39 @@ def lstm_forms(rows: int, size: int) -> dict[str, tuple]:
         node("Mul", ["so", "tc1"], ["h1"]),
         node("Concat", ["h1", "c1"], ["y"], axis=1),
     ]
-    inputs = dict.fromkeys(feed, FLOAT)
-    explicit = {
-        "stacked": stacked,
-        "gate_bias": bias[0, : 4 * size] + bias[0, 4 * size :],
-        "split": np.array([size] * 4, np.int64),
+    stacked = np.ascontiguousarray(np.concatenate([w[0], r[0]], 1).T)  # (2 size, 4 size)
+    gates = [
+        node("Gather", ["embedding", "ids"], ["x"]),
+        node("Concat", ["x", "h"], ["xh"], axis=1),
+        node("Gemm", ["xh", "stacked", "gate_bias"], ["g"]),
+        *cell,
+    ]
+    # the input product of every token made once (`nmt.models.cells.TokenGates`): a gather of rows
+    table = [
+        node("Gather", ["table", "ids"], ["gx"]),
+        node("Gemm", ["h", "recurrent", "gx"], ["g"]),
+        *cell,
+    ]
+    inputs = {"ids": TensorProto.INT64, "h": FLOAT, "c": FLOAT}
+    gate_bias = bias[0, : 4 * size] + bias[0, 4 * size :]
+    split = np.array([size] * 4, np.int64)
+    explicit = {"embedding": embedding, "stacked": stacked, "gate_bias": gate_bias, "split": split}
+    tabled = {
+        "table": (embedding @ w[0].T + gate_bias).astype(np.float32),  # (vocab, 4 size)
+        "recurrent": np.ascontiguousarray(r[0].T),
+        "split": split,
     }
     label = f"LSTM step ({rows}, {size})"
     return {
         f"{label}: the LSTM operator": (
-            _session(operator, inputs, {"w": w, "r": r, "b": bias, **zero}),
+            _session(operator, inputs, {"w": w, "r": r, "b": bias, "embedding": embedding, **zero}),
             feed,
         ),
         f"{label}: one Gemm for the gates + the cell's nodes": (_session(gates, inputs, explicit), feed),
+        f"{label}: a per-token table's rows + a Gemm for h + the cell's nodes": (
+            _session(table, inputs, tabled),
+            feed,
+        ),
     }
 
 
