@@ -331,7 +331,9 @@ def _timed_runs(spent: list[float]):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--model", default="models/transformer-en-de", help="a Transformer bundle (default: %(default)s)"
+        "--model",
+        default="models/transformer-en-de",
+        help="a Transformer or attention-RNN bundle (default: %(default)s)",
     )
     parser.add_argument(
         "--data", type=Path, default=harness.DEFAULT_DATA, help="folder with test_2016_flickr.<src>.gz"
@@ -350,7 +352,7 @@ def main() -> None:
         translator = Translator.from_bundle(copy, "cpu", "onnx", batch_size=32)
         if not translator.model.skips_finished:
             raise SystemExit(
-                f"{args.model}: a Transformer bundle only (its decoder computes any rows of its grid)"
+                f"{args.model}: a bundle whose decoder computes any rows of its grid only (the Transformer, the attention RNNs)"
             )
         search = copy.search.model_copy(update={"beam_size": 5, "n_best": 1})
         graph = GraphSearch(translator.model, search.beam_size)
