@@ -7,7 +7,12 @@ and {"h": ...} for the other two, every tensor batch first, (B, L, D * H), so a 
 on dim 0 and an exporter sees one graph input per key. PyTorch's modules want (L * D, B, H) and a
 tuple for the LSTM, hence the conversions in `run_cell` and `final_state`.
 
-Letters: B batch, T steps, L layers, D directions (1 or 2), H hidden size.
+A decoding step may instead take its first layer's input product from a table of every target
+token's (`TokenGates`) and run the cell written out (`step_cell`): the same numbers, fewer
+products on the CPU.
+
+Letters: B batch, T steps, L layers, D directions (1 or 2), H hidden size, G gates (4 LSTM, 3 GRU,
+1 Elman RNN), V target vocabulary, E embedding size.
 """
 
 from __future__ import annotations
@@ -99,7 +104,8 @@ class TokenGates:
         under TOKEN_GATES_LIMIT."""
         size = embedding.size(0) * _weight(rnn, "weight_ih", 0).size(0) * embedding.element_size()
         decoding = not rnn.training and not torch.is_grad_enabled()
-        return decoding and embedding.device.type == "cpu" and size <= TOKEN_GATES_LIMIT
+        written_out = not isinstance(rnn, nn.RNN) or rnn.nonlinearity == "tanh"  # `step_cell`'s cells
+        return decoding and written_out and embedding.device.type == "cpu" and size <= TOKEN_GATES_LIMIT
 
     def __call__(
         self, rnn: nn.RNNBase, embedding: Tensor, tokens: Tensor, extra: Tensor | None = None
