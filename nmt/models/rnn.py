@@ -257,7 +257,14 @@ class AttentionRNNSeq2Seq(Seq2SeqModel):
         and the attention weights (R, S)."""
         x = torch.cat([embedded, state["feed"]], dim=-1) if self.input_feeding else embedded
         queries, new_state = run_cell(self.decoder, x.unsqueeze(1), state)  # (R, 1, H)
-        attentional, weights = self._attend_rows(queries[:, 0], memory, slots)
+        return self._after_cell(queries[:, 0], new_state, memory, slots)
+
+    def _after_cell(
+        self, queries: Tensor, new_state: dict[str, Tensor], memory: Tensors, slots: Slots | None
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """The cell's outputs (R, H) and new state -> attentional vectors a_t (R, H), the state
+        (with a_t as the next input feeding) and the attention weights (R, S)."""
+        attentional, weights = self._attend_rows(queries, memory, slots)
         if self.input_feeding:
             new_state["feed"] = attentional
         return attentional, new_state, weights
@@ -331,14 +338,12 @@ class AttentionRNNSeq2Seq(Seq2SeqModel):
     ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """As `decode_features`, with the step's attention weights (R, S), which the step computes
         anyway."""
-        if not TokenGates.usable(self.decoder, self.tgt_embed.weight):
+        if TokenGates.usable(self.decoder, self.tgt_embed.weight):
+            feed = state["feed"] if self.input_feeding else None  # the previous attentional vector
+            gates = self.token_gates(self.decoder, self.tgt_embed.weight, prev_tokens, feed)  # (R, G H)
+            queries, new_state = step_cell(self.decoder, gates, state)  # (R, H)
+            attentional, new_state, weights = self._after_cell(queries, new_state, memory, slots)
+        else:
             embedded = self.dropout(self.tgt_embed(prev_tokens))
-            attentional, state, weights = self._step(embedded, memory, state, slots)
-            return self.output.features(self.dropout(attentional)), state, weights
-        feed = state["feed"] if self.input_feeding else None  # the previous attentional vector
-        gates = self.token_gates(self.decoder, self.tgt_embed.weight, prev_tokens, feed)  # (R, G H)
-        queries, new_state = step_cell(self.decoder, gates, state)  # (R, H)
-        attentional, weights = self._attend_rows(queries, memory, slots)
-        if self.input_feeding:
-            new_state["feed"] = attentional
-        return self.output.features(attentional), new_state, weights
+            attentional, new_state, weights = self._step(embedded, memory, state, slots)
+        return self.output.features(self.dropout(attentional)), new_state, weights
